@@ -1,0 +1,165 @@
+"""Checkpoint files: one self-contained dict per file, written atomically, loaded safely.
+
+A checkpoint is a plain dict of Python primitives and CPU tensors, readable with
+``torch.load(path, weights_only=True)`` and nothing from this package:
+
+    format_version, charrnn_version, torch_version   what wrote it
+    model_config, train_config                       dicts of the two configs
+    vocab                                            str: the characters in id order
+    model_state                                      state_dict of CharRNN
+    optimizer_state, scheduler, data_state, hidden,
+    rng                                              what an exact resume needs
+    step, epoch, elapsed                             progress
+    best_val_loss, val_loss, metrics                 evaluation history
+    corpus                                           {"path", "chars"} of the training text
+
+Loading never runs code from the file: ``weights_only=True`` refuses any pickle that
+names a callable, and the dict is checked for its version and keys before use.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn import __version__
+from charrnn.config import build
+from charrnn.data import Vocab
+from charrnn.errors import CheckpointError
+from charrnn.model import CharRNN
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model_config", "train_config", "vocab", "model_state")
+BEST, LAST = "best.pt", "last.pt"
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+    """Write ``payload`` to ``path`` so that a crash at any moment leaves either the
+    old file or the new one, complete: temporary file in the same folder, fsync,
+    rename over the target."""
+    path = Path(path)
+    payload = {"format_version": FORMAT_VERSION, "charrnn_version": __version__,
+               "torch_version": str(torch.__version__), **payload}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; "
+                              "the previous checkpoint, if any, is kept") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at ``path``, tensors on CPU; any problem is a one-line
+    ``CheckpointError`` naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; give a .pt file or a run folder")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it was never written "
+                              "completely, use another checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            reason = "it holds objects that would run code when loaded; refused"
+        raise CheckpointError(f"{path} is not a charrnn checkpoint: {reason}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+            AttributeError, IndexError) as e:
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or "
+                              f"corrupted?): {detail[:200]}") from None
+    return check_checkpoint(ckpt, path)
+
+
+def check_checkpoint(ckpt: Any, path: str | Path) -> dict[str, Any]:
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a charrnn checkpoint: it holds a "
+                              f"{type(ckpt).__name__}, not a dict")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is not a charrnn checkpoint: missing "
+                              f"{', '.join(missing)}")
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} has an invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer charrnn (format {version}, "
+                              f"this one reads {FORMAT_VERSION}); upgrade charrnn")
+    if not isinstance(ckpt["vocab"], str) or not ckpt["vocab"]:
+        raise CheckpointError(f"{path} has no vocabulary; it is not a charrnn checkpoint")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint"
+                          ) -> tuple[CharRNN, Vocab]:
+    """The trained model (in eval mode, on CPU) and its vocabulary."""
+    try:
+        vocab = Vocab(ckpt["vocab"])
+        config = build("model", ckpt["model_config"])
+        model = CharRNN(len(vocab), config)
+        model.load_state_dict(ckpt["model_state"])
+    except CheckpointError:
+        raise
+    except Exception as e:  # a config or state that does not fit the model
+        detail = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path} does not hold a usable model: {detail[:200]}") from None
+    return model.eval(), vocab
+
+
+def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs",
+                       name: str = BEST) -> Path:
+    """A checkpoint file from a file path, a run folder, or (None) the newest run."""
+    if target is None:
+        return latest_checkpoint(runs_dir, name)
+    target = Path(target)
+    if target.is_dir():
+        for candidate in (name, LAST if name == BEST else BEST):
+            if (target / candidate).is_file():
+                return target / candidate
+        raise CheckpointError(f"run folder {target} has no {BEST} or {LAST}")
+    return target
+
+
+def latest_checkpoint(runs_dir: str | Path = "runs", name: str = BEST) -> Path:
+    """``name`` (or the other checkpoint) of the run under ``runs_dir`` that wrote a
+    checkpoint most recently."""
+    runs_dir = Path(runs_dir)
+    written = [p for pattern in (f"*/{BEST}", f"*/{LAST}") for p in runs_dir.glob(pattern)
+               if p.is_file()] if runs_dir.is_dir() else []
+    if not written:
+        raise CheckpointError(f"no trained model found under {runs_dir}/; train one with "
+                              "'charrnn train TEXT' or give a checkpoint path")
+    newest = max(written, key=lambda p: p.stat().st_mtime)
+    return resolve_checkpoint(newest.parent, runs_dir, name)

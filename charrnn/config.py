@@ -1,0 +1,277 @@
+"""Every setting of a model and a training run, with its default, in one place.
+
+``ModelConfig`` says what network to build, ``TrainConfig`` how to train it. A value
+comes from the dataclass default, then a TOML file (``[model]`` and ``[train]``
+tables, see ``configs/``), then command-line flags, each overriding the one before.
+This module does not import torch, so ``charrnn --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from charrnn.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CELLS = ("rnn", "lstm", "gru")
+NONLINEARITIES = ("tanh", "relu")
+BATCHINGS = ("stream", "random")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
+DTYPES = ("float32", "bfloat16")
+
+# Training length when none of max_steps, epochs or max_time is set.
+DEFAULT_MAX_STEPS = 3000
+
+
+def _opt(help: str, *, choices: tuple[str, ...] = (), min: float | None = None,
+         max: float | None = None, min_exclusive: bool = False) -> dict:
+    """Field metadata: the help text and the range a value must lie in."""
+    return {"help": help, "choices": choices, "min": min, "max": max,
+            "min_exclusive": min_exclusive}
+
+
+@dataclass
+class ModelConfig:
+    """The network: embedding -> recurrent stack -> dropout -> linear head."""
+
+    cell: str = field(default="lstm", metadata=_opt(
+        "recurrent cell: rnn, lstm or gru", choices=CELLS))
+    nonlinearity: str = field(default="tanh", metadata=_opt(
+        "activation of the plain rnn cell: tanh or relu", choices=NONLINEARITIES))
+    embedding_dim: int = field(default=64, metadata=_opt(
+        "size of each character's embedding (the RNN's input_size)", min=1))
+    hidden_size: int = field(default=256, metadata=_opt(
+        "features in each layer's hidden state h", min=1))
+    num_layers: int = field(default=2, metadata=_opt(
+        "recurrent layers stacked on each other", min=1))
+    dropout: float = field(default=0.0, metadata=_opt(
+        "dropout between recurrent layers and before the head", min=0.0, max=0.99))
+    proj_size: int = field(default=0, metadata=_opt(
+        "LSTM only: project h to this size (0 = no projection)", min=0))
+    tie_weights: bool = field(default=False, metadata=_opt(
+        "share the embedding matrix with the output head (needs embedding_dim equal "
+        "to the head's input size)"))
+    bidirectional: bool = field(default=False, metadata=_opt(
+        "run a second, reversed recurrent stack (inspect only: a next-character model "
+        "must not see the future)"))
+
+
+@dataclass
+class TrainConfig:
+    """The data windows, optimiser, schedule, budgets and bookkeeping of a run."""
+
+    seq_length: int = field(default=64, metadata=_opt(
+        "characters per training window (steps of backpropagation through time)", min=1))
+    batch_size: int = field(default=32, metadata=_opt(
+        "windows per optimiser step", min=1))
+    batching: str = field(default="stream", metadata=_opt(
+        "stream: contiguous streams with hidden state carried between windows; "
+        "random: random windows from a zero state", choices=BATCHINGS))
+    optimizer: str = field(default="adamw", metadata=_opt(
+        "optimiser: adamw, adam, sgd, rmsprop or adagrad", choices=OPTIMIZERS))
+    lr: float = field(default=3e-3, metadata=_opt(
+        "peak learning rate, reached after warmup", min=0.0, min_exclusive=True))
+    min_lr_ratio: float = field(default=0.1, metadata=_opt(
+        "cosine decay ends at lr * min_lr_ratio", min=0.0, max=1.0))
+    weight_decay: float = field(default=0.01, metadata=_opt(
+        "decoupled weight decay on weight matrices (not biases or embeddings)", min=0.0))
+    grad_clip: float = field(default=1.0, metadata=_opt(
+        "clip the global gradient norm to this (0 = no clipping)", min=0.0))
+    warmup_steps: int = field(default=100, metadata=_opt(
+        "steps of linear learning-rate warmup", min=0))
+    max_steps: int | None = field(default=None, metadata=_opt(
+        f"stop after this many optimiser steps (default {DEFAULT_MAX_STEPS} when no "
+        "other budget is set)", min=1))
+    epochs: float | None = field(default=None, metadata=_opt(
+        "stop after this many passes over the training text", min=0.0, min_exclusive=True))
+    max_time: float | None = field(default=None, metadata=_opt(
+        "stop after this many seconds of wall time, evaluation included", min=0.0,
+        min_exclusive=True))
+    eval_every: int = field(default=250, metadata=_opt(
+        "evaluate on the validation text every this many steps (and at the end)", min=1))
+    sample_every: int = field(default=500, metadata=_opt(
+        "print a short sample every this many steps (0 = never)", min=0))
+    sample_length: int = field(default=200, metadata=_opt(
+        "characters in each progress sample", min=1))
+    val_fraction: float = field(default=0.1, metadata=_opt(
+        "last fraction of the text held out for validation", min=0.0, max=0.5,
+        min_exclusive=True))
+    val_file: str | None = field(default=None, metadata=_opt(
+        "validate on this file instead of the end of the training text"))
+    out: str | None = field(default=None, metadata=_opt(
+        "run folder for checkpoints and metrics (default runs/<time>-<text>-<cell>)"))
+    seed: int = field(default=1337, metadata=_opt(
+        "seed for initialisation, batching, dropout and samples", min=0))
+    device: str = field(default="auto", metadata=_opt(
+        "auto, cpu, cuda or cuda:N"))
+    dtype: str = field(default="float32", metadata=_opt(
+        "float32, or bfloat16 autocast", choices=DTYPES))
+
+    def budget_steps(self) -> int | None:
+        """``max_steps``, or the default when no budget at all was set."""
+        if self.max_steps is None and self.epochs is None and self.max_time is None:
+            return DEFAULT_MAX_STEPS
+        return self.max_steps
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "train": TrainConfig}
+
+
+def fields_of(section: str) -> list[str]:
+    return [f.name for f in fields(SECTIONS[section])]
+
+
+def help_for(section: str, name: str) -> str:
+    """The help text of one setting, with its default, for the CLI."""
+    f = next(f for f in fields(SECTIONS[section]) if f.name == name)
+    default = "" if f.default is None else f" [default: {_format_value(f.default)}]"
+    return f.metadata["help"] + default
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _nearest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
+
+
+def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
+    """Check one value against its field's type and range; ints pass as floats."""
+    key = f"{section}.{f.name}"
+    kind = f.type.split(" | ")[0] if isinstance(f.type, str) else f.type
+    if value is None:
+        if "None" in str(f.type):
+            return None
+        raise ConfigError(f"{key} cannot be empty; give a {kind}")
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise ConfigError(f"{key} must be a {kind}, got {value!r}")
+    if kind == "float":
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    meta = f.metadata
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(
+            f"{key} must be one of {', '.join(meta['choices'])}, got {value!r}"
+            + _choice_hint(value, meta["choices"]))
+    low, high = meta["min"], meta["max"]
+    if low is not None and (value < low or (meta["min_exclusive"] and value == low)):
+        bound = f"greater than {low:g}" if meta["min_exclusive"] else f"at least {low:g}"
+        raise ConfigError(f"{key} must be {bound}, got {value!r}")
+    if high is not None and value > high:
+        raise ConfigError(f"{key} must be at most {high:g}, got {value!r}")
+    return value
+
+
+def _choice_hint(value: Any, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def build(section: str, values: dict[str, Any]) -> Any:
+    """A validated ``ModelConfig`` or ``TrainConfig`` from defaults overridden by
+    ``values``; unknown keys and bad values raise ``ConfigError``."""
+    cls = SECTIONS[section]
+    by_name = {f.name: f for f in fields(cls)}
+    checked = {}
+    for name, value in values.items():
+        if name not in by_name:
+            raise ConfigError(f"unknown key '{section}.{name}'" + _nearest(name, list(by_name)))
+        checked[name] = _coerce(section, by_name[name], value)
+    config = cls(**checked)
+    if isinstance(config, ModelConfig):
+        _check_model(config)
+    return config
+
+
+def _check_model(c: ModelConfig) -> None:
+    if c.proj_size and c.cell != "lstm":
+        raise ConfigError(f"model.proj_size works with the lstm cell only, not {c.cell}; "
+                          "drop --proj-size or use --cell lstm")
+    if c.proj_size >= c.hidden_size:
+        raise ConfigError(f"model.proj_size ({c.proj_size}) must be smaller than "
+                          f"hidden_size ({c.hidden_size})")
+    head_in = c.proj_size or c.hidden_size
+    if c.tie_weights and head_in != c.embedding_dim:
+        raise ConfigError(
+            f"tie_weights needs embedding_dim ({c.embedding_dim}) equal to the head's input "
+            f"size ({'proj_size' if c.proj_size else 'hidden_size'} = {head_in}); "
+            f"set --embedding-dim {head_in} or drop --tie-weights")
+
+
+def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The ``[model]`` and ``[train]`` tables of a config file, keys unchecked."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give a .toml file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    for name, table in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown table [{name}] in {path}" + _nearest(name, list(SECTIONS)))
+        if not isinstance(table, dict):
+            raise ConfigError(f"'{name}' in {path} must be a table: write [{name}] above its keys")
+    return {name: dict(data.get(name, {})) for name in SECTIONS}
+
+
+def resolve(config_file: str | Path | None, overrides: dict[str, dict[str, Any]]
+            ) -> tuple[ModelConfig, TrainConfig]:
+    """Defaults < config file < ``overrides`` (flags the user actually gave)."""
+    layers = read_toml(config_file) if config_file else {name: {} for name in SECTIONS}
+    for section, values in overrides.items():
+        layers[section].update({k: v for k, v in values.items() if v is not None})
+    return build("model", layers["model"]), build("train", layers["train"])
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def to_toml(model: ModelConfig, train: TrainConfig) -> str:
+    """The resolved settings as a TOML file that ``--config`` reads back."""
+    lines = []
+    for section, config in (("model", model), ("train", train)):
+        lines.append(f"[{section}]")
+        for f in fields(config):
+            value = getattr(config, f.name)
+            if value is None:
+                lines.append(f"# {f.name} = (not set)")
+            elif isinstance(value, bool):
+                lines.append(f"{f.name} = {_format_value(value)}")
+            elif isinstance(value, str):
+                escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'{f.name} = "{escaped}"')
+            else:
+                lines.append(f"{f.name} = {value!r}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""Errors a user can cause.
+
+Anything raised as a ``CharRNNError`` is shown by the CLI as one line on stderr and
+ends the process with exit code 1; everything else is a bug and keeps its traceback.
+"""
+
+
+class CharRNNError(Exception):
+    """A problem with the user's input: a file, a flag, a checkpoint or a config."""
+
+
+class DataError(CharRNNError):
+    """A text file that cannot be used for training, evaluation or priming."""
+
+
+class ConfigError(CharRNNError):
+    """An unknown key, a value out of range, or settings that do not fit together."""
+
+
+class CheckpointError(CharRNNError):
+    """A file that is not a usable charrnn checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped by a signal after ``last.pt`` was saved.
+
+    Not a ``CharRNNError``: the CLI maps it to 128 + the signal number.
+    """
+
+    def __init__(self, checkpoint: str, signum: int) -> None:
+        super().__init__(f"interrupted; saved {checkpoint}")
+        self.checkpoint = checkpoint
+        self.signum = signum

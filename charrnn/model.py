@@ -1,0 +1,69 @@
+"""The character-level language model: embedding -> nn.RNN/LSTM/GRU -> linear head.
+
+    ids (B, T) -> embedding (B, T, E) -> recurrent stack (B, T, H_out)
+               -> dropout -> linear (B, T, V) logits over the next character
+
+``H_out`` is ``proj_size`` for a projected LSTM and ``hidden_size`` otherwise. The
+recurrent module is PyTorch's own (batch-first), so its parameters keep PyTorch's names
+(``rnn.weight_ih_l0`` ...) and ``charrnn inspect`` can explain them one by one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from charrnn.config import ModelConfig
+
+# LSTM: (h, c) with h (D*num_layers, B, H_out) and c (D*num_layers, B, hidden_size);
+# RNN/GRU: h (D*num_layers, B, hidden_size).
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+def make_rnn(config: ModelConfig, *, batch_first: bool = True) -> nn.RNNBase:
+    """The bare ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` that ``config`` describes."""
+    common = dict(input_size=config.embedding_dim, hidden_size=config.hidden_size,
+                  num_layers=config.num_layers, batch_first=batch_first,
+                  dropout=config.dropout if config.num_layers > 1 else 0.0,
+                  bidirectional=config.bidirectional)
+    if config.cell == "lstm":
+        return nn.LSTM(proj_size=config.proj_size, **common)
+    if config.cell == "gru":
+        return nn.GRU(**common)
+    return nn.RNN(nonlinearity=config.nonlinearity, **common)
+
+
+class CharRNN(nn.Module):
+    def __init__(self, vocab_size: int, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab_size = vocab_size
+        directions = 2 if config.bidirectional else 1
+        head_in = (config.proj_size or config.hidden_size) * directions
+        self.embedding = nn.Embedding(vocab_size, config.embedding_dim)
+        self.rnn = make_rnn(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(head_in, vocab_size)
+        if config.tie_weights:
+            # Both are (V, E); ModelConfig checked that E equals the head's input size.
+            self.head.weight = self.embedding.weight
+
+    def forward(self, idx: torch.Tensor, hidden: Hidden | None = None
+                ) -> tuple[torch.Tensor, Hidden]:
+        x = self.embedding(idx)                  # (B, T) -> (B, T, E)
+        out, hidden = self.rnn(x, hidden)        # (B, T, E) -> (B, T, H_out)
+        logits = self.head(self.drop(out))       # (B, T, H_out) -> (B, T, V)
+        return logits, hidden
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (a tied matrix counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def detach_hidden(hidden: Hidden | None) -> Hidden | None:
+    """Cut the graph between windows while keeping the state's values."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)
+    return hidden.detach()

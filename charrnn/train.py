@@ -1,0 +1,426 @@
+"""The training run: ``train(text, model_config, train_config) -> RunResult``.
+
+Reads in the order it runs: device and data, model and optimiser, then the loop
+(schedule, window, forward, loss, backward, clip, step), with an evaluation, the
+checkpoints and the metrics row every ``eval_every`` steps and once at the end.
+
+A run folder holds ``config.toml`` (the resolved settings), ``metrics.csv`` (one row
+per evaluation), ``best.pt`` (lowest validation loss) and ``last.pt`` (latest state,
+enough to resume exactly). SIGINT and SIGTERM finish the current step, save
+``last.pt`` and raise ``TrainingInterrupted``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from charrnn import config as cfg
+from charrnn.checkpoint import BEST, LAST, save_checkpoint
+from charrnn.data import Vocab, load_text, make_batches, split
+from charrnn.errors import CharRNNError, ConfigError, DataError, TrainingInterrupted
+from charrnn.model import CharRNN, Hidden, detach_hidden
+from charrnn.sample import generate
+
+LN2 = math.log(2.0)
+EVAL_CHUNK = 1024  # time steps per forward call of the validation pass
+METRICS_FIELDS = ("step", "elapsed_s", "epoch", "lr", "train_loss", "val_loss", "val_bpc",
+                  "chars_per_s")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    elapsed: float
+    best_val_loss: float
+    val_loss: float
+    chars_per_s: float
+    first_step_s: float  # seconds from the start of ``train`` to the end of the first step
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when there is a GPU; asking for a missing GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA GPU is available here (torch "
+                              f"{torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: there are only {torch.cuda.device_count()} "
+                              "CUDA device(s); use cuda:0")
+    elif device.type != "cpu":
+        raise ConfigError(f"unsupported device '{name}'; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def autocast(device: torch.device, dtype: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=(dtype == "bfloat16"))
+
+
+@torch.no_grad()
+def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
+    """Mean nats per character of predicting ``ids[1:]`` from ``ids[:-1]`` in one
+    deterministic pass that carries the hidden state across chunks (float32)."""
+    was_training = model.training
+    model.eval()
+    data = torch.from_numpy(ids.astype(np.int64)).to(device)
+    total, count, hidden = 0.0, 0, None
+    for start in range(0, len(data) - 1, EVAL_CHUNK):
+        x = data[start:start + EVAL_CHUNK].unsqueeze(0)              # (1, T)
+        y = data[start + 1:start + 1 + EVAL_CHUNK].unsqueeze(0)      # (1, T')
+        x = x[:, :y.size(1)]
+        logits, hidden = model(x, hidden)                            # (1, T, V)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
+                                 reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+def lr_at(step: int, progress: float, c: cfg.TrainConfig) -> float:
+    """Linear warmup over ``warmup_steps``, times a cosine from ``lr`` down to
+    ``lr * min_lr_ratio`` over the run's budget (``progress`` runs 0 -> 1)."""
+    warm = min(1.0, (step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return c.lr * warm * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: CharRNN, c: cfg.TrainConfig) -> torch.optim.Optimizer:
+    """Weight decay on weight matrices only, never on biases or the embedding table."""
+    embedding = model.embedding.weight
+    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not embedding]
+    other = [p for p in model.parameters() if p.dim() < 2 or p is embedding]
+    groups = [{"params": decay, "weight_decay": c.weight_decay},
+              {"params": other, "weight_decay": 0.0}]
+    if c.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=c.lr)
+    if c.optimizer == "adam":  # L2 penalty in the gradient, as torch's Adam does it
+        return torch.optim.Adam(groups, lr=c.lr)
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=c.lr, momentum=0.9)
+    if c.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=c.lr)
+    return torch.optim.Adagrad(groups, lr=c.lr)
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM set a flag that the loop reads after each step, so a stop
+    never lands in the middle of an optimiser update. A second signal stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+@contextmanager
+def _catch_stop_signals():
+    stop = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _default_run_dir(text_path: Path, cell: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{text_path.stem}-{cell}"
+
+
+def _prepare_run_dir(run_dir: Path, model_config, train_config) -> None:
+    """Create the folder and write config.toml, so an unwritable place fails before
+    any training time is spent."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(cfg.to_toml(model_config, train_config),
+                                             encoding="utf-8")
+    except OSError as e:
+        raise CharRNNError(f"cannot write to run folder {run_dir}: {e.strerror}; "
+                           "choose another with --out") from None
+
+
+def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRICS_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = run_dir / ".metrics.csv.tmp"
+    tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    tmp.replace(run_dir / "metrics.csv")
+
+
+def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> None:
+    diffs = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in cfg.to_dict(current).items()
+             if saved.get(k) != v]
+    if diffs:
+        raise ConfigError(f"model settings differ from {source}: {'; '.join(diffs)}; "
+                          "drop those flags (the checkpoint fixes the model)")
+
+
+def _vocab_for(texts: list[str], checkpoint: dict | None, source: str) -> Vocab:
+    """The text's own vocabulary, or the checkpoint's when continuing from one (the
+    text may then use only characters the checkpoint knows)."""
+    if checkpoint is None:
+        return Vocab.from_text(*texts)
+    vocab = Vocab(checkpoint["vocab"])
+    unknown = "".join(sorted(set().union(*(set(vocab.unknown(t)) for t in texts))))
+    if unknown:
+        shown = " ".join(repr(ch) for ch in unknown[:20])
+        raise DataError(f"the text has {len(unknown)} character(s) that {source}'s vocabulary "
+                        f"lacks: {shown}; train from scratch or use a text without them")
+    return vocab
+
+
+def train(text_path: str | Path, model_config: cfg.ModelConfig,
+          train_config: cfg.TrainConfig, *, resume: dict | None = None,
+          resume_path: str | Path | None = None, init_from: dict | None = None,
+          progress: bool = True, start_time: float | None = None,
+          on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Train a CharRNN on the text at ``text_path``; see the module docstring.
+
+    ``resume``: a loaded checkpoint to continue exactly (model, optimiser, schedule,
+    data position, hidden state, RNG). ``init_from``: a loaded checkpoint whose weights
+    start a new run. ``start_time`` (``time.time()``) lets the wall-clock budget count
+    the process's start-up too. ``on_start`` receives a dict describing the run just
+    before the first step (for the CLI to show).
+    """
+    t0 = time.time() if start_time is None else start_time
+    c = train_config
+    if model_config.bidirectional:
+        raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
+                          "direction would read the characters it must predict; drop it")
+    source = resume if resume is not None else init_from
+    source_name = str(resume_path or "the checkpoint")
+    if source is not None:
+        _check_same_model(source["model_config"], model_config, source_name)
+    device = resolve_device(c.device)
+    if c.dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("--dtype bfloat16: this GPU does not support bfloat16; "
+                          "use --dtype float32")
+
+    # --- data --------------------------------------------------------------------
+    text_path = Path(text_path)
+    text = load_text(text_path, what="training text")
+    val_text = load_text(c.val_file, what="validation file") if c.val_file else None
+    vocab = _vocab_for([text] + ([val_text] if val_text else []), source, source_name)
+    ids = vocab.encode(text, what=f"training text {text_path}")
+    if val_text is None:
+        train_ids, val_ids = split(ids, c.val_fraction)
+    else:
+        train_ids, val_ids = ids, vocab.encode(val_text, what=f"validation file {c.val_file}")
+    if len(val_ids) < 2:
+        raise DataError(f"the validation text has {len(val_ids)} character(s); it needs at "
+                        "least 2: raise --val-fraction or give a longer --val-file")
+    batches = make_batches(train_ids, c.batching, c.batch_size, c.seq_length, c.seed)
+
+    # --- model and optimiser -----------------------------------------------------
+    torch.manual_seed(c.seed)
+    model = CharRNN(len(vocab), model_config)
+    if source is not None:
+        model.load_state_dict(source["model_state"])
+    model.to(device).train()
+    optimizer = make_optimizer(model, c)
+
+    step, elapsed_before, best_val, history = 0, 0.0, math.inf, []
+    hidden: Hidden | None = None
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer_state"])
+        batches.load_state_dict(resume["data_state"])
+        step = int(resume["step"])
+        elapsed_before = float(resume["elapsed"])
+        best_val = float(resume["best_val_loss"])
+        history = list(resume["metrics"])
+        hidden = _to_device(resume.get("hidden"), device)
+        torch.set_rng_state(resume["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in resume["rng"]:
+            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
+
+    run_dir = Path(c.out) if c.out else (
+        Path(resume_path).parent if resume_path else _default_run_dir(text_path, model_config.cell))
+    _prepare_run_dir(run_dir, model_config, c)
+    max_steps = c.budget_steps()
+    steps_per_epoch = batches.chars_per_epoch / (c.batch_size * c.seq_length)
+    step_budgets = [max_steps] if max_steps else []
+    if c.epochs:
+        step_budgets.append(math.ceil(c.epochs * steps_per_epoch))
+    total_steps = min(step_budgets) if step_budgets else None  # None: a time budget only
+
+    def checkpoint_payload(val_loss: float) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+        return {
+            "model_config": cfg.to_dict(model_config), "train_config": cfg.to_dict(c),
+            "vocab": vocab.chars,
+            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer_state": _to_device(optimizer.state_dict(), torch.device("cpu")),
+            "data_state": batches.state_dict(),
+            "hidden": _to_device(hidden, torch.device("cpu")),
+            "rng": rng, "step": step, "epoch": batches.epoch, "elapsed": elapsed(),
+            "best_val_loss": best_val, "val_loss": val_loss, "metrics": history,
+            "corpus": {"path": str(text_path), "chars": len(text)},
+        }
+
+    def elapsed() -> float:
+        return elapsed_before + time.time() - t0
+
+    def budget_progress(reserve: float) -> float:
+        fractions = [step / max_steps if max_steps else 0.0,
+                     batches.epoch / c.epochs if c.epochs else 0.0]
+        if c.max_time:
+            fractions.append((elapsed() + reserve) / c.max_time)
+        return max(fractions)
+
+    if on_start is not None:
+        budgets = [f"{max_steps} steps" if max_steps else "", f"{c.epochs:g} epochs" if c.epochs
+                   else "", f"{c.max_time:g}s" if c.max_time else ""]
+        on_start({"text": str(text_path), "chars": len(text), "vocab_size": len(vocab),
+                  "train_chars": len(train_ids), "val_chars": len(val_ids),
+                  "model": _describe_model(model_config), "parameters": model.num_parameters(),
+                  "device": str(device), "dtype": c.dtype, "batching": c.batching,
+                  "batch_size": c.batch_size, "seq_length": c.seq_length,
+                  "budget": " or ".join(b for b in budgets if b), "run_dir": str(run_dir),
+                  "resumed_at": step})
+
+    # --- the loop ----------------------------------------------------------------
+    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
+               dynamic_ncols=True, file=sys.stderr, leave=True)
+    say = bar.write if progress else (lambda message: None)
+    loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
+    eval_seconds = len(val_ids) / 20000.0  # first guess; replaced by each measured eval
+    val_loss = history[-1]["val_loss"] if history else math.nan
+    first_step_s = math.nan
+    session = [0, 0.0]  # characters and seconds of training (not evaluation) in this call
+    last_eval_step = step if history else -1
+    last_path = run_dir / LAST
+
+    def run_eval() -> None:
+        nonlocal best_val, val_loss, eval_seconds, loss_sum, loss_count, train_time
+        nonlocal chars_seen, last_eval_step
+        t_eval = time.time()
+        val_loss = evaluate(model, val_ids, device)
+        eval_seconds = time.time() - t_eval
+        rate = chars_seen / train_time if train_time else math.nan
+        session[0] += chars_seen
+        session[1] += train_time
+        history.append({"step": step, "elapsed_s": round(elapsed(), 3),
+                        "epoch": round(batches.epoch, 4),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "train_loss": loss_sum / loss_count if loss_count else math.nan,
+                        "val_loss": val_loss, "val_bpc": val_loss / LN2,
+                        "chars_per_s": round(rate, 1)})
+        improved = val_loss < best_val
+        best_val = min(best_val, val_loss)
+        payload = checkpoint_payload(val_loss)
+        if improved:
+            save_checkpoint(payload, run_dir / BEST)
+        save_checkpoint(payload, last_path)
+        _write_metrics(run_dir, history)
+        say(f"step {step}: train {history[-1]['train_loss']:.4f}  val {val_loss:.4f} "
+                  f"nats/char ({val_loss / LN2:.3f} bits/char)  best {best_val:.4f}")
+        loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
+        last_eval_step = step
+
+    with _catch_stop_signals() as stop:
+        while (progress_now := budget_progress(reserve=eval_seconds)) < 1.0:
+            t_step = time.time()
+            lr = lr_at(step, progress_now, c)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = batches.next()
+            if batch.fresh:
+                hidden = None
+            x, y = batch.x.to(device, non_blocking=True), batch.y.to(device, non_blocking=True)
+            with autocast(device, c.dtype):
+                logits, hidden = model(x, hidden)                    # (B, T, V)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+            optimizer.step()
+            hidden = detach_hidden(hidden)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                kept = f"; last good checkpoint: {last_path}" if last_path.exists() else ""
+                raise CharRNNError(f"training diverged: loss is {loss_value} at step "
+                                   f"{step + 1}{kept}; lower --lr or set --grad-clip")
+            step += 1
+            if math.isnan(first_step_s):
+                first_step_s = time.time() - t0
+            train_time += time.time() - t_step
+            chars_seen += x.numel()
+            loss_sum += loss_value
+            loss_count += 1
+            bar.update(1)
+            bar.set_postfix_str(f"loss {loss_value:.3f} val "
+                                f"{'-' if math.isnan(val_loss) else f'{val_loss:.3f}'} "
+                                f"{chars_seen / max(train_time, 1e-9):,.0f} chars/s"
+                                + (f" left {max(0.0, c.max_time - elapsed()):.0f}s"
+                                   if c.max_time else ""), refresh=False)
+            if step % c.eval_every == 0:
+                run_eval()
+            if progress and c.sample_every and step % c.sample_every == 0:
+                text_sample = "".join(generate(model, vocab, c.sample_length, seed=c.seed + step))
+                say(f"--- sample at step {step} ---\n{text_sample}\n---")
+            if stop.signum is not None:
+                payload = checkpoint_payload(val_loss)
+                save_checkpoint(payload, last_path)
+                bar.close()
+                raise TrainingInterrupted(str(last_path), stop.signum)
+        if last_eval_step != step:
+            run_eval()
+    bar.close()
+    return RunResult(run_dir=run_dir, step=step, elapsed=elapsed(), best_val_loss=best_val,
+                     val_loss=val_loss,
+                     chars_per_s=session[0] / session[1] if session[1] else math.nan,
+                     first_step_s=first_step_s)
+
+
+def _describe_model(m: cfg.ModelConfig) -> str:
+    cell = f"rnn-{m.nonlinearity}" if m.cell == "rnn" else m.cell
+    extra = [f"proj {m.proj_size}" if m.proj_size else "", f"dropout {m.dropout:g}"
+             if m.dropout else "", "tied" if m.tie_weights else ""]
+    return (f"{m.num_layers}x{m.hidden_size} {cell}, embedding {m.embedding_dim}"
+            + "".join(f", {e}" for e in extra if e))
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    """Tensors inside nested dicts / lists / tuples moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
