@@ -329,10 +329,10 @@ def inspect(
                            "(see the differences above)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning user errors into one line and an exit code."""
     try:
-        code = app(standalone_mode=False)
+        code = app(args=argv, prog_name="charrnn", standalone_mode=False)
     except CharRNNError as e:
         err.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
         sys.exit(1)

@@ -211,11 +211,12 @@ def _check_model(c: ModelConfig) -> None:
     if c.proj_size >= c.hidden_size:
         raise ConfigError(f"model.proj_size ({c.proj_size}) must be smaller than "
                           f"hidden_size ({c.hidden_size})")
-    head_in = c.proj_size or c.hidden_size
+    head_in = (c.proj_size or c.hidden_size) * (2 if c.bidirectional else 1)
     if c.tie_weights and head_in != c.embedding_dim:
         raise ConfigError(
             f"tie_weights needs embedding_dim ({c.embedding_dim}) equal to the head's input "
-            f"size ({'proj_size' if c.proj_size else 'hidden_size'} = {head_in}); "
+            f"size ({head_in}, the {'proj_size' if c.proj_size else 'hidden_size'}"
+            f"{' x 2 directions' if c.bidirectional else ''}); "
             f"set --embedding-dim {head_in} or drop --tie-weights")
 
 

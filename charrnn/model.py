@@ -1,9 +1,10 @@
 """The character-level language model: embedding -> nn.RNN/LSTM/GRU -> linear head.
 
-    ids (B, T) -> embedding (B, T, E) -> recurrent stack (B, T, H_out)
+    ids (B, T) -> embedding (B, T, E) -> recurrent stack (B, T, D*H_out)
                -> dropout -> linear (B, T, V) logits over the next character
 
-``H_out`` is ``proj_size`` for a projected LSTM and ``hidden_size`` otherwise. The
+``H_out`` is ``proj_size`` for a projected LSTM and ``hidden_size`` otherwise; D is 2
+for a bidirectional stack (which ``inspect`` explains but ``train`` refuses), else 1. The
 recurrent module is PyTorch's own (batch-first), so its parameters keep PyTorch's names
 (``rnn.weight_ih_l0`` ...) and ``charrnn inspect`` can explain them one by one.
 """
@@ -51,8 +52,8 @@ class CharRNN(nn.Module):
     def forward(self, idx: torch.Tensor, hidden: Hidden | None = None
                 ) -> tuple[torch.Tensor, Hidden]:
         x = self.embedding(idx)                  # (B, T) -> (B, T, E)
-        out, hidden = self.rnn(x, hidden)        # (B, T, E) -> (B, T, H_out)
-        logits = self.head(self.drop(out))       # (B, T, H_out) -> (B, T, V)
+        out, hidden = self.rnn(x, hidden)        # (B, T, E) -> (B, T, D*H_out)
+        logits = self.head(self.drop(out))       # (B, T, D*H_out) -> (B, T, V)
         return logits, hidden
 
     def num_parameters(self) -> int:

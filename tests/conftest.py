@@ -1,0 +1,47 @@
+"""Shared fixtures: the tiny-shakespeare corpus beside the project, small text files,
+and one tiny trained run that many tests read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from charrnn.config import ModelConfig, TrainConfig
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+
+@pytest.fixture(scope="session")
+def shakespeare() -> Path:
+    if not SHAKESPEARE.is_file():
+        pytest.fail(f"the test corpus {SHAKESPEARE} is missing: the tests expect the shared "
+                    "folder (with data/tinyshakespeare.txt) beside the project")
+    return SHAKESPEARE
+
+
+@pytest.fixture(scope="session")
+def small_text(shakespeare, tmp_path_factory) -> Path:
+    """The first 60,000 characters of tiny-shakespeare."""
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text(shakespeare.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    return path
+
+
+def tiny_configs(**train_overrides) -> tuple[ModelConfig, TrainConfig]:
+    model = ModelConfig(cell="lstm", embedding_dim=16, hidden_size=32, num_layers=2)
+    values = dict(seq_length=32, batch_size=8, max_steps=20, eval_every=10, sample_every=0,
+                  warmup_steps=5, device="cpu")
+    values.update(train_overrides)
+    return model, TrainConfig(**values)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(small_text, tmp_path_factory) -> Path:
+    """A 2x32 LSTM trained for 20 steps; its run folder (best.pt, last.pt, metrics)."""
+    from charrnn.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    model, config = tiny_configs(out=str(out))
+    train(small_text, model, config, progress=False)
+    return out

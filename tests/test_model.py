@@ -1,0 +1,85 @@
+"""CharRNN's shapes, state carrying, weight tying, and the one-step sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charrnn.config import ModelConfig, build
+from charrnn.errors import ConfigError
+from charrnn.model import CharRNN
+from charrnn.sample import Stepper, _zero_states
+
+V, B, T = 11, 3, 7
+CELLS = {
+    "rnn-tanh": dict(cell="rnn", nonlinearity="tanh"),
+    "rnn-relu": dict(cell="rnn", nonlinearity="relu"),
+    "lstm": dict(cell="lstm"),
+    "lstm-proj": dict(cell="lstm", proj_size=3),
+    "gru": dict(cell="gru"),
+}
+
+
+def make(name: str, num_layers: int = 2, **extra) -> CharRNN:
+    torch.manual_seed(0)
+    config = ModelConfig(embedding_dim=5, hidden_size=6, num_layers=num_layers,
+                         **CELLS[name], **extra)
+    return CharRNN(V, config).eval()
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_forward_shapes(name, num_layers):
+    model = make(name, num_layers)
+    idx = torch.randint(0, V, (B, T))
+    logits, hidden = model(idx)
+    assert logits.shape == (B, T, V)
+    h_out = 3 if name == "lstm-proj" else 6
+    if name.startswith("lstm"):
+        h, c = hidden
+        assert h.shape == (num_layers, B, h_out) and c.shape == (num_layers, B, 6)
+    else:
+        assert hidden.shape == (num_layers, B, 6)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_carrying_state_across_two_halves_equals_one_pass(name):
+    model = make(name)
+    idx = torch.randint(0, V, (B, 2 * T))
+    whole, _ = model(idx)
+    first, hidden = model(idx[:, :T])
+    second, _ = model(idx[:, T:], hidden)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_stepper_reproduces_the_module_one_character_at_a_time(name):
+    model = make(name)
+    idx = torch.randint(0, V, (B, T))
+    expected, _ = model(idx)
+    stepper = Stepper(model)
+    states = _zero_states(model, B, torch.device("cpu"))
+    with torch.no_grad():
+        for t in range(T):
+            logits, states = stepper.step(idx[:, t], states)
+            torch.testing.assert_close(logits, expected[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_tied_weights_share_one_matrix():
+    torch.manual_seed(0)
+    model = CharRNN(V, ModelConfig(embedding_dim=6, hidden_size=6, tie_weights=True))
+    assert model.head.weight is model.embedding.weight
+    untied = CharRNN(V, ModelConfig(embedding_dim=6, hidden_size=6))
+    assert model.num_parameters() == untied.num_parameters() - V * 6
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(embedding_dim=5, hidden_size=6, tie_weights=True), "set --embedding-dim 6"),
+    (dict(cell="lstm", embedding_dim=6, hidden_size=8, proj_size=6, tie_weights=True,
+          bidirectional=True), r"set --embedding-dim 12"),
+    (dict(cell="gru", proj_size=3), "lstm cell only"),
+    (dict(cell="lstm", hidden_size=8, proj_size=8), "must be smaller than hidden_size"),
+])
+def test_model_settings_that_cannot_work_are_refused(values, message):
+    with pytest.raises(ConfigError, match=message):
+        build("model", values)
