@@ -144,8 +144,18 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+# Names other char-rnn tools use for our settings, for "did you mean" hints.
+_OTHER_NAMES = {"learning_rate": "lr", "rnn_size": "hidden_size", "nhid": "hidden_size",
+                "hidden_dim": "hidden_size", "n_layers": "num_layers", "nlayers": "num_layers",
+                "seq_len": "seq_length", "block_size": "seq_length", "bsz": "batch_size",
+                "emsize": "embedding_dim", "n_embd": "embedding_dim", "model": "cell",
+                "max_iters": "max_steps", "max_epochs": "epochs", "clip": "grad_clip",
+                "grad_clip_norm": "grad_clip", "eval_interval": "eval_every"}
+
+
 def _nearest(name: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    close = [_OTHER_NAMES[name]] if _OTHER_NAMES.get(name) in valid else \
+        difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     return f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(valid)}"
 
 

@@ -315,7 +315,10 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     # --- the loop ----------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
                dynamic_ncols=True, file=sys.stderr, leave=True)
-    say = bar.write if progress else (lambda message: None)
+    def say(message: str) -> None:  # through the bar, so it is not torn; on stderr
+        if progress:
+            bar.write(message, file=sys.stderr)
+
     loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
     eval_seconds = len(val_ids) / 20000.0  # first guess; replaced by each measured eval
     val_loss = history[-1]["val_loss"] if history else math.nan

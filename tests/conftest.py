@@ -9,15 +9,18 @@ import pytest
 
 from charrnn.config import ModelConfig, TrainConfig
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS_PLACES = (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt",
+                 ROOT / "data" / "tinyshakespeare.txt")
 
 
 @pytest.fixture(scope="session")
 def shakespeare() -> Path:
-    if not SHAKESPEARE.is_file():
-        pytest.fail(f"the test corpus {SHAKESPEARE} is missing: the tests expect the shared "
-                    "folder (with data/tinyshakespeare.txt) beside the project")
-    return SHAKESPEARE
+    for path in CORPUS_PLACES:
+        if path.is_file():
+            return path
+    pytest.fail("the tests need tiny-shakespeare at " + " or ".join(map(str, CORPUS_PLACES))
+                + " (see data/README.md)")
 
 
 @pytest.fixture(scope="session")

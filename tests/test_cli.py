@@ -1,0 +1,203 @@
+"""The command line as a user meets it: help, the main job end to end, and every
+error a user can cause answered in one line with exit code 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def charrnn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_the_commands_without_importing_torch(tmp_path):
+    code = ("import sys\nfrom charrnn.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert "NO TORCH" in out
+    for command in ("train", "sample", "inspect"):
+        assert command in out
+
+
+def test_train_then_sample_then_inspect_end_to_end(small_text, tmp_path):
+    trained = charrnn("train", str(small_text), "--hidden-size", "32", "--embedding-dim", "16",
+                      "--max-steps", "12", "--eval-every", "6", "--sample-every", "6",
+                      "--batch-size", "8", "--seq-length", "32", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout == ""                      # narration goes to stderr
+    assert "sample at step 6" in trained.stderr and "best.pt" in trained.stderr
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "best.pt").is_file()
+
+    sampled = charrnn("sample", "--len", "200", "--seed", "3", cwd=tmp_path)
+    assert sampled.returncode == 0, sampled.stderr
+    assert len(sampled.stdout) == 201 and sampled.stdout.endswith("\n")   # 200 + newline
+    assert "best.pt" in sampled.stderr
+    again = charrnn("sample", "--len", "200", "--seed", "3", cwd=tmp_path)
+    assert again.stdout == sampled.stdout
+
+    primed = charrnn("sample", "--len", "30", "--prime", "ROMEO:", "--num-samples", "3",
+                     "--seed", "1", cwd=tmp_path)
+    texts = primed.stdout.split("\n\n")
+    assert len(texts) == 3 and all(t.strip("\n").startswith("ROMEO:") for t in texts)
+    assert all(len(t.strip("\n")) == 6 + 30 for t in texts)
+
+    default = charrnn("inspect", cwd=tmp_path)        # the model the default flags build
+    assert default.returncode == 0, default.stderr
+    assert "rnn.weight_ih_l0" in default.stdout and "1024" in default.stdout
+    shown = charrnn("inspect", str(runs[0]), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "rnn.weight_hh_l1" in shown.stdout and "vocab" in shown.stdout.lower()
+
+
+def test_inspect_shows_the_seeds_example(capsys):
+    code, out, _ = run(["inspect", "--cell", "rnn", "--input-size", "10", "--hidden-size", "20",
+                        "--num-layers", "2", "--seq-length", "5", "--batch-size", "3",
+                        "--no-batch-first", "--verify", "--json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    shapes = {p["name"]: p["shape"] for p in report["parameters"]}
+    assert shapes["rnn.weight_ih_l0"] == [20, 10] and shapes["rnn.weight_hh_l0"] == [20, 20]
+    assert shapes["rnn.weight_ih_l1"] == [20, 20] and shapes["rnn.bias_hh_l1"] == [20]
+    assert report["tensors"]["embedded"] == [5, 3, 10]
+    assert report["tensors"]["h0"] == [2, 3, 20] and report["tensors"]["h_n"] == [2, 3, 20]
+    assert report["tensors"]["output"] == [5, 3, 20]
+    assert report["verify_ok"] and max(report["verify"].values()) <= 1e-5
+
+
+def test_inspect_verifies_a_bidirectional_projected_lstm_in_text(capsys):
+    code, out, _ = run(["inspect", "--cell", "lstm", "--hidden-size", "8", "--proj-size", "4",
+                        "--bidirectional", "--num-layers", "2", "--verify"], capsys)
+    assert code == 0
+    assert "rnn.weight_hr_l1_reverse" in out and "PASS" in out
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, tiny_run):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "empty.txt").write_bytes(b"")
+    (d / "binary.bin").write_bytes(b"\x7fELF\x00\x01\x02")
+    (d / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    (d / "short.txt").write_text("to be or not to be", encoding="utf-8")
+    (d / "unknown.toml").write_text("[train]\nlearning_rate = 0.1\n", encoding="utf-8")
+    (d / "broken.toml").write_text("[model]\nhidden_size = = 3\n", encoding="utf-8")
+    (d / "notes.pt").write_text("just some text", encoding="utf-8")
+    (d / "zero.pt").write_bytes(b"")
+    whole = (tiny_run / "best.pt").read_bytes()
+    (d / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    torch.save({"embedding.weight": torch.zeros(3, 2)}, d / "state_dict.pt")
+    newer = torch.load(tiny_run / "best.pt", weights_only=True)
+    newer["format_version"] = 99
+    torch.save(newer, d / "newer.pt")
+    (d / "foreign.txt").write_text("Ωmega ≈ çà" * 500, encoding="utf-8")
+
+    class Payload:  # unpickling this would create a file
+        def __reduce__(self):
+            return (Path.touch, (d / "pwned",))
+
+    with open(d / "evil.pt", "wb") as f:
+        pickle.dump({"format_version": 1, "x": Payload()}, f)
+    return d
+
+
+BAD_INPUTS = [
+    # (argv with {d} = bad files folder, {run} = tiny run, {text} = good text, expected text)
+    (["train", "{d}/missing.txt"], "does not exist"),
+    (["train", "{d}"], "is a directory"),
+    (["train", "{d}/empty.txt"], "is empty"),
+    (["train", "{d}/binary.bin"], "NUL byte at offset 4"),
+    (["train", "{d}/latin1.txt"], "not valid UTF-8 (byte 0xe9 at offset 3)"),
+    (["train", "{d}/short.txt"], "needs at least"),
+    (["train", "{text}", "--config", "{d}/unknown.toml"], "did you mean 'lr'"),
+    (["train", "{text}", "--config", "{d}/broken.toml"], "not valid TOML"),
+    (["train", "{text}", "--config", "{d}/missing.toml"], "does not exist"),
+    (["train", "{text}", "--hidden-size", "-3"], "hidden_size must be at least 1"),
+    (["train", "{text}", "--batch-size", "0"], "batch_size must be at least 1"),
+    (["train", "{text}", "--dropout", "1.5"], "dropout must be at most 0.99"),
+    (["train", "{text}", "--lr", "0"], "lr must be greater than 0"),
+    (["train", "{text}", "--val-fraction", "0.9"], "val_fraction must be at most 0.5"),
+    (["train", "{text}", "--cell", "lstn"], "did you mean 'lstm'"),
+    (["train", "{text}", "--optimizer", "adamm"], "must be one of adamw"),
+    (["train", "{text}", "--bidirectional"], "must not|must predict"),
+    (["train", "{text}", "--tie-weights", "--embedding-dim", "8"], "drop --tie-weights"),
+    (["train", "{text}", "--cell", "gru", "--proj-size", "4"], "lstm cell only"),
+    (["train", "{text}", "--device", "cuda:99"], "cuda"),
+    (["train", "{text}", "--device", "tpu"], "unknown device|unsupported device"),
+    (["train", "{text}", "--resume", "{d}/nothing"], "does not exist"),
+    (["train", "{text}", "--resume", "{run}", "--hidden-size", "64"], "hidden_size 32 -> 64"),
+    (["train", "{d}/foreign.txt", "--init-from", "{run}"], "vocabulary lacks"),
+    (["train", "{text}", "--resume", "{run}", "--init-from", "{run}"], "exclude each other"),
+    (["train"], "give the TEXT file"),
+    (["sample", "{d}/notes.pt"], "not a readable checkpoint"),
+    (["sample", "{d}/zero.pt"], "is empty"),
+    (["sample", "{d}/truncated.pt"], "truncated or corrupted"),
+    (["sample", "{d}/state_dict.pt"], "missing format_version"),
+    (["sample", "{d}/newer.pt"], "newer charrnn"),
+    (["sample", "{d}/evil.pt"], "would run code"),
+    (["sample", "{d}"], "has no best.pt or last.pt"),
+    (["sample", "{run}", "--prime", "hello ü€"], "2 character(s) not in the model's vocabulary"),
+    (["sample", "{run}", "--prime", ""], "prime text is empty"),
+    (["sample", "{run}", "--temperature", "0"], "--temperature must be greater than 0"),
+    (["sample", "{run}", "--top-p", "1.5"], "--top-p must be in (0, 1]"),
+    (["sample", "{run}", "--top-k", "0"], "--top-k must be at least 1"),
+    (["sample", "{run}", "--len", "0"], "--len must be at least 1"),
+    (["sample", "{run}", "--num-samples", "0"], "--num-samples must be at least 1"),
+    (["sample", "{run}", "--output", "{d}/no/such/dir/out.txt"], "cannot write"),
+    (["inspect", "--hidden-size", "0"], "hidden_size must be at least 1"),
+    (["inspect", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["inspect", "{run}", "--hidden-size", "8"], "the checkpoint fixes the model"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_gets_one_line_and_exit_code_1(argv, expected, bad_files, tiny_run,
+                                                 small_text, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # any run folder a mistake could create lands here
+    args = [a.format(d=bad_files, run=tiny_run, text=small_text) for a in argv]
+    before = {p: p.stat().st_mtime_ns for p in tiny_run.iterdir()}
+    code, out, err = run(args, capsys)
+    assert code == 1, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith("error: ") and "Traceback" not in err
+    assert len(lines) == 1 or (lines[0].startswith("sampling from") and len(lines) == 2)
+    import re
+    assert re.search(expected if "|" in expected else re.escape(expected), lines[-1]), lines[-1]
+    assert not (bad_files / "pwned").exists()        # nothing from a file was executed
+    assert {p: p.stat().st_mtime_ns for p in tiny_run.iterdir()} == before  # nothing lost
+
+
+def test_usage_errors_are_one_line_with_exit_code_2(capsys):
+    code, out, err = run(["train", "x.txt", "--hidden-size", "abc"], capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "--hidden-size" in err
+    code, _, err = run(["train", "x.txt", "--no-such-flag"], capsys)
+    assert code == 2 and "No such option" in err
+
+
+def test_version(capsys):
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and out.startswith("charrnn ")
