@@ -7,20 +7,22 @@ A checkpoint is a plain dict of Python primitives and CPU tensors, readable with
     model_config, train_config                       dicts of the two configs
     vocab                                            str: the characters in id order
     model_state                                      state_dict of CharRNN
-    optimizer_state, scheduler, data_state, hidden,
-    rng                                              what an exact resume needs
+    optimizer_state, data_state, hidden, rng,
+    loss_window                                      what an exact resume needs
     step, epoch, elapsed                             progress
     best_val_loss, val_loss, metrics                 evaluation history
     corpus                                           {"path", "chars"} of the training text
 
 Loading never runs code from the file: ``weights_only=True`` refuses any pickle that
-names a callable, and the dict is checked for its version and keys before use.
+names a callable, the zip records' CRC-32 sums are checked (torch.load does not), and
+the dict is checked for its version and keys before use.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import warnings
 import zipfile
@@ -89,21 +91,42 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it was never written "
                               "completely, use another checkpoint")
+    _check_crc(path)
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickles; we say it once
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            reason = "it holds objects that would run code when loaded; refused"
-        raise CheckpointError(f"{path} is not a charrnn checkpoint: {reason}") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(f"{path} is not a charrnn checkpoint: it names {found[1]}, "
+                                  "which could run code when loaded; refused") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (not a torch file, "
+                              "truncated or corrupted); refused without running any of it"
+                              ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
             AttributeError, IndexError) as e:
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or "
                               f"corrupted?): {detail[:200]}") from None
     return check_checkpoint(ckpt, path)
+
+
+def _check_crc(path: Path) -> None:
+    """torch.save writes a zip archive with a CRC-32 per record, which torch.load does
+    not verify: check them, so that flipped bytes in the weights are caught here."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return  # not a whole zip archive: torch.load below says what is wrong
+    with archive:
+        try:
+            bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            bad = f"a record header ({e})"
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupted (checksum mismatch in {bad}); "
+                              "use another checkpoint, e.g. last.pt or best.pt of the run")
 
 
 def check_checkpoint(ckpt: Any, path: str | Path) -> dict[str, Any]:

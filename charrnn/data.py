@@ -19,6 +19,10 @@ from charrnn.errors import DataError
 
 # Characters converted per numpy call: bounds the temporary memory of encoding.
 _CHUNK = 1 << 22
+# Byte-order marks of the other Unicode encodings (UTF-32 first: its LE mark starts
+# with UTF-16's).
+_OTHER_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"),
+               (b"\xff\xfe", "UTF-16LE"), (b"\xfe\xff", "UTF-16BE"))
 
 
 def load_text(path: str | Path, *, what: str = "text file") -> str:
@@ -34,6 +38,10 @@ def load_text(path: str | Path, *, what: str = "text file") -> str:
         raise DataError(f"cannot read {what} {path}: {e.strerror}") from None
     if not data:
         raise DataError(f"{what} {path} is empty; give a file with some text in it")
+    for bom, encoding in _OTHER_BOMS:
+        if data.startswith(bom):
+            raise DataError(f"{what} {path} is {encoding} text, not UTF-8; convert it, e.g. "
+                            f"iconv -f {encoding} -t utf-8")
     nul = data.find(b"\x00")
     if nul >= 0:
         raise DataError(f"{what} {path} looks binary (NUL byte at offset {nul}); "

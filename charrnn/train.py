@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 import signal
 import sys
 import threading
@@ -157,16 +158,26 @@ def _default_run_dir(text_path: Path, cell: str) -> Path:
     return Path("runs") / f"{stamp}-{text_path.stem}-{cell}"
 
 
-def _prepare_run_dir(run_dir: Path, model_config, train_config) -> None:
-    """Create the folder and write config.toml, so an unwritable place fails before
-    any training time is spent."""
+def _prepare_run_dir(run_dir: Path, model_config, train_config, checkpoint_bytes: int) -> None:
+    """Create the folder, write config.toml and check the free space, so that an
+    unwritable or full place fails before any training time is spent. Temporary files
+    that a killed run left behind are removed (the checkpoints they were to replace
+    are intact)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):
+            stale.unlink()
         (run_dir / "config.toml").write_text(cfg.to_toml(model_config, train_config),
                                              encoding="utf-8")
+        free = shutil.disk_usage(run_dir).free
     except OSError as e:
         raise CharRNNError(f"cannot write to run folder {run_dir}: {e.strerror}; "
                            "choose another with --out") from None
+    # best.pt and last.pt, plus the temporary copy written before each replace.
+    need = 3 * checkpoint_bytes
+    if free < need:
+        raise CharRNNError(f"only {free / 1e6:.1f} MB free in {run_dir}, checkpoints need "
+                           f"about {need / 1e6:.1f} MB; free some space or choose --out")
 
 
 def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
@@ -175,8 +186,13 @@ def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     tmp = run_dir / ".metrics.csv.tmp"
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    tmp.replace(run_dir / "metrics.csv")
+    try:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+        tmp.replace(run_dir / "metrics.csv")
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CharRNNError(f"could not write {run_dir / 'metrics.csv'}: {e.strerror}; "
+                           "the checkpoints are kept") from None
 
 
 def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> None:
@@ -267,7 +283,8 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
 
     run_dir = Path(c.out) if c.out else (
         Path(resume_path).parent if resume_path else _default_run_dir(text_path, model_config.cell))
-    _prepare_run_dir(run_dir, model_config, c)
+    # fp32 weights plus up to two optimiser moments each (Adam), all saved on CPU.
+    _prepare_run_dir(run_dir, model_config, c, checkpoint_bytes=12 * model.num_parameters())
     max_steps = c.budget_steps()
     steps_per_epoch = batches.chars_per_epoch / (c.batch_size * c.seq_length)
     step_budgets = [max_steps] if max_steps else []
@@ -288,6 +305,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             "hidden": _to_device(hidden, torch.device("cpu")),
             "rng": rng, "step": step, "epoch": batches.epoch, "elapsed": elapsed(),
             "best_val_loss": best_val, "val_loss": val_loss, "metrics": history,
+            "loss_window": [loss_sum, loss_count],
             "corpus": {"path": str(text_path), "chars": len(text)},
         }
 
@@ -320,6 +338,8 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             bar.write(message, file=sys.stderr)
 
     loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
+    if resume is not None and "loss_window" in resume:
+        loss_sum, loss_count = float(resume["loss_window"][0]), int(resume["loss_window"][1])
     eval_seconds = len(val_ids) / 20000.0  # first guess; replaced by each measured eval
     val_loss = history[-1]["val_loss"] if history else math.nan
     first_step_s = math.nan
@@ -349,6 +369,9 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             save_checkpoint(payload, run_dir / BEST)
         save_checkpoint(payload, last_path)
         _write_metrics(run_dir, history)
+        if c.tensorboard:
+            from charrnn.tblog import log_eval
+            log_eval(run_dir, history[-1])
         say(f"step {step}: train {history[-1]['train_loss']:.4f}  val {val_loss:.4f} "
                   f"nats/char ({val_loss / LN2:.3f} bits/char)  best {best_val:.4f}")
         loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0

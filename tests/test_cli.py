@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -120,8 +121,19 @@ def bad_files(tmp_path_factory, tiny_run):
 
     with open(d / "evil.pt", "wb") as f:
         pickle.dump({"format_version": 1, "x": Payload()}, f)
+    torch.save({"format_version": 1, "vocab": "ab", "model_config": {}, "train_config": {},
+                "model_state": Payload()}, d / "evil-zip.pt")     # torch's own zip format
+    (d / "random.pt").write_bytes(os.urandom(4096))
+    corrupted = bytearray(whole)
+    corrupted[len(whole) // 3: len(whole) // 3 + 64] = random.Random(0).randbytes(64)
+    (d / "corrupted.pt").write_bytes(bytes(corrupted))
+    (d / "utf16.txt").write_bytes("to be or not to be".encode("utf-16"))
     return d
 
+
+# `--device cuda` is a user error only where there is no GPU; elsewhere ask for one too many.
+CUDA_FLAG, CUDA_MESSAGE = (("cuda", "no CUDA GPU is available here") if not torch.cuda.is_available()
+                           else (f"cuda:{torch.cuda.device_count()}", "CUDA device(s)"))
 
 BAD_INPUTS = [
     # (argv with {d} = bad files folder, {run} = tiny run, {text} = good text, expected text)
@@ -130,6 +142,7 @@ BAD_INPUTS = [
     (["train", "{d}/empty.txt"], "is empty"),
     (["train", "{d}/binary.bin"], "NUL byte at offset 4"),
     (["train", "{d}/latin1.txt"], "not valid UTF-8 (byte 0xe9 at offset 3)"),
+    (["train", "{d}/utf16.txt"], "is UTF-16LE text, not UTF-8"),
     (["train", "{d}/short.txt"], "needs at least"),
     (["train", "{text}", "--config", "{d}/unknown.toml"], "did you mean 'lr'"),
     (["train", "{text}", "--config", "{d}/broken.toml"], "not valid TOML"),
@@ -145,6 +158,7 @@ BAD_INPUTS = [
     (["train", "{text}", "--tie-weights", "--embedding-dim", "8"], "drop --tie-weights"),
     (["train", "{text}", "--cell", "gru", "--proj-size", "4"], "lstm cell only"),
     (["train", "{text}", "--device", "cuda:99"], "cuda"),
+    (["train", "{text}", "--device", CUDA_FLAG], CUDA_MESSAGE),
     (["train", "{text}", "--device", "tpu"], "unknown device|unsupported device"),
     (["train", "{text}", "--resume", "{d}/nothing"], "does not exist"),
     (["train", "{text}", "--resume", "{run}", "--hidden-size", "64"], "hidden_size 32 -> 64"),
@@ -156,7 +170,10 @@ BAD_INPUTS = [
     (["sample", "{d}/truncated.pt"], "truncated or corrupted"),
     (["sample", "{d}/state_dict.pt"], "missing format_version"),
     (["sample", "{d}/newer.pt"], "newer charrnn"),
-    (["sample", "{d}/evil.pt"], "would run code"),
+    (["sample", "{d}/evil.pt"], "refused without running any of it"),
+    (["sample", "{d}/evil-zip.pt"], "which could run code when loaded; refused"),
+    (["sample", "{d}/random.pt"], "not a readable checkpoint"),
+    (["sample", "{d}/corrupted.pt"], "is corrupted (checksum mismatch in"),
     (["sample", "{d}"], "has no best.pt or last.pt"),
     (["sample", "{run}", "--prime", "hello ü€"], "2 character(s) not in the model's vocabulary"),
     (["sample", "{run}", "--prime", ""], "prime text is empty"),
