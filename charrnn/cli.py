@@ -1,4 +1,4 @@
-"""The ``charrnn`` command: train, sample, inspect.
+"""The ``charrnn`` command: train, sample, eval, inspect, runs, plot, download, config.
 
 Each command parses its flags, builds configs, calls one library function and renders
 the result: generated text and JSON on stdout, everything else on stderr. torch is
@@ -22,6 +22,8 @@ from charrnn import __version__
 from charrnn import config as cfg
 from charrnn.errors import CharRNNError, ConfigError, TrainingInterrupted
 
+STARTED = time.time()  # the wall-clock budget of `train --max-time` counts from here
+
 app = typer.Typer(
     name="charrnn",
     help="Train a character-level RNN / LSTM / GRU on your own text, sample from it, "
@@ -35,6 +37,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 _UsageError = typer.BadParameter.__mro__[1]
 
 MODEL, DATA, OPTIM, BUDGET, RUN = "Model", "Data", "Optimiser", "Budget and logging", "Run"
+# Panels of `charrnn --help`, one per kind of command.
+USE, LOOK, SETUP = "Train and use a model", "Look inside and compare", "Data and settings"
 
 
 def _opt(section: str, name: str, *flags: str, panel: str, **kwargs: Any):
@@ -59,7 +63,8 @@ def _root(version: Annotated[bool, typer.Option(
     see exactly what PyTorch's recurrent modules compute."""
 
 
-@app.command(epilog="Example: charrnn train shakespeare.txt --cell lstm --max-time 300")
+@app.command(epilog="Example: charrnn train shakespeare.txt --cell lstm --max-time 300",
+             rich_help_panel=USE)
 def train(
     text: Annotated[Optional[Path], typer.Argument(
         help="UTF-8 text file to learn from (optional with --resume).",
@@ -98,6 +103,8 @@ def train(
     seed: Annotated[Optional[int], _opt("train", "seed", panel=RUN)] = None,
     device: Annotated[Optional[str], _opt("train", "device", panel=RUN)] = None,
     dtype: Annotated[Optional[str], _opt("train", "dtype", panel=RUN)] = None,
+    tensorboard: Annotated[Optional[bool], _opt(
+        "train", "tensorboard", "--tensorboard/--no-tensorboard", panel=BUDGET)] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue a run exactly: its folder or a checkpoint in it.",
         rich_help_panel=RUN)] = None,
@@ -107,13 +114,18 @@ def train(
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress bar or samples; print the summary only.",
         rich_help_panel=RUN)] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Also print the final summary as JSON on stdout.",
+        rich_help_panel=RUN)] = False,
 ) -> None:
-    """Train a model on TEXT; checkpoints and metrics go to a run folder under runs/."""
-    start = time.time()
+    """Train a model on TEXT; checkpoints and metrics go to a run folder under runs/.
+
+    TEXT is a UTF-8 file, or the name of a corpus fetched by charrnn download."""
     given = locals()
     flags = {section: {f: given[f] for f in cfg.fields_of(section) if f in given}
              for section in cfg.SECTIONS}
     from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
+    from charrnn.download import resolve_text
     from charrnn.train import train as run_training
 
     if resume and init_from:
@@ -133,17 +145,42 @@ def train(
         if not resume:
             raise ConfigError("give the TEXT file to train on, e.g. charrnn train input.txt")
         text = Path(source["corpus"]["path"])
+    text = resolve_text(text)
+    if train_config.tensorboard:
+        from charrnn.tblog import require
+
+        require()
     result = run_training(text, model_config, train_config,
                           resume=source if resume else None,
                           resume_path=source_path if resume else None,
                           init_from=source if init_from else None, progress=not quiet,
-                          start_time=start, on_start=None if quiet else _show_start)
+                          start_time=STARTED, on_start=None if quiet else _show_start)
     err.print(f"[bold]done[/bold]: {result.step} steps in {result.elapsed:.0f}s, "
               f"{result.chars_per_s:,.0f} chars/s; val loss {result.val_loss:.4f} nats/char "
               f"({result.val_loss / 0.6931471805599453:.3f} bits/char), best "
               f"{result.best_val_loss:.4f}")
     err.print(f"checkpoints: {result.run_dir}/best.pt, {result.run_dir}/last.pt")
     err.print("next: charrnn sample --len 200")
+    if as_json:
+        print(json.dumps(_train_summary(result)))
+
+
+def _train_summary(result: Any) -> dict[str, Any]:
+    """The end of a run for scripts (no NaN: JSON has none, a missing number is null)."""
+    def number(x: float, digits: int | None = None) -> float | None:
+        if x != x or abs(x) == float("inf"):
+            return None
+        return x if digits is None else round(x, digits)
+
+    bits = 1 / 0.6931471805599453
+    return {"run_dir": str(result.run_dir), "step": result.step,
+            "elapsed_s": number(result.elapsed, 3), "val_loss": number(result.val_loss),
+            "val_bpc": number(result.val_loss * bits),
+            "best_val_loss": number(result.best_val_loss),
+            "best_val_bpc": number(result.best_val_loss * bits),
+            "chars_per_s": number(result.chars_per_s, 1),
+            "best": str(Path(result.run_dir) / "best.pt"),
+            "last": str(Path(result.run_dir) / "last.pt")}
 
 
 def _resolve(base: dict[str, dict[str, Any]], config_file: Path | None,
@@ -175,10 +212,11 @@ def _show_start(info: dict[str, Any]) -> None:
     err.print(f"run folder: {info['run_dir']}")
 
 
-@app.command(epilog="Example: charrnn sample --len 500 --prime 'ROMEO:' --temperature 0.8")
+@app.command(epilog="Example: charrnn sample --len 500 --prime 'ROMEO:' --temperature 0.8",
+             rich_help_panel=USE)
 def sample(
     checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="Checkpoint file or run folder [default: best.pt of the newest run under runs/]",
+        help="Checkpoint file or run folder \\[default: best.pt of the newest run under runs/]",
         show_default=False)] = None,
     length: Annotated[int, typer.Option(
         "--len", "-n", help="New characters to generate per sample.")] = 200,
@@ -254,7 +292,8 @@ def _open_output(output: Path | None):
 
 
 @app.command(epilog="Example: charrnn inspect --cell rnn --input-size 10 --hidden-size 20 "
-             "--num-layers 2 --seq-length 5 --batch-size 3 --no-batch-first --verify")
+             "--num-layers 2 --seq-length 5 --batch-size 3 --no-batch-first --verify",
+             rich_help_panel=LOOK)
 def inspect(
     checkpoint: Annotated[Optional[Path], typer.Argument(
         help="Checkpoint file or run folder; without one, describe the model the options "
@@ -281,37 +320,123 @@ def inspect(
     vocab_size: Annotated[int, typer.Option(
         help="V: vocabulary size when there is no checkpoint.",
         rich_help_panel="Forward pass")] = 65,
+    equations: Annotated[bool, typer.Option(
+        "--equations", help="Write out the cell's equations with this model's sizes, which "
+        "parameter rows hold which gate, and how layers, directions and h_n stack.")] = False,
     verify: Annotated[bool, typer.Option(
         "--verify", help="Recompute the forward pass from the equations and compare.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
+    corpus: Annotated[Optional[Path], typer.Option(
+        help="With a checkpoint: count each vocabulary character in this text file "
+             "(e.g. the training text).")] = None,
+    activations: Annotated[Optional[str], typer.Option(
+        "--activations", metavar="TEXT_OR_FILE", rich_help_panel="Neurons",
+        help="Run the trained model over this text (or the file it names) and colour each "
+             "character by what the chosen neurons do there.")] = None,
+    layer: Annotated[Optional[int], typer.Option(
+        help="Layer whose neurons to show, 0 = the lowest (default: the top one).",
+        rich_help_panel="Neurons", show_default=False)] = None,
+    neuron: Annotated[Optional[list[int]], typer.Option(
+        help="A neuron to show, by index; repeat for several.", rich_help_panel="Neurons",
+        show_default=False)] = None,
+    top: Annotated[Optional[int], typer.Option(
+        help="Show the K neurons that follow --signal best (|correlation|), or without a "
+             "signal the K that vary most (default: 5).", rich_help_panel="Neurons",
+        show_default=False)] = None,
+    signal: Annotated[Optional[str], typer.Option(
+        help="What to rank neurons against: quote (inside double quotes), line-position "
+             "(characters since the line began), indent (leading spaces) or brackets "
+             "(nesting depth of ( [ {).", rich_help_panel="Neurons",
+        show_default=False)] = None,
+    state: Annotated[str, typer.Option(
+        help="h: each layer's output; c: an LSTM's cell state, shown as tanh(c).",
+        rich_help_panel="Neurons")] = "h",
+    predictions: Annotated[bool, typer.Option(
+        "--predictions", help="Also show the likeliest next characters, with their "
+        "probabilities, at every position.", rich_help_panel="Neurons")] = False,
+    html: Annotated[Optional[Path], typer.Option(
+        help="Write the neuron view to this self-contained HTML page instead of the "
+             "terminal.", rich_help_panel="Neurons", show_default=False)] = None,
 ) -> None:
-    """Explain a model: its parameters, the tensor shapes of a forward pass, the equations."""
+    """Explain a model: its parameters, costs, the tensor shapes of a forward pass and the
+    equations; or, with --activations, what its neurons do over a text."""
     given = {"cell": cell, "nonlinearity": nonlinearity, "embedding_dim": embedding_dim,
              "hidden_size": hidden_size, "num_layers": num_layers, "proj_size": proj_size,
              "bidirectional": bidirectional}
+    named = [n for n, v in given.items() if v is not None]
+    neuron_flags = {"--layer": layer, "--neuron": neuron or None, "--top": top,
+                    "--signal": signal, "--state": None if state == "h" else state,
+                    "--predictions": predictions or None, "--html": html}
     for name, value in (("--seq-length", seq_length), ("--batch-size", batch_size),
                         ("--vocab-size", vocab_size)):
         if value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     from charrnn import views
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from charrnn.data import load_text
     from charrnn.inspect import describe, describe_checkpoint
 
+    if activations is not None:
+        other = [flag for flag, on in (("--equations", equations), ("--verify", verify),
+                                       ("--corpus", corpus)) if on]
+        if other:
+            raise ConfigError(f"{other[0]} does not go with --activations; run them as two "
+                              "commands")
+        if named:
+            raise ConfigError(f"the checkpoint fixes the model; drop "
+                              f"--{named[0].replace('_', '-')}")
+        from charrnn.activations import activation_report, read_text
+        from charrnn.html_page import check_path, write_page
+
+        if html is not None:
+            check_path(html)
+        path = resolve_checkpoint(checkpoint)
+        model, vocab = model_from_checkpoint(load_checkpoint(path), path)
+        text, source = read_text(activations)
+        report = activation_report(model, vocab, text, layer=layer, neurons=neuron, top=top,
+                                   signal_name=signal, state=state, source=source)
+        report["checkpoint"] = str(path)
+        if checkpoint is None or Path(checkpoint).is_dir():
+            err.print(f"read the neurons of {path}")
+        if report["truncated_from"]:
+            err.print(f"note: showing the first {len(report['text']):,} of "
+                      f"{report['truncated_from']:,} characters")
+        if html is not None:
+            write_page(report, html, title=f"charrnn activations: {path}")
+            err.print(f"wrote {html}")
+        elif as_json:
+            print(json.dumps(report))
+        else:
+            views.render_activations(report, Console(highlight=False),
+                                     predictions=predictions)
+        return
+
+    needs = next((flag for flag, value in neuron_flags.items() if value is not None), None)
+    if needs:
+        raise ConfigError(f"{needs} needs --activations TEXT_OR_FILE (the text to run the "
+                          "model over)")
     ckpt_info = None
     if checkpoint is not None:
-        named = [n for n, v in given.items() if v is not None]
         if named:
-            raise ConfigError(f"the checkpoint fixes the model; drop --{named[0].replace('_', '-')}")
+            raise ConfigError(f"the checkpoint fixes the model; drop "
+                              f"--{named[0].replace('_', '-')}")
         path = resolve_checkpoint(checkpoint)
         ckpt = load_checkpoint(path)
         model, vocab = model_from_checkpoint(ckpt, path)
+        optimizer = (ckpt.get("train_config") or {}).get("optimizer")
         report = describe(model.config, vocab_size=len(vocab), seq_length=seq_length,
-                          batch_size=batch_size, batch_first=True, verify=verify, model=model)
-        ckpt_info = describe_checkpoint(ckpt)
+                          batch_size=batch_size, batch_first=True, verify=verify, model=model,
+                          train_config=cfg.build("train", {"optimizer": optimizer}
+                                                 if optimizer else {}))
+        corpus_text = None if corpus is None else load_text(corpus, what="corpus file")
+        ckpt_info = describe_checkpoint(ckpt, corpus=corpus_text)
         ckpt_info["path"] = str(path)
         if not batch_first:
             err.print("note: a trained model is batch-first; showing that layout")
     else:
+        if corpus is not None:
+            raise ConfigError("--corpus counts a checkpoint's vocabulary; give the checkpoint "
+                              "too, e.g. charrnn inspect runs/<run> --corpus input.txt")
         model_config = cfg.build("model", {k: v for k, v in given.items() if v is not None})
         report = describe(model_config, vocab_size=vocab_size, seq_length=seq_length,
                           batch_size=batch_size, batch_first=batch_first, verify=verify)
@@ -321,12 +446,172 @@ def inspect(
         print(json.dumps(report, indent=2))
     else:
         out = Console(highlight=False)
-        if ckpt_info is not None:
+        if ckpt_info is not None and not equations:
             views.render_checkpoint(ckpt_info, out)
-        views.render_inspect(report, out)
+        views.render_inspect(report, out, equations=equations)
     if verify and not report["verify_ok"]:
         raise CharRNNError("verification failed: the equations and the module disagree "
                            "(see the differences above)")
+
+
+# --- everyday use: eval, runs, plot, download, config --------------------------------
+# Each reads files and calls one library function (scoring, runs, plot, download).
+
+
+@app.command("eval", epilog="Example: charrnn eval runs/<run> held_out.txt --json",
+             rich_help_panel=USE)
+def eval_(
+    checkpoint: Annotated[Path, typer.Argument(
+        help="Checkpoint file, or a run folder (its best.pt).", show_default=False)],
+    text: Annotated[str, typer.Argument(
+        help="UTF-8 text to score, or the name of a downloaded corpus.", show_default=False)],
+    skip_unknown: Annotated[bool, typer.Option(
+        "--skip-unknown", help="Leave out characters the model's vocabulary lacks (they are "
+        "counted and reported) instead of stopping with an error.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar or notes on stderr.")] = False,
+) -> None:
+    """Score any text: nats and bits per character, and perplexity.
+
+    One deterministic pass carrying the hidden state: the computation of training's val loss."""
+    from charrnn.checkpoint import resolve_checkpoint
+    from charrnn.download import resolve_text
+    from charrnn.scoring import score_text
+    from charrnn.train import resolve_device
+
+    path = resolve_checkpoint(checkpoint)
+    text_path = resolve_text(text)
+    if not quiet:
+        err.print(f"scoring {text_path} with {path}")
+    score = score_text(path, text_path, skip_unknown=skip_unknown,
+                       device=resolve_device(device), progress=not quiet)
+    if score.unknown_count and not quiet:
+        shown = " ".join(repr(ch) for ch in score.unknown_chars[:10])
+        err.print(escape(f"left out {score.unknown_count:,} character(s) outside the "
+                         f"vocabulary ({len(score.unknown_chars)} distinct: {shown})"))
+    if as_json:
+        print(json.dumps(score.to_dict()))
+    else:
+        print(f"{score.nats_per_char:.4f} nats/char  {score.bits_per_char:.4f} bits/char  "
+              f"perplexity {score.perplexity:.3f}  ({score.scored:,} characters scored)")
+
+
+@app.command("runs", epilog="Example: charrnn runs --sort loss", rich_help_panel=LOOK)
+def runs_(
+    folder: Annotated[Path, typer.Argument(
+        help="Folder that holds run folders, or one run folder.")] = Path("runs"),
+    sort: Annotated[str, typer.Option(
+        help="time: newest first; loss: lowest best val loss first.")] = "time",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+) -> None:
+    """List training runs with their corpus, model, steps, best val loss and time.
+
+    Newest first. The table goes to stdout; --json gives the same facts to scripts."""
+    from charrnn.runs import list_runs, runs_table
+
+    summaries = list_runs(folder, sort)
+    if as_json:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2))
+    elif not summaries:
+        err.print(f"no runs under {folder} yet; start one with: charrnn train TEXT")
+    else:
+        Console(highlight=False).print(runs_table(summaries))
+
+
+@app.command(epilog="Example: charrnn plot runs/a runs/b -o loss.png", rich_help_panel=LOOK)
+def plot(
+    run_dirs: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="RUN", help="Run folders (or their metrics.csv) to draw together "
+        "\\[default: the newest run under runs/].", show_default=False)] = None,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("loss.png"),
+    width: Annotated[int, typer.Option(help="Image width in pixels.")] = 1200,
+    height: Annotated[int, typer.Option(help="Image height in pixels.")] = 500,
+    title: Annotated[Optional[str], typer.Option(help="Title above the two panels.")] = None,
+) -> None:
+    """Draw train and val loss against steps and seconds, several runs overlaid.
+
+    Needs matplotlib: pip install 'charrnn\\[plot]'."""
+    from charrnn.plot import plot_runs
+    from charrnn.runs import list_runs, read_metrics
+
+    if not run_dirs:
+        newest = list_runs("runs") if Path("runs").is_dir() else []
+        if not newest:
+            raise CharRNNError("no runs under runs/ to plot; give run folders, e.g. "
+                               "charrnn plot runs/<run>")
+        run_dirs = [Path(newest[0].path)]
+    names = [p.parent.name if p.is_file() else p.name for p in run_dirs]
+    labels = [str(p) if names.count(n) > 1 else n for p, n in zip(run_dirs, names)]
+    runs = [(label, read_metrics(p)) for label, p in zip(labels, run_dirs)]
+    path = plot_runs(runs, output, width=width, height=height, title=title)
+    err.print(f"wrote {path} ({width}x{height} pixels; {len(runs)} run(s))")
+
+
+def _complete_corpus(incomplete: str) -> list[str]:
+    from charrnn.download import CORPORA
+
+    return [name for name in CORPORA if name.startswith(incomplete)]
+
+
+@app.command(epilog="Example: charrnn download tinyshakespeare --to data/",
+             rich_help_panel=SETUP)
+def download(
+    name: Annotated[str, typer.Argument(
+        help="Corpus to fetch: tinyshakespeare.", autocompletion=_complete_corpus,
+        show_default=False)],
+    to: Annotated[Path, typer.Option(
+        "--to", help="Folder to save it in; `charrnn train NAME` looks in data/.")]
+        = Path("data"),
+    url: Annotated[Optional[str], typer.Option(
+        help="Fetch from this URL instead (a mirror, or file://); the sha256 is still "
+             "checked.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a file of the same name whose sha256 differs.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar or notes; print only the path.")] = False,
+) -> None:
+    """Fetch a known corpus and verify its sha256; print the file's path on stdout."""
+    from charrnn.download import corpus, download as fetch
+
+    entry = corpus(name)
+    if timeout <= 0:
+        raise ConfigError(f"--timeout must be greater than 0, got {timeout:g}")
+    if not quiet:
+        err.print(f"{entry.name}: {entry.about}")
+    result = fetch(name, to, url=url, force=force, timeout=timeout, progress=not quiet)
+    if not quiet:
+        err.print(f"downloaded {result.size:,} bytes from {url or entry.url}; sha256 verified"
+                  if result.fetched else f"{result.path} is already there; sha256 verified")
+    print(result.path)
+
+
+config_app = typer.Typer(
+    help="See the settings a run would use.", no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(config_app, name="config", rich_help_panel=SETUP,
+              epilog="Example: charrnn config show --config configs/tiny.toml")
+
+
+@config_app.command("show", epilog="Example: charrnn config show --config configs/tiny.toml "
+                    "> mine.toml")
+def config_show(
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", "-c", help="TOML file with [model] and [train] tables (see configs/).")]
+        = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")]
+        = False,
+) -> None:
+    """Print the resolved settings (defaults < --config file) as TOML that --config reads."""
+    model_config, train_config = cfg.resolve(config, {})
+    if as_json:
+        print(json.dumps({"model": cfg.to_dict(model_config),
+                          "train": cfg.to_dict(train_config)}, indent=2))
+    else:
+        print(cfg.to_toml(model_config, train_config), end="")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -341,8 +626,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"charrnn train --resume {Path(e.checkpoint).parent}"), soft_wrap=True)
         sys.exit(128 + e.signum)
     except _UsageError as e:
-        hint = f" (see 'charrnn {e.ctx.info_name} --help')" if e.ctx and e.ctx.parent else \
-            " (see 'charrnn --help')"
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else " (see 'charrnn --help')"
         err.print(f"[bold red]usage error:[/bold red] {escape(e.format_message())}{hint}",
                   soft_wrap=True)
         sys.exit(2)

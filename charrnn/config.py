@@ -116,6 +116,9 @@ class TrainConfig:
         "auto, cpu, cuda or cuda:N"))
     dtype: str = field(default="float32", metadata=_opt(
         "float32, or bfloat16 autocast", choices=DTYPES))
+    tensorboard: bool = field(default=False, metadata=_opt(
+        "also write each evaluation's numbers as TensorBoard scalars into the run folder "
+        "(needs the tensorboard package)"))
 
     def budget_steps(self) -> int | None:
         """``max_steps``, or the default when no budget at all was set."""

@@ -77,18 +77,21 @@ class Vocab:
         if codes.size == 0 or np.any(np.diff(codes.astype(np.int64)) <= 0):
             raise ValueError("Vocab needs distinct characters in code-point order")
         self.chars = chars
-        self._codes = codes  # sorted: lets encode use searchsorted
+        self._codes = codes                                   # id -> code point
+        self._ids = np.full(int(codes[-1]) + 1, -1, np.int32)  # code point -> id, or -1
+        self._ids[codes] = np.arange(len(codes), dtype=np.int32)
         self.dtype = np.min_scalar_type(max(len(chars) - 1, 0))
 
     @classmethod
     def from_text(cls, *texts: str) -> Vocab:
-        codes = np.zeros(0, dtype="<u4")
+        seen = np.zeros(0x110000, dtype=bool)                 # one flag per code point
         for text in texts:
             for start in range(0, len(text), _CHUNK):
-                codes = np.union1d(codes, np.unique(_code_points(text[start:start + _CHUNK])))
+                seen[_code_points(text[start:start + _CHUNK])] = True
+        codes = np.flatnonzero(seen).astype("<u4")
         if codes.size == 0:
             raise DataError("cannot build a vocabulary from empty text")
-        return cls(codes.astype("<u4").tobytes().decode("utf-32-le"))
+        return cls(codes.tobytes().decode("utf-32-le"))
 
     def __len__(self) -> int:
         return len(self.chars)
@@ -113,9 +116,8 @@ class Vocab:
         ids = np.empty(len(text), dtype=self.dtype)
         for start in range(0, len(text), _CHUNK):
             codes = _code_points(text[start:start + _CHUNK])
-            pos = np.searchsorted(self._codes, codes)
-            pos[pos == len(self._codes)] = 0
-            if not np.array_equal(self._codes[pos], codes):
+            beyond = codes.max(initial=0) >= len(self._ids)  # past the highest known code
+            if beyond or (pos := self._ids[codes]).min(initial=0) < 0:
                 missing = self.unknown(text)
                 shown = " ".join(_escape(c) for c in missing[:20])
                 more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""

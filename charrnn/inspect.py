@@ -1,12 +1,13 @@
 """What a CharRNN is made of, as plain data that ``charrnn inspect`` renders.
 
-``describe(config, ...)`` lists every parameter with its shape, its role in the equations
-(down to which rows belong to which gate) and PyTorch's default initialisation; the shape
-of every tensor in one real forward pass with the meaning of each dimension; a few notes;
-and, with ``verify=True``, a check of PyTorch's recurrent module against the hand-written
-equations of ``charrnn.reference``. ``describe_checkpoint(ckpt)`` gathers the facts of a
-saved run. Both return JSON-serialisable dicts and print nothing (``charrnn.views`` draws
-them).
+``describe(config, ...)`` lists every parameter with its shape, a short role and PyTorch's
+default initialisation; the cell's equations with the real sizes substituted and which
+parameter rows hold which gate; the cost of one character (FLOPs forward and in training,
+memory for weights, gradients and optimiser state); the shape of every tensor in one real
+forward pass with the meaning of each dimension; a few notes; and, with ``verify=True``,
+a check of PyTorch's recurrent module against the hand-written equations of
+``charrnn.reference``. ``describe_checkpoint(ckpt)`` gathers the facts of a saved run.
+Both return JSON-serialisable dicts and print nothing (``charrnn.views`` draws them).
 """
 
 from __future__ import annotations
@@ -18,28 +19,27 @@ import re
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from charrnn import reference
-from charrnn.config import ModelConfig
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.data import Vocab
+from charrnn.errors import DataError
 from charrnn.model import CharRNN, make_rnn
+from charrnn.views import escape_char  # a vocabulary shown as text
 
 # A reference check passes when |reference - torch| <= TOLERANCE * max(1, |torch|max).
 TOLERANCE = 1e-5
 
-# PyTorch's gate order inside the packed weight_ih / weight_hh / bias_ih / bias_hh.
-GATES: dict[str, list[tuple[str, str]]] = {
-    "lstm": [("i", "input gate"), ("f", "forget gate"), ("g", "cell candidate"),
-             ("o", "output gate")],
-    "gru": [("r", "reset gate"), ("z", "update gate"), ("n", "new gate")],
+# PyTorch's gate order inside the packed weight_ih / weight_hh / bias_ih / bias_hh, with
+# each gate's activation in the equations.
+GATES: dict[str, list[tuple[str, str, str]]] = {
+    "lstm": [("i", "input gate", "σ"), ("f", "forget gate", "σ"),
+             ("g", "cell candidate", "tanh"), ("o", "output gate", "σ")],
+    "gru": [("r", "reset gate", "σ"), ("z", "update gate", "σ"), ("n", "new gate", "tanh")],
     "rnn": [],
-}
-
-EQUATIONS: dict[str, str] = {
-    "rnn": "h_t = {f}(W_ih x_t + b_ih + W_hh h_(t-1) + b_hh)",
-    "lstm": "c_t = f*c_(t-1) + i*g, h_t = o*tanh(c_t)",
-    "gru": "n = tanh(W_in x + b_in + r*(W_hn h + b_hn)), h_t = (1-z)*n + z*h_(t-1)",
 }
 
 _RNN_PARAM = re.compile(r"^rnn\.(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
@@ -49,21 +49,26 @@ _RNN_PARAM = re.compile(r"^rnn\.(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 
 def describe(config: ModelConfig, *, vocab_size: int, seq_length: int, batch_size: int,
              batch_first: bool = True, verify: bool = False, model: CharRNN | None = None,
-             seed: int = 0) -> dict[str, Any]:
-    """Parameters, tensor shapes, notes and (optionally) a reference check of a model.
+             train_config: TrainConfig | None = None, seed: int = 0) -> dict[str, Any]:
+    """Parameters, equations, costs, tensor shapes, notes and (optionally) a reference
+    check of a model.
 
     Without ``model``, builds ``CharRNN(vocab_size, config)`` with its recurrent module
     made by ``make_rnn(config, batch_first=batch_first)``, seeded with ``seed``;
     bidirectional models are allowed here. With ``model`` (e.g. from a checkpoint), that
     model is described and its own config, vocabulary size and layout are used.
+    ``train_config`` names the optimiser whose state is measured (default: AdamW, the
+    training default).
 
     Keys: ``model`` (the config plus vocab_size, batch_first), ``dims`` (N, L, H_in,
     H_cell, H_out, D, num_layers, V), ``parameters`` (name, shape, numel, role, init,
-    init_bound, gates), ``num_parameters``, ``num_parameters_per_layer``, ``tensors``
-    (name -> shape), ``tensor_dims`` (name -> dimension labels), ``notes``; with
-    ``verify``: ``verify`` (max abs diffs), ``verify_tolerance``, ``verify_last_step``,
-    ``verify_ok``. A diff passes when it is at most TOLERANCE times the larger of 1 and
-    the tensor's largest magnitude (so at most 1e-5 for values within [-1, 1]).
+    init_bound, gates), ``num_parameters``, ``num_parameters_per_layer``, ``equations``
+    (sections of [equation, comment] lines), ``costs`` (FLOPs per character, memory in
+    bytes), ``tensors`` (name -> shape), ``tensor_dims`` (name -> dimension labels),
+    ``notes``; with ``verify``: ``verify`` (max abs diffs), ``verify_tolerance``,
+    ``verify_last_step``, ``verify_ok``. A diff passes when it is at most TOLERANCE times
+    the larger of 1 and the tensor's largest magnitude (so at most 1e-5 for values within
+    [-1, 1]).
     """
     if model is None:
         model = _build(config, vocab_size, batch_first, seed)
@@ -82,6 +87,8 @@ def describe(config: ModelConfig, *, vocab_size: int, seq_length: int, batch_siz
         "parameters": parameters,
         "num_parameters": sum(p["numel"] for p in parameters),
         "num_parameters_per_layer": _per_layer(parameters),
+        "equations": equations(config, sizes),
+        "costs": _costs(model, config, sizes, train_config or TrainConfig()),
         "tensors": _tensor_shapes(model, sizes, batch_first, seed),
         "tensor_dims": _tensor_dims(config, batch_first),
         "notes": _notes(config, sizes, batch_first),
@@ -115,6 +122,11 @@ def _sizes(config: ModelConfig, vocab_size: int, seq_length: int, batch_size: in
     }
 
 
+def _layer_input(layer: int, sizes: dict[str, int]) -> int:
+    """Width of what layer ``layer`` reads: the embedding, or both directions below."""
+    return sizes["H_in"] if layer == 0 else sizes["D"] * sizes["H_out"]
+
+
 # ----------------------------------------------------------------------------- parameters
 
 def _describe_parameter(name: str, p: nn.Parameter, config: ModelConfig,
@@ -124,26 +136,22 @@ def _describe_parameter(name: str, p: nn.Parameter, config: ModelConfig,
     match = _RNN_PARAM.match(name)
     if match:
         kind, which, layer, reverse = match.groups()
-        role, gates = _rnn_role(kind, which, int(layer), bool(reverse), config, sizes)
         bound = 1 / math.sqrt(config.hidden_size)
-        init = (f"U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) = "
-                f"U(-{bound:.4g}, {bound:.4g})")
-        entry.update(role=role, init=init, init_bound=bound, gates=gates)
+        entry.update(
+            role=_rnn_role(kind, which, int(layer), bool(reverse), config, sizes),
+            init=f"U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) = U(-{bound:.4g}, {bound:.4g})",
+            init_bound=bound,
+            gates=[] if which == "hr" else _gate_slices(config.cell, config.hidden_size))
     elif name == "embedding.weight":
-        role = (f"embedding table: row v is the vector of character id v "
-                f"({sizes['V']} characters x embedding_dim {sizes['H_in']}); "
-                f"the looked-up rows are the RNN's input x_t")
+        role = "row v = the vector of character id v; the rows looked up are x_t"
         if config.tie_weights:
-            role += "; also the head's weight (tie_weights), so it is counted once"
+            role += "; also the head's weight (tied), counted once"
         entry.update(role=role, init="N(0, 1)", init_bound=None, gates=[])
     elif name in ("head.weight", "head.bias"):
         fan_in = sizes["D"] * sizes["H_out"]
         bound = 1 / math.sqrt(fan_in)
-        if name == "head.weight":
-            role = (f"output layer weight: logits = W y + b, one row per character; "
-                    f"y is the top layer's output ({_width_text(sizes)} wide)")
-        else:
-            role = "output layer bias b: one entry per character of the vocabulary"
+        role = (f"logits_t = W y_t + b, y_t = the top layer's output [{fan_in}]"
+                if name == "head.weight" else "b: one entry per character")
         init = f"U(-1/sqrt(fan_in), 1/sqrt(fan_in)) = U(-{bound:.4g}, {bound:.4g}), " \
                f"fan_in = {fan_in}"
         entry.update(role=role, init=init, init_bound=bound, gates=[])
@@ -152,57 +160,36 @@ def _describe_parameter(name: str, p: nn.Parameter, config: ModelConfig,
     return entry
 
 
-def _width_text(sizes: dict[str, int]) -> str:
-    """``D*H_out = 2*128 = 256`` or ``H_out = 128`` for one direction."""
-    if sizes["D"] == 1:
-        return f"H_out = {sizes['H_out']}"
-    return f"D*H_out = 2*{sizes['H_out']} = {2 * sizes['H_out']}"
-
-
 def _rnn_role(kind: str, which: str, layer: int, reverse: bool, config: ModelConfig,
-              sizes: dict[str, int]) -> tuple[str, list[dict[str, Any]]]:
-    """Words for one recurrent parameter, and its gate slices (rows of the packing)."""
-    where = f"layer {layer}" + (", reverse direction" if reverse else "")
+              sizes: dict[str, int]) -> str:
+    """One or two lines for a recurrent parameter: what it multiplies, which gates."""
+    where = f"layer {layer}" + (" reverse" if reverse else "")
+    H, H_out = config.hidden_size, sizes["H_out"]
     if which == "hr":
-        return (f"{where}: projection W_hr, h_t = W_hr (o_t * tanh(c_t)), shrinks "
-                f"hidden_size {config.hidden_size} to proj_size {config.proj_size}"), []
-
-    if which == "ih" and kind == "weight":
-        if layer == 0:
-            source = f"x_t, the embedded character (embedding_dim = {sizes['H_in']} wide)"
-        else:
-            source = (f"the previous layer's output ({_width_text(sizes)} wide"
-                      + (", both directions" if sizes["D"] == 2 else "") + ")")
-        what = f"input-to-hidden weight W_ih, applied to {source}"
-    elif which == "hh" and kind == "weight":
-        what = (f"hidden-to-hidden weight W_hh, applied to h_(t-1) "
-                f"({'proj_size' if config.proj_size else 'hidden_size'} = "
-                f"{sizes['H_out']} wide)")
+        return f"{where} projection W_hr: h_t = W_hr (o_t ⊙ tanh c_t), {H} -> {H_out}"
+    gates = GATES[config.cell]
+    letter = "W" if kind == "weight" else "b"
+    if gates:
+        packed = "[" + "; ".join(f"{letter}_{which[0]}{g}" for g, _, _ in gates) + "]"
+        per_gate = f", {H} {'rows' if kind == 'weight' else 'entries'} per gate"
     else:
-        what = f"{'input' if which == 'ih' else 'hidden'}-to-hidden bias b_{which}"
-        if config.cell == "gru" and which == "hh":
-            what += " (its n block b_hn sits inside r * (W_hn h + b_hn))"
-        elif config.cell == "gru":
-            what += " (its n block b_in stays outside the reset gate)"
-        else:
-            other = "b_hh" if which == "ih" else "b_ih"
-            what += f" (added to {other}: only the sum matters)"
-
-    gates = _gate_slices(config.cell, config.hidden_size)
-    if not gates:
-        f = config.nonlinearity
-        return f"{where}: {what}; " + EQUATIONS["rnn"].format(f=f), []
-    unit = "rows" if kind == "weight" else "entries"
-    slices = ", ".join(f"{g['rows'][0]}:{g['rows'][1]} {g['meaning']} {g['gate']}"
-                       for g in gates)
-    return f"{where}: {what}; {unit} {slices}", gates
+        packed, per_gate = f"{letter}_{which}", ""
+    if kind == "weight":
+        source = f"x_t[{_layer_input(layer, sizes)}]" if which == "ih" else f"h_{{t-1}}[{H_out}]"
+        return f"{where} {packed} × {source}{per_gate}"
+    if config.cell == "gru":
+        extra = "; b_hn is inside r_t ⊙ (W_hn h + b_hn)" if which == "hh" else \
+            "; b_in is outside r_t"
+    else:
+        extra = f"; only its sum with b_{'hh' if which == 'ih' else 'ih'} matters"
+    return f"{where} {packed}{per_gate}{extra}"
 
 
 def _gate_slices(cell: str, hidden_size: int) -> list[dict[str, Any]]:
     """[{gate, meaning, rows: [start, stop]}] in PyTorch's packing order."""
     return [{"gate": gate, "meaning": meaning,
              "rows": [k * hidden_size, (k + 1) * hidden_size]}
-            for k, (gate, meaning) in enumerate(GATES[cell])]
+            for k, (gate, meaning, _) in enumerate(GATES[cell])]
 
 
 def _per_layer(parameters: list[dict[str, Any]]) -> dict[str, int]:
@@ -213,6 +200,166 @@ def _per_layer(parameters: list[dict[str, Any]]) -> dict[str, int]:
         part = f"rnn layer {match.group(3)}" if match else p["name"].split(".")[0]
         counts[part] = counts.get(part, 0) + p["numel"]
     return counts
+
+
+# ----------------------------------------------------------------------------- equations
+
+def equations(config: ModelConfig, sizes: dict[str, int]) -> list[dict[str, Any]]:
+    """The cell's equations with the real sizes, the gate packing, and the stacking.
+
+    Sections of ``{"title", "lines": [[equation, comment], ...]}``; a vector's size is
+    written ``x_t[64]``, a matrix's ``W_ih[256×64]``.
+    """
+    each = ", each direction" if sizes["D"] == 2 else ""
+    layers = [(0, f"layer 0{each}: x_t is the embedded character")]
+    if config.num_layers > 1:
+        above = "layer 1" if config.num_layers == 2 else f"layers 1 to {config.num_layers - 1}"
+        below = "both directions of the layer below" if sizes["D"] == 2 else "the layer below"
+        layers.append((1, f"{above}{each}: x_t is the output of {below}"))
+    sections = [{"title": title, "lines": _cell_lines(config, sizes, _layer_input(k, sizes))}
+                for k, title in layers]
+    sections.append({"title": "packing: which parameter holds which gate",
+                     "lines": _packing_lines(config, sizes)})
+    sections.append({"title": "stacking: output, h_n and the head",
+                     "lines": _stack_lines(config, sizes)})
+    return sections
+
+
+def _cell_lines(config: ModelConfig, sizes: dict[str, int], n_in: int) -> list[list[str]]:
+    """One time step of one layer and direction, for an input ``n_in`` wide."""
+    H, h = config.hidden_size, sizes["H_out"]
+
+    def affine(gate: str, i: str = "ih", r: str = "hh") -> str:
+        return (f"W_{i}{gate}[{H}×{n_in}] x_t[{n_in}] + b_{i}{gate}[{H}] + "
+                f"W_{r}{gate}[{H}×{h}] h_{{t-1}}[{h}] + b_{r}{gate}[{H}]")
+
+    if config.cell == "rnn":
+        f = config.nonlinearity
+        return [[f"h_t = {f}({affine('', 'ih', 'hh')})", f"h_t[{H}]"]]
+    if config.cell == "lstm":
+        lines = [[f"{g}_t = {act}({affine(g, 'i', 'h')})", meaning]
+                 for g, meaning, act in GATES["lstm"]]
+        lines.append([f"c_t = f_t ⊙ c_{{t-1}} + i_t ⊙ g_t", f"cell state c_t[{H}]"])
+        if config.proj_size:
+            lines.append([f"h_t = W_hr[{h}×{H}] (o_t ⊙ tanh(c_t))",
+                          f"h_t[{h}]: proj_size {h} shrinks h, so W_h* read h_{{t-1}}[{h}]"])
+        else:
+            lines.append(["h_t = o_t ⊙ tanh(c_t)", f"h_t[{H}]"])
+        return lines
+    # GRU: the reset gate scales W_hn h + b_hn, bias included.
+    r, z, _ = GATES["gru"]
+    return [
+        [f"r_t = σ({affine('r', 'i', 'h')})", r[1]],
+        [f"z_t = σ({affine('z', 'i', 'h')})", z[1]],
+        [f"n_t = tanh(W_in[{H}×{n_in}] x_t[{n_in}] + b_in[{H}] + "
+         f"r_t ⊙ (W_hn[{H}×{H}] h_{{t-1}}[{H}] + b_hn[{H}]))", "new gate (candidate)"],
+        ["h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}", f"h_t[{H}]"],
+    ]
+
+
+def _packing_lines(config: ModelConfig, sizes: dict[str, int]) -> list[list[str]]:
+    """Each packed parameter = its gate blocks stacked by rows, in PyTorch's order."""
+    H, h = config.hidden_size, sizes["H_out"]
+    gates = [g for g, _, _ in GATES[config.cell]]
+    rows = (len(gates) or 1) * H
+    packed = [("weight_ih_l0", f"[{rows}×{sizes['H_in']}]", "W_i")]
+    if config.num_layers > 1:
+        packed.append(("weight_ih_l{k>0}", f"[{rows}×{_layer_input(1, sizes)}]", "W_i"))
+    packed += [("weight_hh_l{k}", f"[{rows}×{h}]", "W_h"), ("bias_ih_l{k}", f"[{rows}]", "b_i"),
+               ("bias_hh_l{k}", f"[{rows}]", "b_h")]
+    lines = []
+    for name, shape, letter in packed:
+        if gates:
+            blocks = "; ".join(letter + g for g in gates)
+            spans = ", ".join(f"{j * H}:{(j + 1) * H} {g}" for j, g in enumerate(gates))
+            lines.append([f"{name} {shape}", f"= [{blocks}], rows {spans}"])
+        else:  # one block: W_ih, W_hh, b_ih, b_hh
+            lines.append([f"{name} {shape}", f"= {letter}h"])
+    if config.proj_size:
+        lines.append([f"weight_hr_l{{k}} [{h}×{H}]", "= W_hr, the projection (LSTM only)"])
+    if gates:
+        second, meaning, _ = GATES[config.cell][1]
+        lines.append([f"weight_ih_l0[{H}:{2 * H}]",
+                      f"= W_i{second}, the {meaning}; .chunk({len(gates)}) cuts any packed "
+                      "parameter into its gates"])
+    if config.cell == "gru":
+        lines.append(["W_hr (GRU)", "the reset gate's block of weight_hh, not a projection"])
+    if sizes["D"] == 2:
+        lines.append(["..._reverse", "the reverse direction's own copy of each, same shapes"])
+    return lines
+
+
+def _stack_lines(config: ModelConfig, sizes: dict[str, int]) -> list[list[str]]:
+    D, h, n, V = sizes["D"], sizes["H_out"], config.num_layers, sizes["V"]
+    top = n - 1
+    lines = []
+    if D == 2:
+        lines.append(["reverse direction", "same equations, own weights, t = L-1 down to 0"])
+        lines.append(["y_t = [h_t forward ; h_t reverse]",
+                      f"y_t[{2 * h}], what the next layer and the head read"])
+    lines.append(["output[t]", f"= y_t of the top layer (layer {top}), for every t"])
+    rows = [f"{layer * D + d} = layer {layer}" + ((" forward", " reverse")[d] if D == 2 else "")
+            for layer in range(n) for d in range(D)]
+    lines.append(["h_n[layer*D + direction]",
+                  f"D*num_layers = {D * n} row{'s' if D * n > 1 else ''}: " + ", ".join(rows)])
+    lines.append(["h_n row", "= that layer and direction's h after its last step: "
+                  + ("forward t = L-1, reverse t = 0" if D == 2 else "t = L-1")])
+    lines.append([f"output[L-1][:{h}]" if D == 2 else "output[L-1]", f"= h_n[{top * D}]"])
+    if D == 2:
+        lines.append([f"output[0][{h}:]", f"= h_n[{top * D + 1}]"])
+    if config.cell == "lstm":
+        lines.append(["c_n", f"the same rows for c, {config.hidden_size} wide"
+                      + (f" (h_n is {h} wide: proj_size)" if config.proj_size else "")])
+    lines.append([f"logits_t = W[{V}×{D * h}] y_t[{D * h}] + b[{V}]",
+                  "p(next character) = softmax(logits_t)"])
+    return lines
+
+
+# ----------------------------------------------------------------------------- costs
+
+def _costs(model: CharRNN, config: ModelConfig, sizes: dict[str, int],
+           train_config: TrainConfig) -> dict[str, Any]:
+    """FLOPs per character and memory in bytes.
+
+    FLOPs count the matrix products only, 2 per multiply-add, as
+    ``torch.utils.flop_counter`` does: each weight matrix is used once per character
+    and direction. Biases, gate activations and the softmax add little (under 1% for
+    the default model). Training is forward + backward, and backward does two products
+    the size of each forward one (the gradients of its input and of its weight): 3x.
+    """
+    D, H, h = sizes["D"], config.hidden_size, sizes["H_out"]
+    rows = (len(GATES[config.cell]) or 1) * H
+    per_part = {"embedding": 0}                       # a lookup, no arithmetic
+    for layer in range(config.num_layers):
+        products = rows * _layer_input(layer, sizes) + rows * h  # W_ih x + W_hh h
+        if config.proj_size:
+            products += h * H                                     # W_hr (o * tanh c)
+        per_part[f"rnn layer {layer}"] = 2 * D * products
+    per_part["head"] = 2 * sizes["V"] * D * h
+    forward = sum(per_part.values())
+
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {
+        "flops_per_char": {"forward": forward, "training": 3 * forward, "per_part": per_part},
+        "memory_bytes": {"weights": weights, "gradients": weights,
+                         "optimizer_state": _optimizer_state_bytes(model, train_config),
+                         "optimizer": train_config.optimizer,
+                         "dtype": str(next(model.parameters()).dtype).replace("torch.", "")},
+    }
+
+
+def _optimizer_state_bytes(model: CharRNN, train_config: TrainConfig) -> int:
+    """Bytes of state the training optimiser keeps: measured by building it the way
+    ``train`` does, on a copy of the model, and taking one step with zero gradients."""
+    from charrnn.train import make_optimizer  # train imports a lot; only needed here
+
+    twin = copy.deepcopy(model).cpu()
+    for p in twin.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer = make_optimizer(twin, train_config)
+    optimizer.step()
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values()
+               for t in state.values() if isinstance(t, torch.Tensor))
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -276,53 +423,49 @@ def _tensor_dims(config: ModelConfig, batch_first: bool) -> dict[str, list[str]]
 
 
 def _notes(config: ModelConfig, sizes: dict[str, int], batch_first: bool) -> list[str]:
-    D, H, P = sizes["D"], config.hidden_size, config.proj_size
-    top = (config.num_layers - 1) * D
+    D, H, P, n = sizes["D"], config.hidden_size, config.proj_size, config.num_layers
+    top = (n - 1) * D
     H_out = sizes["H_out"]
     if batch_first:
         last = f"output[:, -1, :{H_out}]" if D == 2 else "output[:, -1]"
     else:
         last = f"output[-1, :, :{H_out}]" if D == 2 else "output[-1]"
     first = f"output[:, 0, {H_out}:]" if batch_first else f"output[0, :, {H_out}:]"
+    rows = ", ".join(f"{layer * D + d} layer {layer}" + ((" fwd", " rev")[d] if D == 2 else "")
+                     for layer in range(n) for d in range(D))
     notes = [
         "output holds the top layer's h at every time step; h_n holds every layer's "
-        "(and direction's) h after its last step, so it is what to carry into the next "
-        "window.",
-        f"Forward direction: {last} (the last time step) equals "
-        f"h_n[{top}], the top layer's forward row"
+        "(and direction's) h after its last step: the state to carry into the next window.",
+        f"{last} (the last time step) equals h_n[{top}], the top layer's forward row"
         + (" (h_n[-1])." if D == 1 else "."),
-        f"The first dimension of h0/h_n{'/c0/c_n' if config.cell == 'lstm' else ''} "
-        f"indexes layer*D + direction (D = {D}); "
-        f"h_n.view(num_layers, D, N, H_out) separates layers and directions.",
     ]
     if D == 2:
         notes.append(
-            f"Reverse direction: it reads t = L-1 down to 0, so its last step is time "
-            f"step 0: {first} equals h_n[{top + 1}] (h_n[-1]). "
-            "A bidirectional model sees the future characters, so charrnn train refuses "
-            "it; inspect shows it to explain it.")
-    if config.num_layers > 1:
+            f"The reverse direction reads t = L-1 down to 0, so its last step is t = 0: "
+            f"{first} equals h_n[{top + 1}] (h_n[-1]). It sees the future, so charrnn "
+            "train refuses it; inspect shows it to explain it.")
+    notes.append(
+        f"The first dimension of h0/h_n{'/c0/c_n' if config.cell == 'lstm' else ''} "
+        f"indexes layer*D + direction (D = {D}): {rows}; "
+        "h_n.view(num_layers, D, N, H_out) separates them.")
+    if n > 1:
         notes.append(
-            f"Layer k > 0 reads the previous layer's output ({_width_text(sizes)} wide), "
-            f"so weight_ih_l1 has {sizes['D'] * sizes['H_out']} columns"
-            + (f"; dropout {config.dropout:g} is applied between layers in training only."
+            f"Layer k > 0 reads the layer below ({D * H_out} wide), so weight_ih_l1 has "
+            f"{D * H_out} columns"
+            + (f"; dropout {config.dropout:g} between layers in training only."
                if config.dropout else "."))
     if P:
         notes.append(
-            f"proj_size = {P}: h_t = W_hr (o_t * tanh(c_t)) has {P} features, so "
-            f"weight_hh is [4*hidden_size, proj_size] = [{4 * H}, {P}], h0/h_n/output use "
-            f"{P}, and c0/c_n keep hidden_size = {H}.")
-    if config.cell == "lstm":
-        notes.append("LSTM rows are packed i, f, g, o; c_t = f*c_(t-1) + i*g and "
-                     "h_t = o*tanh(c_t).")
-    elif config.cell == "gru":
-        notes.append("GRU rows are packed r, z, n; n = tanh(W_in x + b_in + r*(W_hn h + "
-                     "b_hn)) and h_t = (1-z)*n + z*h_(t-1), so b_hn is not interchangeable "
-                     "with b_in.")
+            f"proj_size = {P}: h_t = W_hr (o_t ⊙ tanh c_t) has {P} features, so weight_hh "
+            f"is [{4 * H}, {P}], h0/h_n/output use {P}, and c0/c_n keep hidden_size = {H}.")
     notes.append(
         ("batch_first only changes input and output to (N, L, ...)"
          if batch_first else "Seq-first layout: input and output are (L, N, ...)")
         + "; h0/h_n are (D*num_layers, N, H_out) in either layout.")
+    notes.append(
+        f"Init: every rnn.* weight and bias U(-k, k), k = 1/sqrt(hidden_size) = "
+        f"{1 / math.sqrt(H):.4g}; embedding N(0, 1); head U(±1/sqrt(fan_in)). "
+        "--equations writes out the cell with these sizes.")
     return notes
 
 
@@ -369,8 +512,11 @@ def _verify(rnn: nn.RNNBase, sizes: dict[str, int], batch_first: bool, seed: int
 
 # ----------------------------------------------------------------------------- checkpoint
 
-def describe_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The facts of a loaded checkpoint dict worth showing; missing keys become None."""
+def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict[str, Any]:
+    """The facts of a loaded checkpoint dict worth showing; missing keys become None.
+
+    With ``corpus`` (a text), the vocabulary gets ``counts``: how often each character
+    occurs in it, in id order."""
     vocab = ckpt.get("vocab")
     info: dict[str, Any] = {
         "format_version": ckpt.get("format_version"),
@@ -390,20 +536,21 @@ def describe_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
         "metrics": [dict(row) for row in ckpt.get("metrics") or []],
         "corpus": dict(ckpt.get("corpus") or {}),
     }
+    if vocab and corpus is not None:
+        info["vocab"]["counts"] = char_counts(Vocab(vocab), corpus)
     for key in ("best_val_loss", "val_loss"):
         loss = info[key]
         info[key.replace("loss", "bpc")] = None if loss is None else loss / math.log(2)
     return info
 
 
-def escape_char(ch: str) -> str:
-    """A character as it can be shown on one line: ``\\n``, ``␣`` for space, ``\\x07``."""
-    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "\\": "\\\\"}
-    if ch in named:
-        return named[ch]
-    if ch.isprintable():
-        return ch
-    return ch.encode("unicode_escape").decode("ascii")
+def char_counts(vocab: Vocab, text: str) -> list[int]:
+    """How often each vocabulary character occurs in ``text``, in id order."""
+    try:
+        ids = vocab.encode(text, what="the corpus")
+    except DataError as e:
+        raise DataError(f"{e}; give the text the model was trained on") from None
+    return np.bincount(ids, minlength=len(vocab)).tolist()
 
 
 def _count_state(state: dict[str, Any] | None) -> int | None:

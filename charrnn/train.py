@@ -100,6 +100,15 @@ def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
     return total / count
 
 
+def _estimate_eval_seconds(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
+    """How long the full validation pass will take, from timing a slice of it (with a
+    margin): the time budget keeps that much for the final evaluation."""
+    probe = ids[:4 * EVAL_CHUNK + 1]
+    start = time.time()
+    evaluate(model, probe, device)
+    return 1.25 * (time.time() - start) * len(ids) / len(probe)
+
+
 def lr_at(step: int, progress: float, c: cfg.TrainConfig) -> float:
     """Linear warmup over ``warmup_steps``, times a cosine from ``lr`` down to
     ``lr * min_lr_ratio`` over the run's budget (``progress`` runs 0 -> 1)."""
@@ -340,7 +349,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
     if resume is not None and "loss_window" in resume:
         loss_sum, loss_count = float(resume["loss_window"][0]), int(resume["loss_window"][1])
-    eval_seconds = len(val_ids) / 20000.0  # first guess; replaced by each measured eval
+    eval_seconds = _estimate_eval_seconds(model, val_ids, device) if c.max_time else 0.0
     val_loss = history[-1]["val_loss"] if history else math.nan
     first_step_s = math.nan
     session = [0, 0.0]  # characters and seconds of training (not evaluation) in this call

@@ -1,10 +1,12 @@
-"""Rich renderings of the reports in ``charrnn.inspect``, for the CLI.
+"""Rich renderings of the reports of ``charrnn.inspect`` and ``charrnn.activations``.
 
-``render_inspect(report, console)`` draws what ``inspect.describe`` returns and
-``render_checkpoint(info, console)`` what ``inspect.describe_checkpoint`` returns, onto a
-``rich.console.Console`` the caller chooses (the CLI passes one on stderr). Every piece of
-text goes in as ``Text``, so a character like ``[`` in a vocabulary is never read as
-markup. No torch here: the reports are plain dicts.
+``render_inspect(report, console)`` draws what ``inspect.describe`` returns (or, with
+``equations=True``, the cell's equations), ``render_checkpoint(info, console)`` what
+``inspect.describe_checkpoint`` returns, and ``render_activations(report, console)`` what
+``activations.activation_report`` returns: each character on a background whose colour is
+a neuron's activation there. The colour scale (``activation_rgb``) is shared with the
+HTML page. Every piece of text goes in as ``Text``, so a character like ``[`` in a
+vocabulary is never read as markup. No torch here: the reports are plain dicts.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
+from rich.columns import Columns
 from rich.console import Console, Group
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -25,21 +29,32 @@ METRIC_ORDER = ("step", "elapsed", "train_loss", "val_loss", "chars_per_s")
 
 # ----------------------------------------------------------------------------- inspect
 
-def render_inspect(report: dict[str, Any], console: Console) -> None:
-    """Parameters, totals, tensor shapes, notes and the reference check of a model."""
+def render_inspect(report: dict[str, Any], console: Console, *, equations: bool = False
+                   ) -> None:
+    """Parameters, costs, tensor shapes, notes and the reference check of a model; with
+    ``equations``, the cell's equations with its sizes instead of the tables."""
     console.print(_model_title(report.get("model", {})))
-    console.print(_parameter_table(report))
-    console.print(_totals(report))
-    console.print(_tensor_table(report))
-    notes = report.get("notes") or []
-    if notes:
-        console.print(Text("notes", style="bold"))
-        bullets = Table.grid(padding=(0, 1))
-        bullets.add_column(no_wrap=True)
-        bullets.add_column(overflow="fold")
-        for note in notes:
-            bullets.add_row(Text(" •"), Text(note))
-        console.print(bullets)
+    if equations:
+        for section in report.get("equations") or []:
+            console.print(_equation_section(section))
+    else:
+        console.print(_parameter_table(report))
+        console.print(_cost_table(report))
+        console.print(Text("FLOPs: the matrix products, 2 per multiply-add; training = forward "
+                           "+ backward = 3 x forward", style="dim"))
+        memory = _memory_line(report.get("costs") or {})
+        if memory:
+            console.print(memory)
+        console.print(_tensor_table(report))
+        notes = report.get("notes") or []
+        if notes:
+            console.print(Text("notes", style="bold"))
+            bullets = Table.grid(padding=(0, 1))
+            bullets.add_column(no_wrap=True)
+            bullets.add_column(overflow="fold")
+            for note in notes:
+                bullets.add_row(Text(" •"), Text(note))
+            console.print(bullets)
     if "verify" in report:
         console.print(_verify_line(report))
 
@@ -62,29 +77,59 @@ def _model_title(model: dict[str, Any]) -> Text:
     return Text.assemble(("CharRNN ", "bold"), " · ".join(parts))
 
 
+def _equation_section(section: dict[str, Any]) -> Group:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(overflow="fold")
+    grid.add_column(style="dim", overflow="fold")
+    for equation, comment in section.get("lines", []):
+        grid.add_row(Text(equation), Text(comment))
+    return Group(Text(section.get("title", ""), style="bold"), Padding(grid, (0, 0, 0, 2)))
+
+
 def _parameter_table(report: dict[str, Any]) -> Table:
     table = Table(title="parameters", title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False)
     table.add_column("name", style="cyan", no_wrap=True)
     table.add_column("shape", no_wrap=True)
     table.add_column("numel", justify="right", no_wrap=True)
-    table.add_column("role · init", overflow="fold", ratio=1)
+    table.add_column("role", overflow="fold", ratio=1)
     for p in report.get("parameters", []):
-        role = Text(p.get("role", ""))
-        if p.get("init"):
-            role.append("\ninit " + p["init"], style="dim")
         table.add_row(Text(p["name"]), Text(_shape(p["shape"])), Text(f"{p['numel']:,}"),
-                      role)
+                      Text(p.get("role", "")))
     return table
 
 
-def _totals(report: dict[str, Any]) -> Text:
-    text = Text.assemble(("total ", "bold"),
-                         (f"{report.get('num_parameters', 0):,}", "bold"), " parameters")
-    per_layer = report.get("num_parameters_per_layer") or {}
-    if per_layer:
-        text.append(" (" + " · ".join(f"{k} {v:,}" for k, v in per_layer.items()) + ")")
-    return text
+def _cost_table(report: dict[str, Any]) -> Table:
+    """Parameters and forward FLOPs per character of each part, with the totals."""
+    flops = (report.get("costs") or {}).get("flops_per_char") or {}
+    per_part = flops.get("per_part") or {}
+    table = Table(title="cost per character", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False)
+    table.add_column("part", style="cyan", no_wrap=True)
+    table.add_column("parameters", justify="right", no_wrap=True)
+    table.add_column("forward FLOPs", justify="right", no_wrap=True)
+    for part, count in (report.get("num_parameters_per_layer") or {}).items():
+        table.add_row(Text(part), Text(f"{count:,}"), Text(_count(per_part.get(part))))
+    table.add_section()
+    table.add_row(Text("total", style="bold"),
+                  Text(f"{report.get('num_parameters', 0):,}", style="bold"),
+                  Text(_count(flops.get("forward")), style="bold"))
+    if flops.get("training") is not None:
+        table.add_row(Text("training"), Text(""), Text(_count(flops["training"])))
+    return table
+
+
+def _memory_line(costs: dict[str, Any]) -> Text | None:
+    memory = costs.get("memory_bytes")
+    if not memory:
+        return None
+    return Text.assemble(
+        ("memory ", "bold"),
+        f"weights {_bytes(memory['weights'])} ({memory.get('dtype', '?')}) · gradients "
+        f"{_bytes(memory['gradients'])} · {memory.get('optimizer', 'optimizer')} state "
+        f"{_bytes(memory['optimizer_state'])} · together "
+        f"{_bytes(memory['weights'] + memory['gradients'] + memory['optimizer_state'])} "
+        "(activations for backward come on top, growing with batch x seq_length)")
 
 
 def _tensor_table(report: dict[str, Any]) -> Table:
@@ -125,6 +170,23 @@ def _verify_line(report: dict[str, Any]) -> Text:
 
 def _shape(shape: list[int]) -> str:
     return "[" + ", ".join(str(n) for n in shape) + "]"
+
+
+def _count(n: int | None) -> str:
+    """``1,737,216 (1.74 M)``: exact, with the order of magnitude for large numbers."""
+    if n is None:
+        return "—"
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n:,} ({n / size:.3g} {unit})"
+    return f"{n:,}"
+
+
+def _bytes(n: int) -> str:
+    for size, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} B"
 
 
 # ----------------------------------------------------------------------------- checkpoint
@@ -177,8 +239,17 @@ def _checkpoint_summary(info: dict[str, Any]) -> Group:
 
     vocab = info.get("vocab")
     if vocab:
-        text = Text(f"vocab   {vocab.get('size')} characters: ", style="bold")
-        text.append(" ".join(vocab.get("chars", [])), style="")
+        chars, counts = vocab.get("chars", []), vocab.get("counts")
+        if counts is None:
+            text = Text(f"vocab   {vocab.get('size')} characters: ", style="bold")
+            text.append(" ".join(chars), style="")
+        else:  # most frequent first, in columns
+            text = Text(f"vocab   {vocab.get('size')} characters, by count in the corpus:",
+                        style="bold")
+            order = sorted(range(len(chars)), key=lambda i: (-counts[i], i))
+            lines.append(text)
+            text = Columns([Text.assemble((chars[i], "cyan"), f" {counts[i]:,}")
+                            for i in order], padding=(0, 2))
         lines.append(text)
     return Group(*lines)
 
@@ -259,3 +330,180 @@ def _duration(seconds: Any) -> str:
         return f"{minutes}m {secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+# ----------------------------------------------------------------------------- activations
+
+# A diverging scale, as in Karpathy's pictures: negative red, zero near-white, positive blue.
+NEGATIVE, NEUTRAL, POSITIVE = (214, 39, 40), (250, 250, 250), (31, 119, 180)
+UNLIKELY, LIKELY = (214, 39, 40), (44, 160, 44)
+
+
+def activation_rgb(value: float, scale: float = 1.0, negative: tuple[int, int, int] = NEGATIVE,
+                   positive: tuple[int, int, int] = POSITIVE) -> tuple[int, int, int]:
+    """The background colour of ``value`` on a scale from -``scale`` to +``scale``."""
+    x = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
+    target = positive if x > 0 else negative
+    return tuple(round(n + (t - n) * abs(x)) for n, t in zip(NEUTRAL, target))
+
+
+def probability_rgb(p: float) -> tuple[int, int, int]:
+    """Red for a character the model found unlikely, green for one it expected."""
+    return activation_rgb(2 * p - 1, negative=UNLIKELY, positive=LIKELY)
+
+
+def ink(rgb: tuple[int, int, int]) -> str:
+    """Black or white text, whichever reads better on ``rgb``."""
+    r, g, b = rgb
+    return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#ffffff"
+
+
+def neuron_scale(neuron: dict[str, Any]) -> float:
+    """Colours span -1..1 (tanh-bounded states), or the largest magnitude if beyond."""
+    return max(1.0, abs(neuron["min"]), abs(neuron["max"]))
+
+
+def glyph(ch: str) -> str:
+    """How a character of the running text is drawn: newline and tab made visible."""
+    if ch == "\n":
+        return "↵"
+    if ch == "\t":
+        return "⇥"
+    return ch if ch.isprintable() else "·"
+
+
+def escape_char(ch: str) -> str:
+    """A character as it can be shown on one line: ``\\n``, ``␣`` for space, ``\\x07``."""
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "\\": "\\\\"}
+    if ch in named:
+        return named[ch]
+    if ch.isprintable():
+        return ch
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def shown(ch: str | None) -> str:
+    """A character in a table cell, or a dash for none."""
+    return "—" if ch is None else escape_char(ch)
+
+
+def activation_heading(report: dict[str, Any]) -> str:
+    """One line: which states of which model over which text."""
+    m = report["model"]
+    size = f"{m['num_layers']}x{m['hidden_size']} {m['cell']}"
+    if m.get("proj_size"):
+        size += f" (proj_size {m['proj_size']})"
+    text = f"{len(report['text']):,} characters"
+    if report.get("source"):
+        text += f" of {report['source']}"
+    if report.get("truncated_from"):
+        text += f" (first of {report['truncated_from']:,})"
+    line = f"layer {report['layer']} {report['state_meaning']} · {size} · {text}"
+    if report.get("bits_per_char") is not None:
+        line += f" · {report['bits_per_char']:.3f} bits/char on this text"
+    return line
+
+
+def ranking_heading(report: dict[str, Any]) -> str:
+    signal = report.get("signal")
+    if report["ranked_by"] == "correlation":
+        return (f"neurons ranked by |r|, the correlation with {signal['name']} "
+                f"({signal['meaning']})")
+    if report["ranked_by"] == "std":
+        return "neurons ranked by how much they vary over the text (std); " \
+               "--signal ranks by a signal instead"
+    return "chosen neurons" + (f"; r = correlation with {signal['name']} ({signal['meaning']})"
+                               if signal else "")
+
+
+def neuron_heading(report: dict[str, Any], neuron: dict[str, Any]) -> str:
+    line = f"neuron {neuron['index']} of layer {report['layer']} {report['state']}"
+    if neuron.get("r") is not None:
+        line += f" · r {neuron['r']:+.2f} with {report['signal']['name']}"
+    return line + f" · range [{neuron['min']:+.2f}, {neuron['max']:+.2f}]"
+
+
+def render_activations(report: dict[str, Any], console: Console, *,
+                       predictions: bool = False) -> None:
+    """The ranking, then each chosen neuron's activation as the background of every
+    character; with ``predictions``, the model's likeliest next characters at each one."""
+    console.print(Text.assemble(("activations ", "bold"), activation_heading(report)))
+    console.print(_ranking_table(report))
+    console.print(_legend())
+    for neuron in report["neurons"]:
+        console.print()
+        console.print(Text(neuron_heading(report, neuron), style="bold"))
+        scale = neuron_scale(neuron)
+        console.print(_coloured_text(report["text"],
+                                     [activation_rgb(v, scale) for v in neuron["values"]]))
+    if predictions:
+        console.print()
+        console.print(Text("each character coloured by the probability the model gave it "
+                           "(red unlikely, green expected)", style="bold"))
+        console.print(_coloured_text(report["text"], prediction_rgbs(report["predictions"])))
+        console.print()
+        console.print(_prediction_table(report))
+
+
+def prediction_rgbs(predictions: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
+    """Character t coloured by how likely the model found it after characters 0..t-1;
+    the first one has no prediction and stays neutral."""
+    return [NEUTRAL] + [probability_rgb(row["p_next"]) for row in predictions[:-1]]
+
+
+def _ranking_table(report: dict[str, Any]) -> Table:
+    table = Table(title=ranking_heading(report), title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False)
+    for name in ("rank", "neuron", "r", "mean", "std", "min", "max"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for rank, n in enumerate(report["neurons"], start=1):
+        r = "—" if n.get("r") is None else f"{n['r']:+.3f}"
+        table.add_row(str(rank), str(n["index"]), r,
+                      *(f"{n[k]:+.3f}" for k in ("mean", "std", "min", "max")))
+    return table
+
+
+def _legend() -> Text:
+    text = Text("colour: ")
+    for value in (-1.0, -0.5, 0.0, 0.5, 1.0):
+        rgb = activation_rgb(value)
+        text.append(f" {value:+.1f} ", style=f"{ink(rgb)} on {_hex(rgb)}")
+    text.append("  (scale ±1, or ± the largest magnitude of a neuron that exceeds 1)",
+                style="dim")
+    return text
+
+
+def _coloured_text(text: str, colours: list[tuple[int, int, int]]) -> Text:
+    out = Text()
+    for ch, rgb in zip(text, colours):
+        out.append(glyph(ch), style=f"{ink(rgb)} on {_hex(rgb)}")
+        if ch == "\n":
+            out.append("\n")
+    return out
+
+
+def _prediction_table(report: dict[str, Any]) -> Table:
+    rows = report["predictions"]
+    k = len(rows[0]["top"]) if rows else 0
+    table = Table(title=f"predictions: the {k} likeliest next characters after each one",
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("t", justify="right", no_wrap=True)
+    table.add_column("char", no_wrap=True)
+    table.add_column("next", no_wrap=True)
+    table.add_column("p(next)", justify="right", no_wrap=True)
+    table.add_column(f"top {k}", overflow="fold")
+    for t, row in enumerate(rows):
+        p = row["p_next"]
+        p_text = Text("—") if p is None else \
+            Text(f"{p:.3f}", style=f"{ink(probability_rgb(p))} on {_hex(probability_rgb(p))}")
+        top = Text()
+        for ch, prob in row["top"]:
+            style = "bold" if ch == row["next"] else ""
+            top.append(f"{shown(ch)} {prob:.2f}", style=style)
+            top.append("  ")
+        table.add_row(str(t), Text(shown(row["char"])), Text(shown(row["next"])), p_text, top)
+    return table
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)

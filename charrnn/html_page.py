@@ -1,0 +1,123 @@
+"""The activation view as one self-contained HTML page, to open in a browser or share.
+
+``page(report)`` returns the HTML of what ``activations.activation_report`` returns: for
+every chosen neuron the text with each character on a background coloured by the
+neuron's activation there (hover a character for the value), and the text coloured by
+the probability the model gave each character, with its likeliest guesses on hover.
+Colours come from ``charrnn.views``, so the page and the terminal agree. No scripts, no
+external files. ``write_page(report, path)`` writes it; a path that cannot be written is
+a ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from charrnn import views
+from charrnn.errors import ConfigError
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
+       color: #222; background: #fff; max-width: 1100px; }
+h1 { font-size: 19px; margin: 0 0 4px; }
+h2 { font-size: 15px; margin: 22px 0 6px; }
+p.meta { color: #555; margin: 2px 0; font-size: 13px; }
+.text { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
+        font-size: 13px; line-height: 1.55; white-space: pre-wrap; word-break: break-all;
+        border: 1px solid #ddd; padding: 8px 10px; border-radius: 4px; }
+.legend span { display: inline-block; padding: 0 8px; font-size: 12px;
+               font-family: ui-monospace, monospace; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { padding: 2px 10px; text-align: right; border-bottom: 1px solid #eee; }
+th { border-bottom: 1px solid #aaa; }
+"""
+
+
+def page(report: dict[str, Any], *, title: str = "charrnn activations") -> str:
+    """The whole page as a string."""
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="meta">{escape(views.activation_heading(report))}</p>',
+        f"<h2>{escape(views.ranking_heading(report))}</h2>",
+        _ranking_table(report),
+        _legend(),
+    ]
+    for neuron in report["neurons"]:
+        scale = views.neuron_scale(neuron)
+        cells = [(views.activation_rgb(v, scale), f"{v:+.3f}") for v in neuron["values"]]
+        parts.append(f"<h2>{escape(views.neuron_heading(report, neuron))}</h2>")
+        parts.append(_coloured_text(report["text"], cells))
+    parts.append("<h2>predictions: each character coloured by the probability the model "
+                 "gave it (red unlikely, green expected); hover for its top guesses</h2>")
+    parts.append(_coloured_text(report["text"], _prediction_cells(report["predictions"])))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def check_path(path: str | Path) -> Path:
+    """``path`` if a page can be written there; else a ``ConfigError`` saying why."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--html {path} is a directory; give a file name such as "
+                          f"{path / 'activations.html'}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--html {path}: the folder {path.parent} does not exist; create "
+                          "it or write the page elsewhere")
+    return path
+
+
+def write_page(report: dict[str, Any], path: str | Path, **kwargs: Any) -> Path:
+    """Write ``page(report)`` to ``path`` (UTF-8)."""
+    path = check_path(path)
+    try:
+        path.write_text(page(report, **kwargs), encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot write the HTML page {path}: {e.strerror}; give a path in "
+                          "an existing, writable folder") from None
+    return path
+
+
+def _ranking_table(report: dict[str, Any]) -> str:
+    head = "".join(f"<th>{name}</th>"
+                   for name in ("rank", "neuron", "r", "mean", "std", "min", "max"))
+    rows = []
+    for rank, n in enumerate(report["neurons"], start=1):
+        r = "—" if n.get("r") is None else f"{n['r']:+.3f}"
+        cells = [str(rank), str(n["index"]), r] + [f"{n[k]:+.3f}"
+                                                   for k in ("mean", "std", "min", "max")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _legend() -> str:
+    spans = "".join(_span(f"{v:+.1f}", views.activation_rgb(v), None)
+                    for v in (-1.0, -0.5, 0.0, 0.5, 1.0))
+    return f'<p class="legend">colour: {spans}</p>'
+
+
+def _prediction_cells(predictions: list[dict[str, Any]]) -> list[tuple[tuple, str]]:
+    """Colours of ``views.prediction_rgbs`` with the model's guesses as hover text."""
+    tips = ["first character: no prediction"]
+    for row in predictions[:-1]:
+        guesses = ", ".join(f"{views.shown(ch)} {p:.2f}" for ch, p in row["top"])
+        tips.append(f"p({views.shown(row['next'])}) = {row['p_next']:.3f}; top: {guesses}")
+    return list(zip(views.prediction_rgbs(predictions), tips))
+
+
+def _coloured_text(text: str, cells: list[tuple[tuple, str]]) -> str:
+    spans = []
+    for ch, (rgb, tip) in zip(text, cells):
+        spans.append(_span(views.glyph(ch), rgb, tip) + ("\n" if ch == "\n" else ""))
+    return f'<div class="text">{"".join(spans)}</div>'
+
+
+def _span(content: str, rgb: tuple[int, int, int], tip: str | None) -> str:
+    style = f"background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x};color:{views.ink(rgb)}"
+    title = f' title="{escape(tip)}"' if tip else ""
+    return f'<span style="{style}"{title}>{escape(content)}</span>'

@@ -1,0 +1,138 @@
+"""`charrnn eval`: scoring any text gives back the training run's own val loss on its
+held-out text, reports characters outside the vocabulary, and fails in one line."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from charrnn import scoring
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.cli import main
+from charrnn.data import load_text
+from charrnn.runs import read_metrics
+from charrnn.train import evaluate
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def held_out(small_text, tmp_path_factory):
+    """The tiny run's validation text (the last 10% of its training text) as a file."""
+    text = small_text.read_text(encoding="utf-8")
+    path = tmp_path_factory.mktemp("eval") / "held_out.txt"
+    path.write_text(text[int(len(text) * (1.0 - 0.1)):], encoding="utf-8")
+    return path
+
+
+def test_eval_of_the_held_out_text_matches_the_runs_val_loss(tiny_run, held_out, capsys):
+    code, out, err = run(["eval", str(tiny_run / "best.pt"), str(held_out), "--json"], capsys)
+    assert code == 0, err
+    score = json.loads(out)
+    best = min(row["val_loss"] for row in read_metrics(tiny_run))
+    assert abs(score["nats_per_char"] - best) < 1e-4
+    assert abs(score["nats_per_char"] - load_checkpoint(tiny_run / "best.pt")["best_val_loss"]) \
+        < 1e-4
+    assert score["bits_per_char"] == pytest.approx(score["nats_per_char"] / math.log(2))
+    assert score["perplexity"] == pytest.approx(math.exp(score["nats_per_char"]))
+    n = len(held_out.read_text(encoding="utf-8"))
+    assert score["characters"] == n and score["scored"] == n - 1
+    assert score["unknown_count"] == 0 and score["skipped_unknown"] is False
+
+
+def test_last_checkpoint_matches_the_last_evaluation(tiny_run, held_out, capsys):
+    code, out, _ = run(["eval", str(tiny_run / "last.pt"), str(held_out), "--json", "-q"],
+                       capsys)
+    assert code == 0
+    assert abs(json.loads(out)["nats_per_char"] - read_metrics(tiny_run)[-1]["val_loss"]) < 1e-4
+
+
+def test_text_output_is_one_line_on_stdout_and_a_run_folder_means_best(tiny_run, held_out,
+                                                                       capsys):
+    code, out, err = run(["eval", str(tiny_run), str(held_out)], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 1 and "nats/char" in lines[0] and "perplexity" in lines[0]
+    best = min(row["val_loss"] for row in read_metrics(tiny_run))
+    assert lines[0].startswith(f"{best:.4f} nats/char")
+    assert f"{held_out.stat().st_size - 1:,} characters scored" in lines[0]
+    assert "best.pt" in err                        # which checkpoint: narration on stderr
+
+
+def test_quiet_leaves_stderr_empty(tiny_run, held_out, capsys):
+    code, out, err = run(["eval", str(tiny_run), str(held_out), "--quiet"], capsys)
+    assert code == 0 and out and err == ""
+
+
+def test_the_library_score_is_trainings_evaluate(tiny_run, held_out):
+    model, vocab = model_from_checkpoint(load_checkpoint(tiny_run / "best.pt"))
+    import torch
+
+    expected = evaluate(model, vocab.encode(load_text(held_out)), torch.device("cpu"))
+    score = scoring.score_text(tiny_run / "best.pt", held_out, progress=True)
+    assert score.nats_per_char == pytest.approx(expected, abs=1e-9)
+
+
+def test_unknown_characters_are_an_error_unless_skipped(tiny_run, held_out, tmp_path, capsys):
+    clean = held_out.read_text(encoding="utf-8")
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("é" + clean[:3000] + "ü€é" + clean[3000:], encoding="utf-8")
+    code, out, err = run(["eval", str(tiny_run), str(mixed)], capsys)
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 2        # "scoring ..." then the error
+    assert "4 character(s) the model's vocabulary lacks (3 distinct" in err
+    assert "--skip-unknown" in err
+
+    code, out, err = run(["eval", str(tiny_run), str(mixed), "--skip-unknown", "--json"], capsys)
+    assert code == 0, err
+    skipped = json.loads(out)
+    assert skipped["unknown_count"] == 4 and skipped["unknown_chars"] == "éü€"
+    assert skipped["skipped_unknown"] is True and skipped["characters"] == len(clean) + 4
+    assert "left out 4 character(s)" in err
+    code, out, _ = run(["eval", str(tiny_run), str(held_out), "--json"], capsys)
+    assert skipped["nats_per_char"] == pytest.approx(json.loads(out)["nats_per_char"], abs=1e-9)
+
+
+def test_a_downloaded_corpus_name_is_accepted(tiny_run, held_out, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "tinyshakespeare.txt").write_text(held_out.read_text(encoding="utf-8"),
+                                                           encoding="utf-8")
+    code, out, err = run(["eval", str(tiny_run), "tinyshakespeare", "--json", "-q"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["text"] == "data/tinyshakespeare.txt"
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("x", "has 1 usable character(s); scoring needs at least 2"),
+    ("", "is empty"),
+])
+def test_texts_too_short_to_score(tiny_run, tmp_path, capsys, content, expected):
+    path = tmp_path / "short.txt"
+    path.write_text(content, encoding="utf-8")
+    code, out, err = run(["eval", str(tiny_run), str(path), "-q"], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_files_are_one_line_errors(tiny_run, held_out, tmp_path, capsys):
+    code, _, err = run(["eval", str(tmp_path / "none.pt"), str(held_out), "-q"], capsys)
+    assert code == 1 and "does not exist" in err
+    code, _, err = run(["eval", str(tiny_run), str(tmp_path / "none.txt"), "-q"], capsys)
+    assert code == 1 and "does not exist" in err
+
+
+def test_ctrl_c_during_scoring_exits_130(tiny_run, held_out, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scoring, "score_text", interrupted)
+    code, out, _ = run(["eval", str(tiny_run), str(held_out), "-q"], capsys)
+    assert code == 130 and out == ""

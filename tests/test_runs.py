@@ -1,0 +1,160 @@
+"""`charrnn runs`: a table of run folders read without loading weights (or torch),
+newest first or best first, and a checkpoint peek that never runs code."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from charrnn.cli import main
+from charrnn.runs import find_runs, peek_checkpoint, read_metrics, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def runs_dir(tiny_run, tmp_path):
+    """runs/ with the tiny run twice (the copy 'later' made to look newer and worse), an
+    interrupted run that only wrote config.toml, and a folder that is not a run."""
+    root = tmp_path / "runs"
+    old, new = root / "older", root / "later"
+    shutil.copytree(tiny_run, old)
+    shutil.copytree(tiny_run, new)
+    text = (new / "metrics.csv").read_text(encoding="utf-8").splitlines()
+    header, rows = text[0], text[1:]
+    worse = [",".join(f"{float(v) + 0.5:.6f}" if i == 5 else v
+                      for i, v in enumerate(r.split(","))) for r in rows]
+    (new / "metrics.csv").write_text("\n".join([header, *worse]) + "\n", encoding="utf-8")
+    stub = root / "stub"
+    stub.mkdir()
+    shutil.copy(tiny_run / "config.toml", stub / "config.toml")
+    (root / "notes").mkdir()
+    for i, folder in enumerate((stub, old, new)):      # stub oldest, later newest
+        for f in folder.iterdir():
+            os.utime(f, (1_700_000_000 + i * 1000, 1_700_000_000 + i * 1000))
+    return root
+
+
+def test_summary_reads_config_metrics_and_checkpoint(tiny_run):
+    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+
+    s = summarize(tiny_run)
+    ckpt = load_checkpoint(tiny_run / "last.pt")
+    model, _ = model_from_checkpoint(ckpt)
+    assert s.cell == "lstm" and s.num_layers == 2 and s.hidden_size == 32
+    assert s.model == "2x32 lstm"
+    assert s.parameters == model.num_parameters()
+    assert s.corpus == ckpt["corpus"]["path"] and s.corpus_chars == 60_000
+    assert s.steps == 20 and s.evaluations == 2
+    assert s.best_val_loss == pytest.approx(ckpt["best_val_loss"])
+    assert s.elapsed_s == pytest.approx(ckpt["elapsed"], abs=0.5)
+    assert set(s.checkpoints) == {"best.pt", "last.pt"}
+
+
+def test_peek_gives_the_metadata_with_tensor_shapes_only(tiny_run):
+    import torch
+
+    data = peek_checkpoint(tiny_run / "best.pt")
+    real = torch.load(tiny_run / "best.pt", map_location="cpu", weights_only=True)
+    assert data["vocab"] == real["vocab"] and data["step"] == real["step"]
+    assert data["model_config"] == real["model_config"]
+    assert data["metrics"] == real["metrics"]
+    shapes = {k: v.shape for k, v in data["model_state"].items()}
+    assert shapes == {k: tuple(v.shape) for k, v in real["model_state"].items()}
+
+
+def test_peek_refuses_a_pickle_that_would_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"step": Payload()}, protocol=2))
+    assert peek_checkpoint(evil) is None and not marker.exists()
+    (tmp_path / "text.pt").write_text("not a zip", encoding="utf-8")
+    assert peek_checkpoint(tmp_path / "text.pt") is None
+
+
+def test_runs_json_lists_runs_newest_first(runs_dir, capsys):
+    code, out, err = run(["runs", str(runs_dir), "--json"], capsys)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [Path(r["path"]).name for r in rows] == ["later", "older", "stub"]
+    later, older, stub = rows
+    assert later["best_val_loss"] == pytest.approx(older["best_val_loss"] + 0.5, abs=1e-5)
+    assert older["model"] == "2x32 lstm" and older["steps"] == 20
+    assert Path(older["corpus"]).name == "small.txt"
+    assert stub["best_val_loss"] is None and stub["steps"] is None and stub["model"] == "2x32 lstm"
+
+
+def test_runs_sorted_by_loss_puts_the_best_first(runs_dir, capsys):
+    code, out, _ = run(["runs", str(runs_dir), "--json", "--sort", "loss"], capsys)
+    assert code == 0
+    assert [Path(r["path"]).name for r in json.loads(out)] == ["older", "later", "stub"]
+    code, _, err = run(["runs", str(runs_dir), "--sort", "size"], capsys)
+    assert code == 1 and "unknown sort 'size'" in err
+
+
+def test_runs_table_on_stdout_marks_the_best(runs_dir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")
+    code, out, _ = run(["runs", str(runs_dir)], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["run", "corpus", "model", "params", "steps", "best", "val",
+                                "elapsed", "updated"]
+    body = lines[1:4]
+    assert [Path(line.split()[0]).name for line in body] == ["later", "older", "stub"]
+    assert "*" in body[1] and "*" not in body[0]           # older has the lowest loss
+    assert "small.txt" in body[1] and "2x32 lstm" in body[1]
+    assert "lowest best val loss" in out
+
+
+def test_one_run_folder_lists_itself(tiny_run, capsys):
+    assert find_runs(tiny_run) == [tiny_run]
+    code, out, _ = run(["runs", str(tiny_run), "--json"], capsys)
+    assert code == 0 and len(json.loads(out)) == 1
+
+
+def test_empty_and_missing_folders(tmp_path, capsys):
+    code, out, err = run(["runs", str(tmp_path)], capsys)
+    assert code == 0 and out == "" and "no runs under" in err
+    code, out, _ = run(["runs", str(tmp_path), "--json"], capsys)
+    assert code == 0 and json.loads(out) == []
+    code, out, err = run(["runs", str(tmp_path / "nowhere")], capsys)
+    assert code == 1 and out == "" and "does not exist" in err and "charrnn train" in err
+
+
+def test_damaged_metrics_are_named(tmp_path):
+    (tmp_path / "metrics.csv").write_text("step,val_loss\n10,abc\n", encoding="utf-8")
+    with pytest.raises(Exception, match="line 2 holds a value that is not a number"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    with pytest.raises(Exception, match="needs the columns step and val_loss"):
+        read_metrics(tmp_path)
+
+
+def test_runs_does_not_import_torch(runs_dir):
+    code = ("import sys\nfrom charrnn.cli import main\n"
+            f"try:\n    main(['runs', {str(runs_dir)!r}, '--json'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert 'runs/later"' in out and out.strip().endswith("NO TORCH")
