@@ -45,7 +45,7 @@ def _opt(section: str, name: str, *flags: str, panel: str, **kwargs: Any):
     """A flag whose help and default come from the config dataclass; the flag itself
     defaults to None so that only what the user typed overrides the config."""
     flag = flags or ("--" + name.replace("_", "-"),)
-    return typer.Option(*flag, help=cfg.help_for(section, name), rich_help_panel=panel,
+    return typer.Option(*flag, help=escape(cfg.help_for(section, name)), rich_help_panel=panel,
                         show_default=False, **kwargs)
 
 
@@ -70,7 +70,7 @@ def train(
         help="UTF-8 text file to learn from (optional with --resume).",
         show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="TOML file with [model] and [train] tables (see configs/); "
+        "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/); "
         "flags override it.", rich_help_panel=RUN)] = None,
     cell: Annotated[Optional[str], _opt("model", "cell", panel=MODEL)] = None,
     nonlinearity: Annotated[Optional[str], _opt("model", "nonlinearity", panel=MODEL)] = None,
@@ -232,7 +232,7 @@ def sample(
     greedy: Annotated[bool, typer.Option(
         "--greedy", help="Always take the most likely character.")] = False,
     seed: Annotated[Optional[int], typer.Option(
-        help="Same seed, same text [default: random].")] = None,
+        help="Same seed, same text \\[default: random].")] = None,
     num_samples: Annotated[int, typer.Option(
         help="Independent samples, generated together as one batch.")] = 1,
     output: Annotated[Optional[Path], typer.Option(
@@ -600,7 +600,7 @@ app.add_typer(config_app, name="config", rich_help_panel=SETUP,
                     "> mine.toml")
 def config_show(
     config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="TOML file with [model] and [train] tables (see configs/).")]
+        "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/).")]
         = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")]
         = False,

@@ -78,7 +78,13 @@ def resolve_text(text: str | Path, folder: str | Path = DEFAULT_DIR) -> Path:
     the downloaded copy of that corpus in ``folder``."""
     path = Path(text)
     name = str(text)
-    if path.exists() or name not in CORPORA:
+    if path.exists():
+        return path
+    if name not in CORPORA:
+        close = difflib.get_close_matches(name, list(CORPORA), n=1, cutoff=0.8)
+        if close and not path.suffix and len(path.parts) == 1:
+            raise CharRNNError(f"{name} is neither a file nor a known corpus; did you mean "
+                               f"'{close[0]}'?")
         return path
     local = Path(folder) / CORPORA[name].filename
     if local.is_file():

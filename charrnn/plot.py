@@ -66,6 +66,7 @@ def plot_runs(runs: list[tuple[str, list[dict[str, float]]]], out: str | Path, *
     by_time.set_xlabel("minutes" if minutes else "seconds")
     by_step.set_ylabel("loss (nats/char)")
     for ax in (by_step, by_time):
+        ax.set_xlim(left=0)
         ax.grid(True, alpha=0.3)
     by_time.legend(fontsize="small", loc="upper right")
     fig.suptitle(title or "validation (solid) and training (dashed) loss")

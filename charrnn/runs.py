@@ -266,18 +266,18 @@ def runs_table(summaries: list[RunSummary]):
     table = Table(box=None, pad_edge=False, header_style="bold",
                   caption="* lowest best val loss (nats/char); each run's best.pt holds "
                           "its best" if lowest is not None else None, caption_justify="left")
-    for name, justify in (("run", "left"), ("corpus", "left"), ("model", "left"),
+    for name, justify in (("updated", "left"), ("corpus", "left"), ("model", "left"),
                           ("params", "right"), ("steps", "right"), ("best val", "right"),
-                          ("elapsed", "right"), ("updated", "left")):
+                          ("elapsed", "right"), ("run", "left")):
         table.add_column(name, justify=justify, overflow="fold", no_wrap=name != "run")
     for s in summaries:
         best = "?" if s.best_val_loss is None else f"{s.best_val_loss:.4f}"
         marked = s.best_val_loss is not None and s.best_val_loss == lowest
         table.add_row(
-            s.path, Path(s.corpus).name if s.corpus else "?", s.model,
+            datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M"),
+            Path(s.corpus).name if s.corpus else "?", s.model,
             f"{s.parameters:,}" if s.parameters else "?",
             f"{s.steps:,}" if s.steps is not None else "?",
-            f"{best}{' *' if marked else '  '}", _duration(s.elapsed_s),
-            datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M"),
+            f"{best}{' *' if marked else '  '}", _duration(s.elapsed_s), s.path,
             style="bold" if marked else None)
     return table

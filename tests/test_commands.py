@@ -54,6 +54,15 @@ def test_every_command_has_an_example(command, capsys, monkeypatch):
     assert re.search(rf"Example: charrnn {command}\b", out), out[-300:]
 
 
+def test_help_keeps_bracketed_text_such_as_defaults(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")   # rich would read "[default: 256]" as markup
+    code, out, _ = run(["train", "--help"], capsys)
+    assert code == 0
+    assert "hidden state h [default: 256]" in out and "[model] and [train] tables" in out
+    code, out, _ = run(["plot", "--help"], capsys)
+    assert "[default: the newest run under runs/]" in out and "'charrnn[plot]'" in out
+
+
 def test_shell_completion_offers_commands_and_corpus_names(tmp_path):
     words = charrnn(cwd=tmp_path, _CHARRNN_COMPLETE="complete_bash",
                     COMP_WORDS="charrnn ev", COMP_CWORD="1")
@@ -63,6 +72,16 @@ def test_shell_completion_offers_commands_and_corpus_names(tmp_path):
     assert names.stdout.split() == ["tinyshakespeare"]
     script = charrnn("--show-completion", "bash", cwd=tmp_path)
     assert "_CHARRNN_COMPLETE=complete_bash" in script.stdout
+
+
+def test_install_completion_writes_the_script_into_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    installed = charrnn("--install-completion", cwd=tmp_path, HOME=str(home), SHELL="/bin/bash")
+    assert installed.returncode == 0, installed.stderr
+    assert "completion installed in" in installed.stdout
+    scripts = [p for p in home.rglob("*") if p.is_file() and "charrnn" in p.read_text()]
+    assert scripts, list(home.rglob("*"))
 
 
 def test_config_show_prints_the_defaults_as_toml_that_reads_back(tmp_path, capsys):

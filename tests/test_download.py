@@ -42,7 +42,8 @@ def server(shakespeare, tmp_path):
     (root / "wrong.txt").write_bytes(shakespeare.read_bytes()[:-1] + b"?")
     handler = functools.partial(_Quiet, directory=str(root))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -161,6 +162,8 @@ def test_train_accepts_a_downloaded_corpus_by_name(shakespeare, tmp_path, monkey
     assert "is a known corpus but data/tinyshakespeare.txt is not there yet" in err
     assert "charrnn download tinyshakespeare" in err
 
+    code, _, err = run(["train", "tinyshakespear", *small], capsys)
+    assert code == 1 and "did you mean 'tinyshakespeare'" in err
     assert run(["download", NAME, "-q", "--url", shakespeare.resolve().as_uri()], capsys)[0] == 0
     assert resolve_text(NAME) == tmp_path.joinpath("data", "tinyshakespeare.txt").relative_to(
         tmp_path)

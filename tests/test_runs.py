@@ -118,10 +118,10 @@ def test_runs_table_on_stdout_marks_the_best(runs_dir, capsys, monkeypatch):
     code, out, _ = run(["runs", str(runs_dir)], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["run", "corpus", "model", "params", "steps", "best", "val",
-                                "elapsed", "updated"]
+    assert lines[0].split() == ["updated", "corpus", "model", "params", "steps", "best", "val",
+                                "elapsed", "run"]
     body = lines[1:4]
-    assert [Path(line.split()[0]).name for line in body] == ["later", "older", "stub"]
+    assert [Path(line.split()[-1]).name for line in body] == ["later", "older", "stub"]
     assert "*" in body[1] and "*" not in body[0]           # older has the lowest loss
     assert "small.txt" in body[1] and "2x32 lstm" in body[1]
     assert "lowest best val loss" in out
