@@ -25,7 +25,7 @@ import torch
 from charrnn.data import Vocab, load_text
 from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN
-from charrnn.sample import Stepper, _zero_states
+from charrnn.sample import Stepper, zero_states
 
 # Longer texts are cut to their first MAX_CHARS characters (a page is plenty to read).
 MAX_CHARS = 10_000
@@ -144,7 +144,7 @@ def record(model: CharRNN, ids: np.ndarray) -> Recording:
     try:
         stepper = Stepper(model)
         device = next(model.parameters()).device
-        states = _zero_states(model, 1, device)
+        states = zero_states(model, 1, device)
         steps = torch.as_tensor(ids.astype(np.int64), device=device).view(-1, 1)  # (T, 1)
         h, c, logits = [], [], []
         for idx in steps:

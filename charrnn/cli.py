@@ -9,6 +9,7 @@ can cause are ``CharRNNError``s: one line on stderr, exit code 1.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from charrnn import __version__
 from charrnn import config as cfg
 from charrnn.errors import CharRNNError, ConfigError, TrainingInterrupted
 
+LN2 = math.log(2.0)  # nats per bit
 STARTED = time.time()  # the wall-clock budget of `train --max-time` counts from here
 
 app = typer.Typer(
@@ -155,9 +157,9 @@ def train(
                           resume_path=source_path if resume else None,
                           init_from=source if init_from else None, progress=not quiet,
                           start_time=STARTED, on_start=None if quiet else _show_start)
-    err.print(f"[bold]done[/bold]: {result.step} steps in {result.elapsed:.0f}s, "
-              f"{result.chars_per_s:,.0f} chars/s; val loss {result.val_loss:.4f} nats/char "
-              f"({result.val_loss / 0.6931471805599453:.3f} bits/char), best "
+    err.print(f"[bold]done[/bold]: {result.step} steps in {result.elapsed:.0f}s (first step "
+              f"after {result.first_step_s:.1f}s), {result.chars_per_s:,.0f} chars/s; val loss "
+              f"{result.val_loss:.4f} nats/char ({result.val_loss / LN2:.3f} bits/char), best "
               f"{result.best_val_loss:.4f}")
     err.print(f"checkpoints: {result.run_dir}/best.pt, {result.run_dir}/last.pt")
     err.print("next: charrnn sample --len 200")
@@ -172,9 +174,10 @@ def _train_summary(result: Any) -> dict[str, Any]:
             return None
         return x if digits is None else round(x, digits)
 
-    bits = 1 / 0.6931471805599453
+    bits = 1 / LN2
     return {"run_dir": str(result.run_dir), "step": result.step,
-            "elapsed_s": number(result.elapsed, 3), "val_loss": number(result.val_loss),
+            "elapsed_s": number(result.elapsed, 3),
+            "first_step_s": number(result.first_step_s, 3), "val_loss": number(result.val_loss),
             "val_bpc": number(result.val_loss * bits),
             "best_val_loss": number(result.best_val_loss),
             "best_val_bpc": number(result.best_val_loss * bits),

@@ -239,7 +239,7 @@ def _cell_lines(config: ModelConfig, sizes: dict[str, int], n_in: int) -> list[l
     if config.cell == "lstm":
         lines = [[f"{g}_t = {act}({affine(g, 'i', 'h')})", meaning]
                  for g, meaning, act in GATES["lstm"]]
-        lines.append([f"c_t = f_t ⊙ c_{{t-1}} + i_t ⊙ g_t", f"cell state c_t[{H}]"])
+        lines.append(["c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t", f"cell state c_t[{H}]"])
         if config.proj_size:
             lines.append([f"h_t = W_hr[{h}×{H}] (o_t ⊙ tanh(c_t))",
                           f"h_t[{h}]: proj_size {h} shrinks h, so W_h* read h_{{t-1}}[{h}]"])

@@ -3,20 +3,15 @@
 A run folder (written by ``train.py``) holds ``config.toml``, ``metrics.csv``,
 ``best.pt`` and ``last.pt``. ``summarize(folder)`` reads the first two as text and
 peeks into ``last.pt`` (or ``best.pt``) for the few facts only a checkpoint has (the
-corpus, the step reached), never reading its weights: a checkpoint is a zip file whose
-``data.pkl`` member holds the dict with every tensor replaced by a reference to
-another member, and ``peek_checkpoint`` unpickles that member alone, with placeholders
-for tensors. Like ``torch.load(weights_only=True)`` it refuses every other global, so
-no code from the file runs. Nothing here imports torch.
+corpus, the step reached), memory-mapping it so that its weights are not read.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import pickle
 import sys
-import zipfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,70 +96,27 @@ def read_config(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in data.items() if isinstance(v, dict)}
 
 
-class _TensorRef:
-    """Stands for a tensor in a peeked checkpoint: its shape and where its data is."""
-
-    def __init__(self, storage: Any, offset: int, size: tuple, *_: Any) -> None:
-        self.storage, self.offset, self.shape = storage, offset, tuple(size)
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
-class _Placeholder:
-    """Stands for a storage class or storage in a peeked checkpoint."""
-
-    def __init__(self, *args: Any) -> None:
-        self.args = args
-
-
-class _Dict(dict):
-    """An OrderedDict from a peeked checkpoint (a subclass, so it can take attributes
-    such as a state_dict's ``_metadata``)."""
-
-
-class _MetadataOnly(pickle.Unpickler):
-    """Unpickles a checkpoint's ``data.pkl`` with placeholders for tensors; any global
-    other than the few that torch.save writes for tensors is refused."""
-
-    _ALLOWED = {("collections", "OrderedDict"): _Dict,
-                ("torch._utils", "_rebuild_tensor_v2"): _TensorRef,
-                ("torch._utils", "_rebuild_tensor"): _TensorRef}
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
-        if module == "torch" and name.endswith("Storage"):
-            return _Placeholder
-        raise pickle.UnpicklingError(f"global {module}.{name} refused")
-
-    def persistent_load(self, pid: Any) -> Any:
-        return _Placeholder(*pid) if isinstance(pid, tuple) else _Placeholder(pid)
-
-
 def peek_checkpoint(path: str | Path) -> dict[str, Any] | None:
-    """A checkpoint's dict with tensors as shape-only placeholders, or None when the
-    file cannot be read that way (then the caller shows what it knows without it)."""
+    """A checkpoint's dict, its tensors memory-mapped rather than read, or None when
+    the file cannot be read (then the caller shows what it knows without it). Like
+    every load in charrnn it uses ``weights_only=True``: no code from the file runs."""
+    import torch
+
     try:
-        with zipfile.ZipFile(path) as archive:
-            member = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
-            with archive.open(member) as f:
-                data = _MetadataOnly(f).load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # anything unreadable: not fatal for a listing
         return None
     return data if isinstance(data, dict) else None
 
 
 def _count_parameters(state: Any) -> int | None:
-    if not isinstance(state, dict):
+    """Distinct parameters of a state_dict (a tied matrix counts once)."""
+    if not isinstance(state, dict) or not state:
         return None
-    seen: dict[tuple, int] = {}
-    for ref in state.values():
-        if isinstance(ref, _TensorRef):  # tied weights share a storage: count them once
-            key = (repr(getattr(ref.storage, "args", ref.storage)[:3]), ref.offset, ref.shape)
-            seen[key] = ref.numel
-    return sum(seen.values()) if seen else None
+    distinct = {t.untyped_storage().data_ptr(): t.numel() for t in state.values()}
+    return sum(distinct.values())
 
 
 def is_run(folder: Path) -> bool:

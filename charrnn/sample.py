@@ -134,7 +134,7 @@ def _steps(model: CharRNN, vocab: Vocab, length: int, prime_ids: torch.Tensor,
             _, hidden = model(batch[:, :-1])                     # warm up on all but the last
             states = stepper.split(hidden)
         else:
-            states = _zero_states(model, num_samples, prime_ids.device)
+            states = zero_states(model, num_samples, prime_ids.device)
         idx = batch[:, -1]                                       # (B,)
         chars = vocab.chars
         for _ in range(length):
@@ -145,7 +145,7 @@ def _steps(model: CharRNN, vocab: Vocab, length: int, prime_ids: torch.Tensor,
         model.train(was_training)
 
 
-def _zero_states(model: CharRNN, batch: int, device) -> list:
+def zero_states(model: CharRNN, batch: int, device) -> list:
     c = model.config
     h = torch.zeros(batch, c.proj_size or c.hidden_size, device=device)
     if c.cell == "lstm":

@@ -21,15 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import Vocab, load_text
 from charrnn.errors import DataError
-from charrnn.train import evaluate
+from charrnn.train import LN2, evaluate
 
-LN2 = math.log(2.0)
 
 
 @dataclass
@@ -69,20 +67,6 @@ def known_ids(text: str, vocab: Vocab, *, skip_unknown: bool, what: str
     return vocab.encode(text, what=what), unknown, count
 
 
-class _CountingModel(nn.Module):
-    """The model, advancing a progress bar by the characters each call reads."""
-
-    def __init__(self, model: nn.Module, bar: tqdm) -> None:
-        super().__init__()
-        self.model = model
-        self.bar = bar
-
-    def forward(self, idx: torch.Tensor, hidden=None):
-        result = self.model(idx, hidden)
-        self.bar.update(idx.numel())
-        return result
-
-
 def score_text(checkpoint: str | Path, text_path: str | Path, *, skip_unknown: bool = False,
                device: str | torch.device = "cpu", progress: bool = False) -> Score:
     """Nats, bits and perplexity per character of the model in ``checkpoint`` on the
@@ -99,7 +83,7 @@ def score_text(checkpoint: str | Path, text_path: str | Path, *, skip_unknown: b
     model.to(device)
     with tqdm(total=len(ids) - 1, disable=not progress, unit="char", unit_scale=True,
               leave=False, delay=1.0, desc="scoring") as bar:
-        nats = evaluate(_CountingModel(model, bar), ids, device)
+        nats = evaluate(model, ids, device, on_chunk=bar.update)
     return Score(checkpoint=str(checkpoint), text=str(text_path), characters=len(text),
                  scored=len(ids) - 1, nats_per_char=nats, bits_per_char=nats / LN2,
                  perplexity=math.exp(nats), unknown_count=count, unknown_chars=unknown,

@@ -81,9 +81,11 @@ def autocast(device: torch.device, dtype: str):
 
 
 @torch.no_grad()
-def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
+def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device,
+             on_chunk: Callable[[int], None] | None = None) -> float:
     """Mean nats per character of predicting ``ids[1:]`` from ``ids[:-1]`` in one
-    deterministic pass that carries the hidden state across chunks (float32)."""
+    deterministic pass that carries the hidden state across chunks (float32).
+    ``on_chunk`` is told how many characters each chunk scored (for a progress bar)."""
     was_training = model.training
     model.eval()
     data = torch.from_numpy(ids.astype(np.int64)).to(device)
@@ -96,6 +98,8 @@ def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
                                  reduction="sum").item()
         count += y.numel()
+        if on_chunk is not None:
+            on_chunk(y.numel())
     model.train(was_training)
     return total / count
 

@@ -8,7 +8,7 @@ import torch
 from charrnn.config import ModelConfig, build
 from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
-from charrnn.sample import Stepper, _zero_states
+from charrnn.sample import Stepper, zero_states
 
 V, B, T = 11, 3, 7
 CELLS = {
@@ -58,7 +58,7 @@ def test_stepper_reproduces_the_module_one_character_at_a_time(name):
     idx = torch.randint(0, V, (B, T))
     expected, _ = model(idx)
     stepper = Stepper(model)
-    states = _zero_states(model, B, torch.device("cpu"))
+    states = zero_states(model, B, torch.device("cpu"))
     with torch.no_grad():
         for t in range(T):
             logits, states = stepper.step(idx[:, t], states)
