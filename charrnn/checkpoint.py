@@ -105,10 +105,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                               "truncated or corrupted); refused without running any of it"
                               ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
-            AttributeError, IndexError) as e:
-        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or "
-                              f"corrupted?): {detail[:200]}") from None
+            AttributeError, IndexError):
+        with open(path, "rb") as f:
+            zipped = f.read(2) == b"PK"
+        what = ("truncated or damaged (its zip archive is incomplete)" if zipped
+                else "not a torch checkpoint file")
+        raise CheckpointError(f"{path} is not a readable checkpoint: {what}; use another "
+                              "checkpoint") from None
     return check_checkpoint(ckpt, path)
 
 
