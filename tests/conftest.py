@@ -31,6 +31,16 @@ def small_text(shakespeare, tmp_path_factory) -> Path:
     return path
 
 
+# Every kind of recurrent cell the tests build: name -> ModelConfig fields.
+CELLS = {
+    "rnn-tanh": dict(cell="rnn", nonlinearity="tanh"),
+    "rnn-relu": dict(cell="rnn", nonlinearity="relu"),
+    "lstm": dict(cell="lstm"),
+    "lstm-proj": dict(cell="lstm", proj_size=3),
+    "gru": dict(cell="gru"),
+}
+
+
 def tiny_configs(**train_overrides) -> tuple[ModelConfig, TrainConfig]:
     model = ModelConfig(cell="lstm", embedding_dim=16, hidden_size=32, num_layers=2)
     values = dict(seq_length=32, batch_size=8, max_steps=20, eval_every=10, sample_every=0,

@@ -23,16 +23,11 @@ from charrnn.inspect import describe, describe_checkpoint
 from charrnn.model import CharRNN, make_rnn
 from charrnn.views import render_checkpoint, render_inspect
 
+from conftest import CELLS
+
 VOCAB, SEQ, BATCH = 11, 4, 3
 
-# Small models of every kind: embedding_dim 5, hidden_size 7, proj_size 3.
-CELLS = {
-    "rnn-tanh": dict(cell="rnn", nonlinearity="tanh"),
-    "rnn-relu": dict(cell="rnn", nonlinearity="relu"),
-    "lstm": dict(cell="lstm"),
-    "lstm-proj": dict(cell="lstm", proj_size=3),
-    "gru": dict(cell="gru"),
-}
+# Small models of every kind (CELLS): embedding_dim 5, hidden_size 7, proj_size 3.
 
 
 def small(cell: str, num_layers: int = 2, bidirectional: bool = False, **extra

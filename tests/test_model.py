@@ -10,14 +10,9 @@ from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
 from charrnn.sample import Stepper, zero_states
 
+from conftest import CELLS
+
 V, B, T = 11, 3, 7
-CELLS = {
-    "rnn-tanh": dict(cell="rnn", nonlinearity="tanh"),
-    "rnn-relu": dict(cell="rnn", nonlinearity="relu"),
-    "lstm": dict(cell="lstm"),
-    "lstm-proj": dict(cell="lstm", proj_size=3),
-    "gru": dict(cell="gru"),
-}
 
 
 def make(name: str, num_layers: int = 2, **extra) -> CharRNN:
