@@ -161,7 +161,7 @@ def train(
               f"after {result.first_step_s:.1f}s), {result.chars_per_s:,.0f} chars/s; val loss "
               f"{result.val_loss:.4f} nats/char ({result.val_loss / LN2:.3f} bits/char), best "
               f"{result.best_val_loss:.4f}")
-    err.print(f"checkpoints: {result.run_dir}/best.pt, {result.run_dir}/last.pt")
+    err.print(escape(f"checkpoints: {result.run_dir}/best.pt, {result.run_dir}/last.pt"))
     err.print("next: charrnn sample --len 200")
     if as_json:
         print(json.dumps(_train_summary(result)))
@@ -206,13 +206,13 @@ def _say_changed(saved: dict[str, Any], now: cfg.TrainConfig) -> None:
 
 
 def _show_start(info: dict[str, Any]) -> None:
-    err.print(f"[bold]charrnn train[/bold] {info['text']}: {info['chars']:,} characters, "
+    err.print(f"[bold]charrnn train[/bold] {escape(info['text'])}: {info['chars']:,} characters, "
               f"vocabulary {info['vocab_size']}, train {info['train_chars']:,} / "
               f"val {info['val_chars']:,}")
     err.print(f"model: {info['model']} ({info['parameters']:,} parameters) on "
               f"{info['device']} {info['dtype']}; {info['batching']} batches of "
               f"{info['batch_size']}x{info['seq_length']}; budget {info['budget']}")
-    err.print(f"run folder: {info['run_dir']}")
+    err.print(f"run folder: {escape(info['run_dir'])}")
 
 
 @app.command(epilog="Example: charrnn sample --len 500 --prime 'ROMEO:' --temperature 0.8",
