@@ -199,8 +199,7 @@ def _resolve(base: dict[str, dict[str, Any]], config_file: Path | None,
 
 
 def _say_changed(saved: dict[str, Any], now: cfg.TrainConfig) -> None:
-    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in cfg.to_dict(now).items()
-               if k != "out" and saved.get(k) != v]
+    changed = cfg.changes(saved, now, ignore=("out",))
     if changed:
         err.print("resuming with changed training settings: " + "; ".join(changed))
 

@@ -271,6 +271,12 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def changes(saved: dict[str, Any], now: Any, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``key old -> new`` for each setting of ``now`` that differs from the ``saved`` dict."""
+    return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in to_dict(now).items()
+            if k not in ignore and saved.get(k) != v]
+
+
 def to_toml(model: ModelConfig, train: TrainConfig) -> str:
     """The resolved settings as a TOML file that ``--config`` reads back."""
     lines = []

@@ -209,8 +209,7 @@ def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> None:
-    diffs = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in cfg.to_dict(current).items()
-             if saved.get(k) != v]
+    diffs = cfg.changes(saved, current)
     if diffs:
         raise ConfigError(f"model settings differ from {source}: {'; '.join(diffs)}; "
                           "drop those flags (the checkpoint fixes the model)")
