@@ -126,22 +126,25 @@ def sampling(vocab: Vocab, c: ModelConfig, batch: int, length: int) -> float:
 # ----------------------------------------------------------------------------- encoding
 
 ENCODE_CHILD = """
-import sys, time, tracemalloc
-from charrnn.data import Vocab, load_text
+import resource, sys, tempfile, time, tracemalloc
+from charrnn import corpus
+def rss():  # peak resident memory so far, bytes
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = rss()
 tracemalloc.start()   # counts Python objects and numpy buffers: the extra memory of encoding
 t = time.perf_counter()
-text = load_text(sys.argv[1])
-vocab = Vocab.from_text(text)
-ids = vocab.encode(text)
-seconds = time.perf_counter() - t
-print(seconds, tracemalloc.get_traced_memory()[1], len(ids), len(vocab))
+with tempfile.TemporaryDirectory() as cache:
+    scan, vocab, ids = corpus.prepare(sys.argv[1], cache)
+    seconds = time.perf_counter() - t
+    print(seconds, tracemalloc.get_traced_memory()[1], rss() - before, len(ids), len(vocab))
 """
 
 
 def encoding(megabytes: int, folder: Path) -> dict:
-    """Load, build the vocabulary of, and encode a corpus of ``megabytes`` MB (tiny-
-    shakespeare repeated, plus a line of CJK and emoji per copy) in a fresh process."""
-    unit = CORPUS.read_text(encoding="utf-8") + "春眠不觉晓 🙂\n"
+    """Scan and encode a corpus of ``megabytes`` MB (tiny-shakespeare repeated, plus a
+    line of CJK, emoji and accents per copy) into a memory-mapped cache, in a fresh
+    process: the path ``charrnn prepare`` and ``charrnn train`` take."""
+    unit = CORPUS.read_text(encoding="utf-8") + "春眠不觉晓 🙂 naïve café\n"
     path = folder / "big.txt"
     with open(path, "w", encoding="utf-8") as f:
         size = 0
@@ -151,11 +154,11 @@ def encoding(megabytes: int, folder: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", ENCODE_CHILD, str(path)], env=env,
                          capture_output=True, text=True, check=True).stdout.split()
-    seconds, extra = float(out[0]), int(out[1])
+    seconds, traced, rss = float(out[0]), int(out[1]), int(out[2])
     path.unlink()
     return {"corpus_mb": round(nbytes / 1e6, 1), "mb_per_s": round(nbytes / 1e6 / seconds, 1),
-            "peak_extra_mb": round(extra / 1e6, 1), "characters": int(out[2]),
-            "vocab_size": int(out[3])}
+            "peak_extra_mb": round(traced / 1e6, 1), "peak_rss_growth_mb": round(rss / 1e6, 1),
+            "characters": int(out[3]), "vocab_size": int(out[4])}
 
 
 def help_time(repeats: int) -> float:
@@ -247,7 +250,8 @@ def print_table(r: dict) -> None:
           f"{s['batch_64_chars_per_s']:,} chars/s aggregate")
     e = r["encode"]
     print(f"encode {e['corpus_mb']} MB: {e['mb_per_s']} MB/s, peak extra memory "
-          f"{e['peak_extra_mb']} MB")
+          f"{e['peak_extra_mb']} MB traced, {e['peak_rss_growth_mb']} MB resident "
+          "(the memory-mapped ids included)")
     print(f"charrnn --help: {r['help_seconds']} s")
 
 

@@ -199,7 +199,7 @@ def _resolve(base: dict[str, dict[str, Any]], config_file: Path | None,
 
 
 def _say_changed(saved: dict[str, Any], now: cfg.TrainConfig) -> None:
-    changed = cfg.changes(saved, now, ignore=("out",))
+    changed = cfg.changes(saved, now, ignore=("out", "cache_dir"))
     if changed:
         err.print("resuming with changed training settings: " + "; ".join(changed))
 
@@ -589,6 +589,53 @@ def download(
         err.print(f"downloaded {result.size:,} bytes from {url or entry.url}; sha256 verified"
                   if result.fetched else f"{result.path} is already there; sha256 verified")
     print(result.path)
+
+
+@app.command(epilog="Example: charrnn prepare big_corpus.txt", rich_help_panel=SETUP)
+def prepare(
+    text: Annotated[Path, typer.Argument(
+        help="UTF-8 text file to encode ahead of training.", show_default=False)],
+    cache_dir: Annotated[Path, typer.Option(
+        "--cache-dir", help="Folder for the cache; train uses .cache/ beside its run folder, "
+        "which is this default for runs under runs/.")] = Path("runs/.cache"),
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar; print only the path of the ids.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Scan and encode TEXT once into a memory-mapped cache, so that training on it
+    (however large) starts at once and reads it without loading it into memory."""
+    import time
+
+    from charrnn.corpus import ReadingBar, cached_ids, cached_scan, vocab_for
+    from charrnn.download import resolve_text
+
+    text = resolve_text(text)
+    start = time.perf_counter()
+    read = 0
+
+    def count(stage: str, nbytes: int) -> None:
+        nonlocal read
+        read += nbytes
+        bar.update(stage, nbytes)
+
+    with ReadingBar(not quiet and not as_json, [text]) as bar:
+        scan = cached_scan(text, cache_dir, on_read=count)
+        vocab = vocab_for([scan])
+        ids = cached_ids(text, scan, vocab, cache_dir, on_read=count)
+    seconds = time.perf_counter() - start
+    result = {"text": str(text), "bytes": scan.size, "chars": scan.chars,
+              "vocab_size": len(vocab), "dtype": str(ids.dtype), "sha256": scan.sha256,
+              "ids": str(ids.filename), "cached": read == 0, "seconds": round(seconds, 3),
+              "mb_per_s": round(scan.size / 1e6 / seconds, 1) if read else None}
+    if as_json:
+        print(json.dumps(result))
+        return
+    if not quiet:
+        how = ("already cached, unchanged" if read == 0 else
+               f"encoded in {seconds:.1f}s, {result['mb_per_s']:,} MB/s")
+        err.print(escape(f"{text}: {scan.chars:,} characters, {len(vocab)} distinct, "
+                         f"{ids.dtype} ids ({how})"))
+    print(ids.filename)
 
 
 config_app = typer.Typer(

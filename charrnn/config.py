@@ -110,6 +110,8 @@ class TrainConfig:
         "validate on this file instead of the end of the training text"))
     out: str | None = field(default=None, metadata=_opt(
         "run folder for checkpoints and metrics (default runs/<time>-<text>-<cell>)"))
+    cache_dir: str | None = field(default=None, metadata=_opt(
+        "folder for the encoded corpus (default: .cache/ beside the run folder)"))
     seed: int = field(default=1337, metadata=_opt(
         "seed for initialisation, batching, dropout and samples", min=0))
     device: str = field(default="auto", metadata=_opt(

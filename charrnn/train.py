@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from charrnn import config as cfg
 from charrnn.checkpoint import BEST, LAST, save_checkpoint
-from charrnn.data import Vocab, load_text, make_batches, split
+from charrnn import corpus
+from charrnn.data import Vocab, make_batches, split
 from charrnn.errors import CharRNNError, ConfigError, DataError, TrainingInterrupted
 from charrnn.model import CharRNN, Hidden, detach_hidden
 from charrnn.sample import generate
@@ -88,12 +89,11 @@ def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device,
     ``on_chunk`` is told how many characters each chunk scored (for a progress bar)."""
     was_training = model.training
     model.eval()
-    data = torch.from_numpy(ids.astype(np.int64)).to(device)
     total, count, hidden = 0.0, 0, None
-    for start in range(0, len(data) - 1, EVAL_CHUNK):
-        x = data[start:start + EVAL_CHUNK].unsqueeze(0)              # (1, T)
-        y = data[start + 1:start + 1 + EVAL_CHUNK].unsqueeze(0)      # (1, T')
-        x = x[:, :y.size(1)]
+    for start in range(0, len(ids) - 1, EVAL_CHUNK):
+        chunk = torch.from_numpy(ids[start:start + EVAL_CHUNK + 1].astype(np.int64))
+        chunk = chunk.to(device).unsqueeze(0)                        # (1, T' + 1)
+        x, y = chunk[:, :-1], chunk[:, 1:]                           # (1, T'), T' <= T
         logits, hidden = model(x, hidden)                            # (1, T, V)
         total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
                                  reduction="sum").item()
@@ -215,20 +215,6 @@ def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> Non
                           "drop those flags (the checkpoint fixes the model)")
 
 
-def _vocab_for(texts: list[str], checkpoint: dict | None, source: str) -> Vocab:
-    """The text's own vocabulary, or the checkpoint's when continuing from one (the
-    text may then use only characters the checkpoint knows)."""
-    if checkpoint is None:
-        return Vocab.from_text(*texts)
-    vocab = Vocab(checkpoint["vocab"])
-    unknown = "".join(sorted(set().union(*(set(vocab.unknown(t)) for t in texts))))
-    if unknown:
-        shown = " ".join(repr(ch) for ch in unknown[:20])
-        raise DataError(f"the text has {len(unknown)} character(s) that {source}'s vocabulary "
-                        f"lacks: {shown}; train from scratch or use a text without them")
-    return vocab
-
-
 def train(text_path: str | Path, model_config: cfg.ModelConfig,
           train_config: cfg.TrainConfig, *, resume: dict | None = None,
           resume_path: str | Path | None = None, init_from: dict | None = None,
@@ -258,18 +244,25 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
 
     # --- data --------------------------------------------------------------------
     text_path = Path(text_path)
-    text = load_text(text_path, what="training text")
-    val_text = load_text(c.val_file, what="validation file") if c.val_file else None
-    vocab = _vocab_for([text] + ([val_text] if val_text else []), source, source_name)
-    ids = vocab.encode(text, what=f"training text {text_path}")
-    if val_text is None:
-        train_ids, val_ids = split(ids, c.val_fraction)
-    else:
-        train_ids, val_ids = ids, vocab.encode(val_text, what=f"validation file {c.val_file}")
+    run_dir = Path(c.out) if c.out else (
+        Path(resume_path).parent if resume_path else _default_run_dir(text_path, model_config.cell))
+    cache_dir = Path(c.cache_dir) if c.cache_dir else run_dir.parent / ".cache"
+    texts = [(text_path, "training text")] + ([(Path(c.val_file), "validation file")]
+                                              if c.val_file else [])
+    with corpus.ReadingBar(progress, [path for path, _ in texts]) as reading:
+        scans = [corpus.cached_scan(path, cache_dir, what=what, on_read=reading.update)
+                 for path, what in texts]
+        vocab = corpus.vocab_for(scans, Vocab(source["vocab"]) if source else None,
+                                 source=source_name)
+        ids, *val = [corpus.cached_ids(path, scan, vocab, cache_dir, what=what,
+                                       on_read=reading.update)
+                     for (path, what), scan in zip(texts, scans)]
+    train_ids, val_ids = split(ids, c.val_fraction) if not val else (ids, val[0])
     if len(val_ids) < 2:
         raise DataError(f"the validation text has {len(val_ids)} character(s); it needs at "
                         "least 2: raise --val-fraction or give a longer --val-file")
-    batches = make_batches(train_ids, c.batching, c.batch_size, c.seq_length, c.seed)
+    batches = make_batches(train_ids, c.batching, c.batch_size, c.seq_length, c.seed,
+                           pin=device.type == "cuda")
 
     # --- model and optimiser -----------------------------------------------------
     torch.manual_seed(c.seed)
@@ -293,8 +286,6 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
         if device.type == "cuda" and "cuda" in resume["rng"]:
             torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
 
-    run_dir = Path(c.out) if c.out else (
-        Path(resume_path).parent if resume_path else _default_run_dir(text_path, model_config.cell))
     # fp32 weights plus up to two optimiser moments each (Adam), all saved on CPU.
     _prepare_run_dir(run_dir, model_config, c, checkpoint_bytes=12 * model.num_parameters())
     max_steps = c.budget_steps()
@@ -318,7 +309,8 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             "rng": rng, "step": step, "epoch": batches.epoch, "elapsed": elapsed(),
             "best_val_loss": best_val, "val_loss": val_loss, "metrics": history,
             "loss_window": [loss_sum, loss_count],
-            "corpus": {"path": str(text_path), "chars": len(text)},
+            "corpus": {"path": str(text_path), "chars": scans[0].chars,
+                       "sha256": scans[0].sha256},
         }
 
     def elapsed() -> float:
@@ -334,7 +326,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     if on_start is not None:
         budgets = [f"{max_steps} steps" if max_steps else "", f"{c.epochs:g} epochs" if c.epochs
                    else "", f"{c.max_time:g}s" if c.max_time else ""]
-        on_start({"text": str(text_path), "chars": len(text), "vocab_size": len(vocab),
+        on_start({"text": str(text_path), "chars": scans[0].chars, "vocab_size": len(vocab),
                   "train_chars": len(train_ids), "val_chars": len(val_ids),
                   "model": _describe_model(model_config), "parameters": model.num_parameters(),
                   "device": str(device), "dtype": c.dtype, "batching": c.batching,
@@ -398,7 +390,8 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             batch = batches.next()
             if batch.fresh:
                 hidden = None
-            x, y = batch.x.to(device, non_blocking=True), batch.y.to(device, non_blocking=True)
+            window = batch.window.to(device, non_blocking=True)      # (B, T + 1)
+            x, y = window[:, :-1], window[:, 1:]                      # (B, T) each
             with autocast(device, c.dtype):
                 logits, hidden = model(x, hidden)                    # (B, T, V)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())

@@ -50,7 +50,7 @@ def test_train_then_sample_then_inspect_end_to_end(small_text, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert trained.stdout == ""                      # narration goes to stderr
     assert "sample at step 6" in trained.stderr and "best.pt" in trained.stderr
-    runs = list((tmp_path / "runs").iterdir())
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.name != ".cache"]
     assert len(runs) == 1 and (runs[0] / "best.pt").is_file()
 
     sampled = charrnn("sample", "--len", "200", "--seed", "3", cwd=tmp_path)

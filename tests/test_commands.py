@@ -16,10 +16,10 @@ from charrnn import config as cfg
 from charrnn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = ["train", "sample", "eval", "inspect", "runs", "plot", "download", "config"]
+COMMANDS = ["train", "sample", "eval", "inspect", "runs", "plot", "download", "prepare", "config"]
 PANELS = {"Train and use a model": ["train", "sample", "eval"],
           "Look inside and compare": ["inspect", "runs", "plot"],
-          "Data and settings": ["download", "config"]}
+          "Data and settings": ["download", "prepare", "config"]}
 
 
 def run(argv, capsys):
