@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -157,6 +158,8 @@ def train(
                           resume_path=source_path if resume else None,
                           init_from=source if init_from else None, progress=not quiet,
                           start_time=STARTED, on_start=None if quiet else _show_start)
+    if result.rank != 0:  # under torchrun, rank 0 reports for the group
+        return
     err.print(f"[bold]done[/bold]: {result.step} steps in {result.elapsed:.0f}s (first step "
               f"after {result.first_step_s:.1f}s), {result.chars_per_s:,.0f} chars/s; val loss "
               f"{result.val_loss:.4f} nats/char ({result.val_loss / LN2:.3f} bits/char), best "
@@ -211,6 +214,9 @@ def _show_start(info: dict[str, Any]) -> None:
     err.print(f"model: {info['model']} ({info['parameters']:,} parameters) on "
               f"{info['device']} {info['dtype']}; {info['batching']} batches of "
               f"{info['batch_size']}x{info['seq_length']}; budget {info['budget']}")
+    if info["processes"] > 1:
+        err.print(f"data parallel: {info['processes']} processes, "
+                  f"{info['batch_size'] // info['processes']} rows of each batch apiece")
     err.print(f"run folder: {escape(info['run_dir'])}")
 
 
@@ -668,11 +674,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=argv, prog_name="charrnn", standalone_mode=False)
     except CharRNNError as e:
-        err.print(f"[bold red]error:[/bold red] {escape(str(e))}", soft_wrap=True)
+        rank = os.environ.get("RANK", "0")  # set by torchrun: name the process that failed
+        where = "" if rank == "0" else f" (rank {rank})"
+        err.print(f"[bold red]error{where}:[/bold red] {escape(str(e))}", soft_wrap=True)
         sys.exit(1)
     except TrainingInterrupted as e:
-        err.print(escape(f"interrupted: saved {e.checkpoint}; continue with "
-                         f"charrnn train --resume {Path(e.checkpoint).parent}"), soft_wrap=True)
+        if os.environ.get("RANK", "0") == "0":
+            err.print(escape(f"interrupted: saved {e.checkpoint}; continue with "
+                             f"charrnn train --resume {Path(e.checkpoint).parent}"),
+                      soft_wrap=True)
         sys.exit(128 + e.signum)
     except _UsageError as e:
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else " (see 'charrnn --help')"

@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from charrnn import config as cfg
 from charrnn.checkpoint import BEST, LAST, save_checkpoint
-from charrnn import corpus
+from charrnn import corpus, distributed
 from charrnn.data import Vocab, make_batches, split
 from charrnn.errors import CharRNNError, ConfigError, DataError, TrainingInterrupted
 from charrnn.model import CharRNN, Hidden, detach_hidden
@@ -55,6 +56,7 @@ class RunResult:
     val_loss: float
     chars_per_s: float
     first_step_s: float  # seconds from the start of ``train`` to the end of the first step
+    rank: int = 0        # of this process, under torchrun
 
 
 def resolve_device(name: str) -> torch.device:
@@ -216,20 +218,31 @@ def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> Non
 
 
 def train(text_path: str | Path, model_config: cfg.ModelConfig,
-          train_config: cfg.TrainConfig, *, resume: dict | None = None,
-          resume_path: str | Path | None = None, init_from: dict | None = None,
-          progress: bool = True, start_time: float | None = None,
-          on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+          train_config: cfg.TrainConfig, **options: Any) -> RunResult:
     """Train a CharRNN on the text at ``text_path``; see the module docstring.
 
-    ``resume``: a loaded checkpoint to continue exactly (model, optimiser, schedule,
-    data position, hidden state, RNG). ``init_from``: a loaded checkpoint whose weights
-    start a new run. ``start_time`` (``time.time()``) lets the wall-clock budget count
-    the process's start-up too. ``on_start`` receives a dict describing the run just
-    before the first step (for the CLI to show).
+    Options: ``resume``, a loaded checkpoint to continue exactly (model, optimiser,
+    schedule, data position, hidden state, RNG), and ``resume_path``, its file;
+    ``init_from``, a loaded checkpoint whose weights start a new run; ``progress``;
+    ``start_time`` (``time.time()``), so that the wall-clock budget counts the process's
+    start-up too; ``on_start``, called with a dict describing the run just before the
+    first step (for the CLI to show). Under torchrun every process calls this, and
+    they train as one data-parallel group (see ``charrnn.distributed``).
     """
+    group, device = distributed.join(resolve_device(train_config.device))
+    try:
+        return _train(group, device, text_path, model_config, train_config, **options)
+    finally:
+        distributed.leave(group)
+
+
+def _train(group: distributed.Group, device: torch.device, text_path: str | Path,
+           model_config: cfg.ModelConfig, c: cfg.TrainConfig, *, resume: dict | None = None,
+           resume_path: str | Path | None = None, init_from: dict | None = None,
+           progress: bool = True, start_time: float | None = None,
+           on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     t0 = time.time() if start_time is None else start_time
-    c = train_config
+    progress = progress and group.main
     if model_config.bidirectional:
         raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
                           "direction would read the characters it must predict; drop it")
@@ -237,7 +250,6 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     source_name = str(resume_path or "the checkpoint")
     if source is not None:
         _check_same_model(source["model_config"], model_config, source_name)
-    device = resolve_device(c.device)
     if c.dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("--dtype bfloat16: this GPU does not support bfloat16; "
                           "use --dtype float32")
@@ -249,7 +261,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     cache_dir = Path(c.cache_dir) if c.cache_dir else run_dir.parent / ".cache"
     texts = [(text_path, "training text")] + ([(Path(c.val_file), "validation file")]
                                               if c.val_file else [])
-    with corpus.ReadingBar(progress, [path for path, _ in texts]) as reading:
+    with group.main_first(), corpus.ReadingBar(progress, [p for p, _ in texts]) as reading:
         scans = [corpus.cached_scan(path, cache_dir, what=what, on_read=reading.update)
                  for path, what in texts]
         vocab = corpus.vocab_for(scans, Vocab(source["vocab"]) if source else None,
@@ -262,7 +274,9 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
         raise DataError(f"the validation text has {len(val_ids)} character(s); it needs at "
                         "least 2: raise --val-fraction or give a longer --val-file")
     batches = make_batches(train_ids, c.batching, c.batch_size, c.seq_length, c.seed,
-                           pin=device.type == "cuda")
+                           rows=group.rows(c.batch_size), pin=device.type == "cuda")
+    lo, hi = group.share(len(val_ids) - 1)   # this rank scores the targets val_ids[lo + 1:hi + 1]
+    val_part = val_ids[lo:hi + 1]
 
     # --- model and optimiser -----------------------------------------------------
     torch.manual_seed(c.seed)
@@ -271,6 +285,9 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
         model.load_state_dict(source["model_state"])
     model.to(device).train()
     optimizer = make_optimizer(model, c)
+    # ``replica`` runs the training steps: under torchrun it averages the gradients
+    # over the processes during backward. ``model`` is the plain module underneath.
+    replica = DistributedDataParallel(model) if group.active else model
 
     step, elapsed_before, best_val, history = 0, 0.0, math.inf, []
     hidden: Hidden | None = None
@@ -281,13 +298,15 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
         elapsed_before = float(resume["elapsed"])
         best_val = float(resume["best_val_loss"])
         history = list(resume["metrics"])
-        hidden = _to_device(resume.get("hidden"), device)
+        hidden = group.my_rows(_to_device(resume.get("hidden"), device), c.batch_size)
         torch.set_rng_state(resume["rng"]["torch"])
         if device.type == "cuda" and "cuda" in resume["rng"]:
             torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
+    if group.active:  # a different dropout mask on each process
+        torch.manual_seed(c.seed + step + group.rank)
 
-    # fp32 weights plus up to two optimiser moments each (Adam), all saved on CPU.
-    _prepare_run_dir(run_dir, model_config, c, checkpoint_bytes=12 * model.num_parameters())
+    if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
+        _prepare_run_dir(run_dir, model_config, c, checkpoint_bytes=12 * model.num_parameters())
     max_steps = c.budget_steps()
     steps_per_epoch = batches.chars_per_epoch / (c.batch_size * c.seq_length)
     step_budgets = [max_steps] if max_steps else []
@@ -296,6 +315,8 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     total_steps = min(step_budgets) if step_budgets else None  # None: a time budget only
 
     def checkpoint_payload(val_loss: float) -> dict[str, Any]:
+        """What a checkpoint holds (every rank calls this: the hidden state is gathered)."""
+        whole_hidden = group.gather_rows(hidden)
         rng = {"torch": torch.get_rng_state()}
         if device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(device)
@@ -305,12 +326,13 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
             "optimizer_state": _to_device(optimizer.state_dict(), torch.device("cpu")),
             "data_state": batches.state_dict(),
-            "hidden": _to_device(hidden, torch.device("cpu")),
+            "hidden": _to_device(whole_hidden, torch.device("cpu")),
             "rng": rng, "step": step, "epoch": batches.epoch, "elapsed": elapsed(),
             "best_val_loss": best_val, "val_loss": val_loss, "metrics": history,
             "loss_window": [loss_sum, loss_count],
             "corpus": {"path": str(text_path), "chars": scans[0].chars,
                        "sha256": scans[0].sha256},
+            "world_size": group.world_size,
         }
 
     def elapsed() -> float:
@@ -323,7 +345,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             fractions.append((elapsed() + reserve) / c.max_time)
         return max(fractions)
 
-    if on_start is not None:
+    if on_start is not None and group.main:
         budgets = [f"{max_steps} steps" if max_steps else "", f"{c.epochs:g} epochs" if c.epochs
                    else "", f"{c.max_time:g}s" if c.max_time else ""]
         on_start({"text": str(text_path), "chars": scans[0].chars, "vocab_size": len(vocab),
@@ -332,7 +354,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
                   "device": str(device), "dtype": c.dtype, "batching": c.batching,
                   "batch_size": c.batch_size, "seq_length": c.seq_length,
                   "budget": " or ".join(b for b in budgets if b), "run_dir": str(run_dir),
-                  "resumed_at": step})
+                  "resumed_at": step, "processes": group.world_size})
 
     # --- the loop ----------------------------------------------------------------
     bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
@@ -344,7 +366,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
     if resume is not None and "loss_window" in resume:
         loss_sum, loss_count = float(resume["loss_window"][0]), int(resume["loss_window"][1])
-    eval_seconds = _estimate_eval_seconds(model, val_ids, device) if c.max_time else 0.0
+    eval_seconds = _estimate_eval_seconds(model, val_part, device) if c.max_time else 0.0
     val_loss = history[-1]["val_loss"] if history else math.nan
     first_step_s = math.nan
     session = [0, 0.0]  # characters and seconds of training (not evaluation) in this call
@@ -355,7 +377,10 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
         nonlocal best_val, val_loss, eval_seconds, loss_sum, loss_count, train_time
         nonlocal chars_seen, last_eval_step
         t_eval = time.time()
-        val_loss = evaluate(model, val_ids, device)
+        scored = len(val_part) - 1
+        total = evaluate(model, val_part, device) * scored if scored > 0 else 0.0
+        total, count = group.sum(total, scored)                  # over all the ranks
+        val_loss = total / count
         eval_seconds = time.time() - t_eval
         rate = chars_seen / train_time if train_time else math.nan
         session[0] += chars_seen
@@ -369,31 +394,44 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
         improved = val_loss < best_val
         best_val = min(best_val, val_loss)
         payload = checkpoint_payload(val_loss)
-        if improved:
-            save_checkpoint(payload, run_dir / BEST)
-        save_checkpoint(payload, last_path)
-        _write_metrics(run_dir, history)
-        if c.tensorboard:
-            from charrnn.tblog import log_eval
-            log_eval(run_dir, history[-1])
+        if group.main:
+            if improved:
+                save_checkpoint(payload, run_dir / BEST)
+            save_checkpoint(payload, last_path)
+            _write_metrics(run_dir, history)
+            if c.tensorboard:
+                from charrnn.tblog import log_eval
+                log_eval(run_dir, history[-1])
         say(f"step {step}: train {history[-1]['train_loss']:.4f}  val {val_loss:.4f} "
                   f"nats/char ({val_loss / LN2:.3f} bits/char)  best {best_val:.4f}")
         loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
         last_eval_step = step
 
     with _catch_stop_signals() as stop:
-        while (progress_now := budget_progress(reserve=eval_seconds)) < 1.0:
+        while True:
+            # All ranks take the same decisions: on the mean of their clocks, and on
+            # a stop request that reached any of them.
+            progress_now, stopping = group.mean(budget_progress(reserve=eval_seconds),
+                                                float(stop.signum is not None))
+            if stopping:
+                payload = checkpoint_payload(val_loss)
+                if group.main:
+                    save_checkpoint(payload, last_path)
+                bar.close()
+                raise TrainingInterrupted(str(last_path), stop.signum or signal.SIGTERM)
+            if progress_now >= 1.0:
+                break
             t_step = time.time()
             lr = lr_at(step, progress_now, c)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = lr
             batch = batches.next()
             if batch.fresh:
                 hidden = None
             window = batch.window.to(device, non_blocking=True)      # (B, T + 1)
             x, y = window[:, :-1], window[:, 1:]                      # (B, T) each
             with autocast(device, c.dtype):
-                logits, hidden = model(x, hidden)                    # (B, T, V)
+                logits, hidden = replica(x, hidden)                  # (B, T, V)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -401,7 +439,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
             optimizer.step()
             hidden = detach_hidden(hidden)
-            loss_value = loss.item()
+            (loss_value,) = group.mean(loss.item())                  # over the whole batch
             if not math.isfinite(loss_value):
                 kept = f"; last good checkpoint: {last_path}" if last_path.exists() else ""
                 raise CharRNNError(f"training diverged: loss is {loss_value} at step "
@@ -410,7 +448,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             if math.isnan(first_step_s):
                 first_step_s = time.time() - t0
             train_time += time.time() - t_step
-            chars_seen += x.numel()
+            chars_seen += x.numel() * group.world_size
             loss_sum += loss_value
             loss_count += 1
             bar.update(1)
@@ -424,18 +462,13 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
             if progress and c.sample_every and step % c.sample_every == 0:
                 text_sample = "".join(generate(model, vocab, c.sample_length, seed=c.seed + step))
                 say(f"--- sample at step {step} ---\n{text_sample}\n---")
-            if stop.signum is not None:
-                payload = checkpoint_payload(val_loss)
-                save_checkpoint(payload, last_path)
-                bar.close()
-                raise TrainingInterrupted(str(last_path), stop.signum)
         if last_eval_step != step:
             run_eval()
     bar.close()
     return RunResult(run_dir=run_dir, step=step, elapsed=elapsed(), best_val_loss=best_val,
                      val_loss=val_loss,
                      chars_per_s=session[0] / session[1] if session[1] else math.nan,
-                     first_step_s=first_step_s)
+                     first_step_s=first_step_s, rank=group.rank)
 
 
 def _describe_model(m: cfg.ModelConfig) -> str:
