@@ -92,6 +92,7 @@ def train(
     batching: Annotated[Optional[str], _opt("train", "batching", panel=DATA)] = None,
     val_fraction: Annotated[Optional[float], _opt("train", "val_fraction", panel=DATA)] = None,
     val_file: Annotated[Optional[str], _opt("train", "val_file", panel=DATA)] = None,
+    cache_dir: Annotated[Optional[str], _opt("train", "cache_dir", panel=DATA)] = None,
     optimizer: Annotated[Optional[str], _opt("train", "optimizer", panel=OPTIM)] = None,
     lr: Annotated[Optional[float], _opt("train", "lr", panel=OPTIM)] = None,
     weight_decay: Annotated[Optional[float], _opt("train", "weight_decay", panel=OPTIM)] = None,

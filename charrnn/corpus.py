@@ -123,16 +123,19 @@ def cached_ids(path: str | Path, scan: Scan, vocab: Vocab, cache_dir: str | Path
         return ids
 
     def encode(tmp: Path) -> None:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=vocab.dtype, shape=(scan.chars,))
+        # Plain writes, not a writable memory map: the pages written are not kept
+        # in this process's resident memory.
+        header = {"descr": np.lib.format.dtype_to_descr(vocab.dtype), "fortran_order": False,
+                  "shape": (scan.chars,)}
         position = 0
-        for piece in text_pieces(path, what=what, on_read=_stage(on_read, "encode")):
-            ids = vocab.encode_piece(piece, what=what)
-            if position + ids.size > scan.chars:
-                break
-            out[position:position + ids.size] = ids
-            position += ids.size
-        out.flush()
-        del out
+        with open(tmp, "wb") as out:
+            np.lib.format.write_array_header_1_0(out, header)
+            for piece in text_pieces(path, what=what, on_read=_stage(on_read, "encode")):
+                ids = vocab.encode_piece(piece, what=what)
+                position += ids.size
+                if position > scan.chars:
+                    break
+                out.write(ids.tobytes())
         if position != scan.chars:
             raise DataError(f"{what} {path} changed while it was being encoded; run again")
 

@@ -14,10 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from charrnn.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where batches are made: reading text needs none
+    import torch
 
 # Characters converted per numpy call: bounds the temporary memory of encoding.
 _CHUNK = 1 << 22
@@ -259,7 +263,7 @@ class Vocab:
 
     def decode(self, ids) -> str:
         """Text of a sequence of ids (numpy array, tensor or list)."""
-        ids = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids)
+        ids = np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids)       # a tensor
         return self._codes[ids.astype(np.int64)].astype("<u4").tobytes().decode("utf-32-le")
 
     def describe(self, limit: int = 12) -> str:
@@ -292,6 +296,8 @@ def _batch(window: np.ndarray, fresh: bool, pin: bool) -> Batch:
     """A batch copied out of the ids (which stay where they are, in memory or in a
     memory-mapped file), in pinned memory when it goes to a GPU, so that the copy to
     the device can overlap with work there (torch caches the pinned blocks)."""
+    import torch
+
     tensor = torch.from_numpy(window.astype(np.int64))
     return Batch(tensor.pin_memory() if pin else tensor, fresh)
 
@@ -356,14 +362,17 @@ class RandomBatches:
         self.batch_size = batch_size
         self.seq_length = seq_length
         self.rows = rows
+        import torch
+
         self.generator = torch.Generator().manual_seed(seed)
+        self._randint = torch.randint
         self.position = 0
         self.chars_per_epoch = len(ids)
         self._offsets = np.arange(seq_length + 1)
         self.pin = pin
 
     def next(self) -> Batch:
-        starts = torch.randint(0, len(self.ids) - self.seq_length, (self.batch_size, 1),
+        starts = self._randint(0, len(self.ids) - self.seq_length, (self.batch_size, 1),
                                generator=self.generator).numpy()[self.rows]
         window = self.ids[starts + self._offsets]               # (B, 1) -> (B, T + 1)
         self.position += 1

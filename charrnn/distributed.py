@@ -90,12 +90,13 @@ class Group:
             dist.barrier()
 
     @contextmanager
-    def main_first(self):
-        """Rank 0 runs the block before the others (to build a cache they then read)."""
-        if not self.main:
+    def first_on_each_machine(self):
+        """The first process of each machine (local rank 0) runs the block before the
+        others, which then find what it built (the corpus cache, on that machine's disk)."""
+        if self.local_rank != 0:
             self.barrier()
         yield
-        if self.main:
+        if self.local_rank == 0:
             self.barrier()
 
 
