@@ -126,10 +126,12 @@ def sampling(vocab: Vocab, c: ModelConfig, batch: int, length: int) -> float:
 # ----------------------------------------------------------------------------- encoding
 
 ENCODE_CHILD = """
-import resource, sys, tempfile, time, tracemalloc
+import re, sys, tempfile, time, tracemalloc
 from charrnn import corpus
-def rss():  # peak resident memory so far, bytes
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def rss():  # peak resident memory of this process image so far, bytes (Linux's VmHWM;
+    # ru_maxrss would carry over the parent's peak from before exec)
+    status = open("/proc/self/status").read()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024
 before = rss()
 tracemalloc.start()   # counts Python objects and numpy buffers: the extra memory of encoding
 t = time.perf_counter()

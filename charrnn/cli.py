@@ -630,19 +630,22 @@ def prepare(
         vocab = vocab_for([scan])
         ids = cached_ids(text, scan, vocab, cache_dir, on_read=count)
     seconds = time.perf_counter() - start
+    ids_path = Path(ids.filename)
+    if ids_path.is_relative_to(Path.cwd()):
+        ids_path = ids_path.relative_to(Path.cwd())
     result = {"text": str(text), "bytes": scan.size, "chars": scan.chars,
               "vocab_size": len(vocab), "dtype": str(ids.dtype), "sha256": scan.sha256,
-              "ids": str(ids.filename), "cached": read == 0, "seconds": round(seconds, 3),
+              "ids": str(ids_path), "cached": read == 0, "seconds": round(seconds, 3),
               "mb_per_s": round(scan.size / 1e6 / seconds, 1) if read else None}
     if as_json:
         print(json.dumps(result))
         return
     if not quiet:
         how = ("already cached, unchanged" if read == 0 else
-               f"encoded in {seconds:.1f}s, {result['mb_per_s']:,} MB/s")
+               f"encoded in {seconds:.2f}s, {result['mb_per_s']:,} MB/s")
         err.print(escape(f"{text}: {scan.chars:,} characters, {len(vocab)} distinct, "
                          f"{ids.dtype} ids ({how})"))
-    print(ids.filename)
+    print(ids_path)
 
 
 config_app = typer.Typer(
