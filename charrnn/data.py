@@ -1,10 +1,13 @@
-"""Text in, training windows out: loading, the vocabulary, the split and batching.
+"""Text in, training windows out: reading, the vocabulary, the split and batching.
 
-    path --load_text--> str --Vocab.encode--> ids (numpy, smallest unsigned dtype)
-         --split--> train ids, val ids --StreamBatches / RandomBatches--> (x, y)
+    path --text_pieces--> checked 8 MB pieces --CharSet--> the vocabulary
+         --Vocab.encode_piece--> ids (numpy, smallest unsigned dtype; charrnn.corpus
+         keeps them in a file) --split--> train ids, val ids
+         --StreamBatches / RandomBatches--> (x, y) windows
 
-Everything here is vectorised with numpy: no Python loop runs once per character.
-Nothing here knows about the model or prints.
+``load_text`` and ``Vocab.encode`` do the same for a text held as one string. Everything
+is vectorised with numpy or done by bytes/str methods in C: no Python loop runs once per
+character. Nothing here knows about the model or prints.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import codecs
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -215,7 +217,9 @@ class Vocab:
     def encode_piece(self, piece: Piece, *, what: str = "text") -> np.ndarray:
         """Ids of a piece of ``text_pieces``."""
         found = self._lookup_utf8(piece.raw) if self._byte_ids is not None else None
-        return found if found is not None else self.encode_codes(piece.code_points(), what=what)
+        if found is None:  # wide ids, or an unknown character to name
+            found = self._encode_codes(piece.code_points(), what=what)
+        return found
 
     def _lookup_utf8(self, raw: bytes) -> np.ndarray | None:
         """Ids of whole UTF-8 characters, or None when one is unknown. The bytes go
@@ -237,7 +241,7 @@ class Vocab:
         ids[high[first]] = others
         return np.delete(ids, high[~first])
 
-    def encode_codes(self, codes: np.ndarray, *, what: str = "text") -> np.ndarray:
+    def _encode_codes(self, codes: np.ndarray, *, what: str = "text") -> np.ndarray:
         """Ids of an array of code points."""
         found = self._lookup(codes)
         if found is None:
@@ -264,7 +268,7 @@ class Vocab:
     def decode(self, ids) -> str:
         """Text of a sequence of ids (numpy array, tensor or list)."""
         ids = np.asarray(ids.cpu() if hasattr(ids, "cpu") else ids)       # a tensor
-        return self._codes[ids.astype(np.int64)].astype("<u4").tobytes().decode("utf-32-le")
+        return _chars_of(self._codes[ids.astype(np.int64)])
 
     def describe(self, limit: int = 12) -> str:
         """A short human-readable list of the characters."""

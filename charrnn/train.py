@@ -261,7 +261,8 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
     cache_dir = Path(c.cache_dir) if c.cache_dir else run_dir.parent / ".cache"
     texts = [(text_path, "training text")] + ([(Path(c.val_file), "validation file")]
                                               if c.val_file else [])
-    with group.first_on_each_machine(), corpus.ReadingBar(progress, [p for p, _ in texts]) as reading:
+    reading = corpus.ReadingBar(progress, [path for path, _ in texts])
+    with group.first_on_each_machine(), reading:
         scans = [corpus.cached_scan(path, cache_dir, what=what, on_read=reading.update)
                  for path, what in texts]
         vocab = corpus.vocab_for(scans, Vocab(source["vocab"]) if source else None,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from charrnn import corpus, data
 from charrnn.cli import main
-from charrnn.data import StreamBatches, Vocab, load_text, text_pieces
+from charrnn.data import Piece, StreamBatches, Vocab, load_text, text_pieces
 from charrnn.errors import CharRNNError, DataError
 
 MIXED = "Hello, world!\n春眠不觉晓，处处闻啼鸟。🙂🚀 naïve café\t€\n" * 40
@@ -29,7 +29,10 @@ def write(path, text: str) -> None:
     path.write_bytes(text.encode("utf-8"))
 
 
-@pytest.mark.parametrize("text", [MIXED, "plain ascii only\n" * 30, "é" * 50, "ab🙂" * 9])
+WIDE = "".join(chr(0x4E00 + i) for i in range(300)) + "abc\n"  # uint16 ids
+
+
+@pytest.mark.parametrize("text", [MIXED, "plain ascii only\n" * 30, "é" * 50, "ab🙂" * 9, WIDE])
 def test_prepared_ids_equal_encoding_in_memory(tmp_path, small_blocks, text):
     path = tmp_path / "t.txt"
     write(path, text)
@@ -58,6 +61,16 @@ def test_streaming_matches_in_memory_for_any_text_and_block_size(tmp_path_factor
     finally:
         data._BLOCK = old
     assert vocab.decode(ids) == text and scan.chars == len(text)
+
+
+@pytest.mark.parametrize("raw, shown", [(b"abz", "z"), ("ab\u00e9".encode(), "\u00e9"),
+                                        ("a\u6625b".encode(), "\u6625")])
+def test_encoding_a_piece_names_the_unknown_characters(raw, shown):
+    text = None if raw.isascii() else raw.decode("utf-8")
+    for vocab in (Vocab("ab"), Vocab("ab" + WIDE[:300])):          # byte table, code points
+        with pytest.raises(DataError, match=f"1 character\\(s\\) not in the model's "
+                                            f"vocabulary: {shown}$"):
+            vocab.encode_piece(Piece(raw, text))
 
 
 def test_a_byte_order_mark_is_not_a_character(tmp_path, small_blocks):
