@@ -95,6 +95,8 @@ def train(
     cache_dir: Annotated[Optional[str], _opt("train", "cache_dir", panel=DATA)] = None,
     optimizer: Annotated[Optional[str], _opt("train", "optimizer", panel=OPTIM)] = None,
     lr: Annotated[Optional[float], _opt("train", "lr", panel=OPTIM)] = None,
+    decay: Annotated[Optional[str], _opt("train", "decay", panel=OPTIM)] = None,
+    min_lr_ratio: Annotated[Optional[float], _opt("train", "min_lr_ratio", panel=OPTIM)] = None,
     weight_decay: Annotated[Optional[float], _opt("train", "weight_decay", panel=OPTIM)] = None,
     grad_clip: Annotated[Optional[float], _opt("train", "grad_clip", panel=OPTIM)] = None,
     warmup_steps: Annotated[Optional[int], _opt("train", "warmup_steps", panel=OPTIM)] = None,

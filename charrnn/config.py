@@ -28,6 +28,7 @@ NONLINEARITIES = ("tanh", "relu")
 BATCHINGS = ("stream", "random")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
 DTYPES = ("float32", "bfloat16")
+DECAYS = ("cosine", "linear")
 
 # Training length when none of max_steps, epochs or max_time is set.
 DEFAULT_MAX_STEPS = 3000
@@ -81,8 +82,11 @@ class TrainConfig:
         "optimiser: adamw, adam, sgd, rmsprop or adagrad", choices=OPTIMIZERS))
     lr: float = field(default=3e-3, metadata=_opt(
         "peak learning rate, reached after warmup", min=0.0, min_exclusive=True))
+    decay: str = field(default="cosine", metadata=_opt(
+        "shape of the decay over the budget, after warmup: cosine or linear",
+        choices=DECAYS))
     min_lr_ratio: float = field(default=0.1, metadata=_opt(
-        "cosine decay ends at lr * min_lr_ratio", min=0.0, max=1.0))
+        "the decay ends at lr * min_lr_ratio", min=0.0, max=1.0))
     weight_decay: float = field(default=0.01, metadata=_opt(
         "decoupled weight decay on weight matrices (not biases or embeddings)", min=0.0))
     grad_clip: float = field(default=1.0, metadata=_opt(

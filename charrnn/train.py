@@ -116,11 +116,12 @@ def _estimate_eval_seconds(model: CharRNN, ids: np.ndarray, device: torch.device
 
 
 def lr_at(step: int, progress: float, c: cfg.TrainConfig) -> float:
-    """Linear warmup over ``warmup_steps``, times a cosine from ``lr`` down to
-    ``lr * min_lr_ratio`` over the run's budget (``progress`` runs 0 -> 1)."""
+    """Linear warmup over ``warmup_steps``, times a cosine (or straight line) from
+    ``lr`` down to ``lr * min_lr_ratio`` over the run's budget (``progress`` 0 -> 1)."""
     warm = min(1.0, (step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    return c.lr * warm * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * cosine)
+    progress = min(progress, 1.0)
+    left = 0.5 * (1.0 + math.cos(math.pi * progress)) if c.decay == "cosine" else 1.0 - progress
+    return c.lr * warm * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * left)
 
 
 def make_optimizer(model: CharRNN, c: cfg.TrainConfig) -> torch.optim.Optimizer:

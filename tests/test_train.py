@@ -154,6 +154,14 @@ def test_learning_rate_warms_up_then_decays_by_cosine():
     assert all(lr_at(s, s / 100, c) >= lr_at(s + 1, (s + 1) / 100, c) for s in range(10, 99))
 
 
+def test_linear_decay_is_a_straight_line_to_the_floor():
+    c = TrainConfig(lr=1.0, warmup_steps=0, min_lr_ratio=0.0, decay="linear")
+    assert [lr_at(s, p, c) for s, p in ((0, 0.0), (10, 0.25), (20, 0.5), (40, 1.0))] == \
+        pytest.approx([1.0, 0.75, 0.5, 0.0])
+    floor = TrainConfig(lr=2.0, warmup_steps=0, min_lr_ratio=0.5, decay="linear")
+    assert lr_at(5, 0.5, floor) == pytest.approx(1.5) and lr_at(9, 1.0, floor) == pytest.approx(1.0)
+
+
 def test_vocab_of_a_checkpoint_round_trips(tiny_run):
     ckpt = load_checkpoint(tiny_run / "best.pt")
     assert Vocab(ckpt["vocab"]) == Vocab.from_text(ckpt["vocab"])
