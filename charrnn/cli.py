@@ -615,35 +615,35 @@ def prepare(
     (however large) starts at once and reads it without loading it into memory."""
     import time
 
-    from charrnn.corpus import ReadingBar, cached_ids, cached_scan, vocab_for
+    from charrnn.corpus import ReadingBar
+    from charrnn.corpus import prepare as prepare_corpus
     from charrnn.download import resolve_text
 
     text = resolve_text(text)
     start = time.perf_counter()
-    read = 0
+    stages: set[str] = set()  # the passes that had to read the file: scan, encode
 
     def count(stage: str, nbytes: int) -> None:
-        nonlocal read
-        read += nbytes
+        stages.add(stage)
         bar.update(stage, nbytes)
 
     with ReadingBar(not quiet and not as_json, [text]) as bar:
-        scan = cached_scan(text, cache_dir, on_read=count)
-        vocab = vocab_for([scan])
-        ids = cached_ids(text, scan, vocab, cache_dir, on_read=count)
+        scan, vocab, ids = prepare_corpus(text, cache_dir, on_read=count)
     seconds = time.perf_counter() - start
     ids_path = Path(ids.filename)
     if ids_path.is_relative_to(Path.cwd()):
         ids_path = ids_path.relative_to(Path.cwd())
     result = {"text": str(text), "bytes": scan.size, "chars": scan.chars,
               "vocab_size": len(vocab), "dtype": str(ids.dtype), "sha256": scan.sha256,
-              "ids": str(ids_path), "cached": read == 0, "seconds": round(seconds, 3),
-              "mb_per_s": round(scan.size / 1e6 / seconds, 1) if read else None}
+              "ids": str(ids_path), "cached": "encode" not in stages,
+              "seconds": round(seconds, 3),
+              "mb_per_s": round(scan.size / 1e6 / seconds, 1) if stages else None}
     if as_json:
         print(json.dumps(result))
         return
     if not quiet:
-        how = ("already cached, unchanged" if read == 0 else
+        how = ("already cached, unchanged" if not stages else
+               "checked again, content unchanged" if "encode" not in stages else
                f"encoded in {seconds:.2f}s, {result['mb_per_s']:,} MB/s")
         err.print(escape(f"{text}: {scan.chars:,} characters, {len(vocab)} distinct, "
                          f"{ids.dtype} ids ({how})"))

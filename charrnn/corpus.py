@@ -3,7 +3,7 @@
 One streaming pass over a text file checks it, counts its characters, finds its
 vocabulary and hashes it; a second pass writes its ids (uint8, uint16 or uint32 by
 vocabulary size) into a ``.npy`` file that training reads memory-mapped. Both live in
-a cache folder (``runs/cache`` beside the runs by default)::
+a cache folder, ``.cache/`` beside the run folder by default (``runs/.cache``)::
 
     <stem>-<digest of the path>.json        the scan: size, mtime, sha256, characters, vocabulary
     <sha256[:16]>-<digest of the vocab>.npy  the ids
@@ -73,7 +73,7 @@ def prepare(path: str | Path, cache_dir: str | Path, *, vocab: Vocab | None = No
     instead of the file's own. ``on_read(stage, nbytes)`` follows both passes ("scan",
     "encode") for a progress bar."""
     scan = cached_scan(path, cache_dir, what=what, on_read=on_read)
-    vocab = vocab_for([scan], vocab, what=what)
+    vocab = vocab_for([scan], vocab, what=f"{what} {path}")
     return scan, vocab, cached_ids(path, scan, vocab, cache_dir, what=what, on_read=on_read)
 
 
