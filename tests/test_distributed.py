@@ -5,9 +5,11 @@ sizes on resume."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -36,13 +38,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def charrnn(*args: str, cwd, processes: int = 1) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+ENV = {k: v for k, v in os.environ.items()
+       if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+
+
+def command(*args: str, processes: int = 1) -> list[str]:
+    """``charrnn ARGS`` in one process, or under torchrun on 127.0.0.1."""
     launcher = ([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
                  "--master_addr=127.0.0.1", f"--master_port={free_port()}"]
                 if processes > 1 else [sys.executable])
-    done = subprocess.run([*launcher, "-m", "charrnn", *args], cwd=cwd, env=env,
+    return [*launcher, "-m", "charrnn", *args]
+
+
+def charrnn(*args: str, cwd, processes: int = 1) -> subprocess.CompletedProcess:
+    done = subprocess.run(command(*args, processes=processes), cwd=cwd, env=ENV,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done
@@ -85,6 +94,27 @@ def test_two_gloo_processes_train_like_one_and_resume_in_either(shakespeare, tmp
     assert moved["step"] == 20 and moved["world_size"] == 1
     assert max_difference(moved["model_state"], reference["model_state"]) < WEIGHTS_ATOL
     assert abs(moved["val_loss"] - reference["val_loss"]) < 1e-4   # one process scores it
+
+
+@pytest.mark.slow
+def test_a_stop_reaches_every_process_and_rank_0_saves_once(shakespeare, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text(shakespeare.read_text(encoding="utf-8")[:100_000], encoding="utf-8")
+    run = tmp_path / "run"
+    launcher = subprocess.Popen(
+        command("train", str(text), *FLAGS, "--max-steps", "1000000", "--eval-every",
+                "1000000", "--out", str(run), processes=2),
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "config.toml").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)                                       # well into the steps
+    launcher.send_signal(signal.SIGTERM)                # torchrun passes it to both workers
+    _, err = launcher.communicate(timeout=120)
+    saved = torch.load(run / "last.pt", weights_only=True)
+    assert saved["step"] > 0 and saved["world_size"] == 2
+    assert err.count("interrupted: saved") == 1         # said by rank 0 alone
+    assert sorted(p.name for p in run.iterdir()) == ["config.toml", "last.pt"]
 
 
 @pytest.mark.parametrize("batches", ["stream", "random"])
