@@ -45,20 +45,16 @@ class Group:
         share = batch_size // self.world_size
         return slice(self.rank * share, (self.rank + 1) * share)
 
-    def mean(self, *values: float) -> list[float]:
-        """The mean of each value over the ranks (all ranks get the same numbers)."""
-        if not self.active:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return (t / self.world_size).tolist()
-
     def sum(self, *values: float) -> list[float]:
+        """The sum of each value over the ranks (all ranks get the same numbers)."""
         if not self.active:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.tolist()
+
+    def mean(self, *values: float) -> list[float]:
+        return [v / self.world_size for v in self.sum(*values)]
 
     def gather_rows(self, hidden):
         """The hidden state of the whole batch: every rank's rows, in rank order
