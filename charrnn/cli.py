@@ -613,8 +613,6 @@ def prepare(
 ) -> None:
     """Scan and encode TEXT once into a memory-mapped cache, so that training on it
     (however large) starts at once and reads it without loading it into memory."""
-    import time
-
     from charrnn.corpus import ReadingBar
     from charrnn.corpus import prepare as prepare_corpus
     from charrnn.download import resolve_text
