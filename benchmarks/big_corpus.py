@@ -54,10 +54,10 @@ def run(args: list[str], cwd: Path) -> tuple[float, float, str]:
                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
         _, status, usage = os.wait4(child.pid, 0)
         seconds = time.perf_counter() - start
-        child.returncode = os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        if child.returncode:
+        if code:
             raise SystemExit(f"charrnn {' '.join(args)} failed:\n{err.read()}")
         return seconds, usage.ru_maxrss / 1024, out.read()
 

@@ -369,14 +369,15 @@ class RandomBatches:
         import torch
 
         self.generator = torch.Generator().manual_seed(seed)
-        self._randint = torch.randint
         self.position = 0
         self.chars_per_epoch = len(ids)
         self._offsets = np.arange(seq_length + 1)
         self.pin = pin
 
     def next(self) -> Batch:
-        starts = self._randint(0, len(self.ids) - self.seq_length, (self.batch_size, 1),
+        import torch
+
+        starts = torch.randint(0, len(self.ids) - self.seq_length, (self.batch_size, 1),
                                generator=self.generator).numpy()[self.rows]
         window = self.ids[starts + self._offsets]               # (B, 1) -> (B, T + 1)
         self.position += 1
