@@ -37,8 +37,7 @@ from charrnn.model import CharRNN  # noqa: E402
 from charrnn.sample import generate  # noqa: E402
 from charrnn.train import train  # noqa: E402
 
-CORPUS = next((p for p in (ROOT.parent / "shared/data/tinyshakespeare.txt",
-                           ROOT / "data/tinyshakespeare.txt") if p.is_file()), None)
+CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 
 
 def log(message: str) -> None:
@@ -180,8 +179,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts (< 2 minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if CORPUS is None:
-        sys.exit("benchmark needs tiny-shakespeare in ../shared/data/ or data/")
     quick = args.quick
     steps = 30 if quick else 150
     results: dict = {

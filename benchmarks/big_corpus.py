@@ -25,9 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
-if not CORPUS.is_file():
-    CORPUS = ROOT / "data" / "tinyshakespeare.txt"
+CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 
 
 def log(message: str) -> None:

@@ -23,8 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {"105s": 1.48, "10min": 1.42}  # preset -> target val loss
-CORPUS = next((p for p in (ROOT.parent / "shared/data/tinyshakespeare.txt",
-                           ROOT / "data/tinyshakespeare.txt") if p.is_file()), None)
+CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 
 
 def run_preset(preset: str, out: Path, device: str | None) -> dict:
@@ -48,8 +47,6 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="passed to charrnn train")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if CORPUS is None:
-        sys.exit("needs tiny-shakespeare in ../shared/data/ or data/")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.preset or list(PRESETS):

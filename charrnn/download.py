@@ -1,7 +1,8 @@
 """Known corpora: where each one lives on the web, its sha256, and fetching it safely.
 
     charrnn download tinyshakespeare            -> data/tinyshakespeare.txt
-    charrnn train tinyshakespeare               (reads the downloaded file by name)
+    charrnn train tinyshakespeare               (reads data/tinyshakespeare.txt, or the
+                                                 copy that ships with charrnn)
 
 A download streams into a temporary file beside the target while hashing it, checks
 the sha256 against the registry and only then renames the file into place, so a
@@ -73,9 +74,22 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bundled(name: str) -> Path | None:
+    """The copy of corpus ``name`` that ships with charrnn, if there is one: in
+    ``charrnn/corpora/`` of an installed package, or in ``data/`` of a source checkout."""
+    if name not in CORPORA:
+        return None
+    package = Path(__file__).resolve().parent
+    for folder in (package / "corpora", package.parent / "data"):
+        path = folder / CORPORA[name].filename
+        if path.is_file() and path.stat().st_size == CORPORA[name].size:
+            return path
+    return None
+
+
 def resolve_text(text: str | Path, folder: str | Path = DEFAULT_DIR) -> Path:
     """``text`` as a path, or, when no such file exists and it is a known corpus name,
-    the downloaded copy of that corpus in ``folder``."""
+    the downloaded copy of that corpus in ``folder``, else the copy shipped with charrnn."""
     path = Path(text)
     name = str(text)
     if path.exists():
@@ -89,6 +103,9 @@ def resolve_text(text: str | Path, folder: str | Path = DEFAULT_DIR) -> Path:
     local = Path(folder) / CORPORA[name].filename
     if local.is_file():
         return local
+    shipped = bundled(name)
+    if shipped is not None:
+        return shipped
     raise CharRNNError(f"'{name}' is a known corpus but {local} is not there yet; fetch it "
                        f"with: charrnn download {name}")
 

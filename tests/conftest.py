@@ -1,8 +1,11 @@
-"""Shared fixtures: the tiny-shakespeare corpus beside the project, small text files,
-and one tiny trained run that many tests read."""
+"""Shared fixtures and helpers: the tiny-shakespeare corpus that ships in data/, small
+text files, one tiny trained run that many tests read, and the CLI called in-process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,17 +13,31 @@ import pytest
 from charrnn.config import ModelConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS_PLACES = (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt",
-                 ROOT / "data" / "tinyshakespeare.txt")
+SHAKESPEARE = ROOT / "data" / "tinyshakespeare.txt"
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``charrnn ARGV`` in this process: (exit code, stdout, stderr)."""
+    from charrnn.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def charrnn(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """``python -m charrnn ARGS`` in a fresh process, from the folder ``cwd``."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100", **env}
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="session")
 def shakespeare() -> Path:
-    for path in CORPUS_PLACES:
-        if path.is_file():
-            return path
-    pytest.fail("the tests need tiny-shakespeare at " + " or ".join(map(str, CORPUS_PLACES))
-                + " (see data/README.md)")
+    """The corpus as it ships with the project (data/tinyshakespeare.txt)."""
+    assert SHAKESPEARE.is_file(), f"{SHAKESPEARE} is missing: it is part of the project"
+    return SHAKESPEARE
 
 
 @pytest.fixture(scope="session")

@@ -14,22 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charrnn.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-def charrnn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
-    return subprocess.run([sys.executable, "-m", "charrnn", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+from conftest import ROOT, charrnn, run
 
 
 def test_help_lists_the_commands_without_importing_torch(tmp_path):

@@ -4,35 +4,19 @@ completion, `config show`, `train --json` and `--tensorboard`, exit codes, prese
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from charrnn import config as cfg
-from charrnn.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, charrnn, run
 COMMANDS = ["train", "sample", "eval", "inspect", "runs", "plot", "download", "prepare", "config"]
 PANELS = {"Train and use a model": ["train", "sample", "eval"],
           "Look inside and compare": ["inspect", "runs", "plot"],
           "Data and settings": ["download", "prepare", "config"]}
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-def charrnn(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100", **env}
-    return subprocess.run([sys.executable, "-m", "charrnn", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_help_groups_the_commands_in_panels(capsys, monkeypatch):

@@ -12,20 +12,15 @@ import http.server
 import json
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
-from charrnn.cli import main
 from charrnn.download import CORPORA, resolve_text
 
+from conftest import run
+
 NAME = "tinyshakespeare"
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -151,12 +146,26 @@ def test_unknown_names_and_bad_folders(tmp_path, capsys):
     assert code == 1 and "--timeout must be greater than 0" in err
 
 
-def test_train_accepts_a_downloaded_corpus_by_name(shakespeare, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_train_reads_a_corpus_by_name_shipped_or_downloaded(shakespeare, tmp_path,
+                                                             monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)                          # an empty folder: no data/ here
     small = ["--hidden-size", "16", "--embedding-dim", "8", "--num-layers", "1",
              "--max-steps", "2", "--eval-every", "2", "--sample-every", "0",
              "--batch-size", "4", "--seq-length", "16", "--val-fraction", "0.001",
              "--device", "cpu", "-q", "--json"]
+    from charrnn import download as download_module
+    from charrnn.runs import summarize
+
+    # The copy that ships with charrnn: the very file in the project's data/ folder.
+    shipped = download_module.bundled(NAME)
+    assert shipped is not None and shipped.read_bytes() == shakespeare.read_bytes()
+    code, out, err = run(["train", NAME, *small, "--out", "runs/shipped"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["step"] == 2
+    assert summarize(tmp_path / "runs" / "shipped").corpus == str(shipped)
+
+    # Without a shipped copy, the name asks for a download.
+    monkeypatch.setattr(download_module, "bundled", lambda name: None)
     code, out, err = run(["train", NAME, *small], capsys)
     assert code == 1 and out == ""
     assert "is a known corpus but data/tinyshakespeare.txt is not there yet" in err
@@ -164,12 +173,10 @@ def test_train_accepts_a_downloaded_corpus_by_name(shakespeare, tmp_path, monkey
 
     code, _, err = run(["train", "tinyshakespear", *small], capsys)
     assert code == 1 and "did you mean 'tinyshakespeare'" in err
+    # A downloaded copy in ./data/ comes first.
     assert run(["download", NAME, "-q", "--url", shakespeare.resolve().as_uri()], capsys)[0] == 0
-    assert resolve_text(NAME) == tmp_path.joinpath("data", "tinyshakespeare.txt").relative_to(
-        tmp_path)
+    assert resolve_text(NAME) == Path("data", "tinyshakespeare.txt")
     code, out, err = run(["train", NAME, *small, "--out", "runs/named"], capsys)
     assert code == 0, err
     assert json.loads(out)["step"] == 2
-    from charrnn.runs import summarize
-
     assert summarize(tmp_path / "runs" / "named").corpus == "data/tinyshakespeare.txt"

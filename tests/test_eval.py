@@ -10,17 +10,11 @@ import pytest
 
 from charrnn import scoring
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.cli import main
 from charrnn.data import load_text
 from charrnn.runs import read_metrics
 from charrnn.train import evaluate
 
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,9 @@ import sys
 
 import pytest
 
-from charrnn.cli import main
 from charrnn.plot import plot_runs
 
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run
 
 
 def png_size(path) -> tuple[int, int]:

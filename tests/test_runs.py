@@ -12,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.cli import main
 from charrnn.runs import find_runs, peek_checkpoint, read_metrics, summarize
 
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run
 
 
 @pytest.fixture

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.errors import DataError
 from charrnn.sample import choose, generate
+
+from conftest import run
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +69,113 @@ def test_choose_truncates_the_distribution():
     cold = choose(logits, temperature=0.05, generator=g)
     assert (cold == 0).float().mean() > 0.99
     assert set(choose(logits, generator=g).tolist()) == {0, 1, 2, 3}
+
+
+# --- what each setting draws from ---------------------------------------------------
+# A model whose recurrent weights are zero predicts the same logits after every
+# character (the LSTM state stays 0: c = f*c + i*tanh(0) = 0, h = o*tanh(0) = 0), so every
+# drawn character is an independent draw from one known distribution.
+
+CHARS = "abcdefgh"
+LOGITS = [2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0]
+
+
+def expected(temperature=1.0, top_k=None, top_p=None) -> dict[str, float]:
+    """The distribution a setting should draw from, computed by hand in numpy."""
+    weights = np.exp(np.array(LOGITS) / temperature)
+    probs = weights / weights.sum()
+    keep = np.ones(len(CHARS), dtype=bool)
+    order = np.argsort(-probs)
+    if top_k is not None:
+        keep[order[top_k:]] = False
+    if top_p is not None:               # the smallest top set whose mass reaches top_p
+        mass, kept = 0.0, np.zeros(len(CHARS), dtype=bool)
+        for i in order:
+            if mass >= top_p:
+                break
+            kept[i], mass = True, mass + probs[i]
+        keep &= kept
+    probs = np.where(keep, probs, 0.0)
+    return dict(zip(CHARS, probs / probs.sum()))
+
+
+@pytest.fixture(scope="module")
+def constant_model(tmp_path_factory):
+    """A CharRNN whose every prediction is softmax(LOGITS), and its checkpoint file."""
+    from charrnn.checkpoint import save_checkpoint
+    from charrnn.config import ModelConfig, TrainConfig, to_dict
+    from charrnn.data import Vocab
+    from charrnn.model import CharRNN
+
+    config = ModelConfig(cell="lstm", embedding_dim=4, hidden_size=4, num_layers=2)
+    model = CharRNN(len(CHARS), config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("rnn.", "head.weight")):
+                p.zero_()
+        model.head.bias.copy_(torch.tensor(LOGITS))
+    path = tmp_path_factory.mktemp("constant") / "constant.pt"
+    save_checkpoint({"model_config": to_dict(config), "train_config": to_dict(TrainConfig()),
+                     "vocab": CHARS, "model_state": model.state_dict()}, path)
+    return model.eval(), Vocab(CHARS), path
+
+
+def assert_draws_from(text: str, probs: dict[str, float]) -> None:
+    """Each character's frequency within 5 standard errors of its probability, and
+    characters of probability 0 never drawn."""
+    n = len(text)
+    for ch, p in probs.items():
+        freq = text.count(ch) / n
+        if p == 0:
+            assert freq == 0, (ch, freq)
+        else:
+            assert abs(freq - p) < 5 * np.sqrt(p * (1 - p) / n) + 1e-9, (ch, freq, p)
+
+
+SETTINGS = [dict(), dict(temperature=0.5), dict(temperature=2.0), dict(top_k=3),
+            dict(top_p=0.6), dict(top_p=0.9, temperature=0.7), dict(top_k=4, top_p=0.9)]
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v
+                                                                       in s.items()) or "plain")
+def test_generate_draws_from_the_tempered_truncated_distribution(constant_model, setting):
+    model, vocab, _ = constant_model
+    text = "".join(generate(model, vocab, 500, num_samples=40, seed=11, **setting))
+    assert len(text) == 20_000
+    assert_draws_from(text, expected(**setting))
+
+
+def test_settings_tell_apart():
+    """The expected distributions differ, so each test above checks its own setting."""
+    dists = [tuple(round(v, 3) for v in expected(**s).values()) for s in SETTINGS]
+    assert len(set(dists)) == len(dists)
+
+
+def test_greedy_always_takes_the_most_likely_character(constant_model):
+    model, vocab, _ = constant_model
+    text = "".join(generate(model, vocab, 300, num_samples=4, greedy=True))
+    assert text == "a" * 1200
+
+
+@pytest.mark.parametrize("flags, setting", [
+    (["--temperature", "0.5"], dict(temperature=0.5)),
+    (["--top-k", "3"], dict(top_k=3)),
+    (["--top-p", "0.6"], dict(top_p=0.6)),
+    (["-t", "2", "--top-p", "0.95"], dict(temperature=2.0, top_p=0.95)),
+])
+def test_sample_command_draws_from_the_distribution_its_flags_name(constant_model, flags,
+                                                                   setting, capsys):
+    _, _, path = constant_model
+    code, out, err = run(["sample", str(path), "--len", "1000", "--num-samples", "20",
+                          "--seed", "5", *flags], capsys)
+    assert code == 0, err
+    samples = out.split("\n\n")
+    assert len(samples) == 20 and all(len(s.strip("\n")) == 1000 for s in samples)
+    assert_draws_from(out.replace("\n", ""), expected(**setting))
+
+
+def test_sample_command_greedy(constant_model, capsys):
+    _, _, path = constant_model
+    code, out, err = run(["sample", str(path), "--len", "50", "--greedy"], capsys)
+    assert code == 0, err
+    assert out == "a" * 50 + "\n"
