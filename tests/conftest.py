@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,36 @@ def charrnn(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100", **env}
     return subprocess.run([sys.executable, "-m", "charrnn", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+# Flags of a tiny model for `charrnn train` in a child process.
+TINY_FLAGS = ["--hidden-size", "32", "--embedding-dim", "16", "--batch-size", "8",
+              "--seq-length", "32", "--sample-every", "0", "-q"]
+
+
+def start_training(text: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """``charrnn train TEXT`` of a tiny model into ``out``, in a child process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(text), *TINY_FLAGS,
+                             "--out", str(out), *extra], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, until=None, timeout: float = 300.0) -> None:
+    """Wait until ``path`` exists (and ``until(path)`` holds) while ``proc`` runs. The
+    timeout only bounds a hung run: the wait ends on the event, however slow the machine."""
+    deadline = time.monotonic() + timeout
+
+    def reached() -> bool:
+        try:
+            return path.exists() and (until is None or until(path))
+        except (OSError, ValueError, KeyError, IndexError):  # a file still being written
+            return False
+
+    while not reached():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never reached the expected state"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

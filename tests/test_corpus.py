@@ -194,3 +194,34 @@ def test_prepare_command_prints_the_ids_path_and_reports_the_cache(tmp_path, cap
         assert report["cached"] is cached and report["chars"] == len(MIXED)
         assert report["vocab_size"] == len(set(MIXED)) and report["dtype"] == "uint8"
         assert np.load(report["ids"], mmap_mode="r").shape == (len(MIXED),)
+
+
+def distinct_chars(n: int) -> list[int]:
+    """The first ``n`` code points a text file can hold (no NUL, surrogate or BOM), in
+    order: past 65,535 of them they run into the 4-byte UTF-8 planes."""
+    codes = (c for c in range(1, 0x110000) if not 0xD800 <= c <= 0xDFFF and c != 0xFEFF)
+    return [next(codes) for _ in range(n)]
+
+
+@pytest.mark.parametrize("size, dtype", [(255, np.uint8), (256, np.uint8), (257, np.uint16),
+                                         (65_535, np.uint16), (65_536, np.uint16),
+                                         (65_537, np.uint32)])
+def test_ids_at_the_width_boundaries_round_trip_through_the_cache(tmp_path, size, dtype):
+    codes = np.array(distinct_chars(size))
+    rng = np.random.default_rng(size)
+    order = np.concatenate([rng.permutation(size), rng.permutation(size)])  # each twice
+    text = "".join(map(chr, codes[order]))
+    path = tmp_path / "wide.txt"
+    write(path, text)
+    expected = order                     # id = rank of the code point, and codes is sorted
+
+    scan, vocab, ids = corpus.prepare(path, tmp_path / "cache")
+    assert len(vocab) == size and ids.dtype == dtype
+    assert np.array_equal(ids, expected)
+    assert vocab.decode(ids) == text
+    assert np.array_equal(vocab.encode(text), expected) and vocab.encode(text).dtype == dtype
+    # From the cache, in a new pass: the .npy file holds the same ids at the same width.
+    _, _, again = corpus.prepare(path, tmp_path / "cache")
+    stored = np.load(next((tmp_path / "cache").glob("*.npy")))
+    assert again.dtype == stored.dtype == dtype
+    assert np.array_equal(stored, expected) and vocab.decode(again) == text

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import csv
-import os
-import signal
+import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.config import ModelConfig, TrainConfig, read_toml
-from charrnn.data import Vocab, load_text
-from charrnn.errors import CheckpointError, ConfigError
-from charrnn import train as train_module
-from charrnn.errors import TrainingInterrupted
-from charrnn.model import detach_hidden
+from charrnn.data import load_text
+from charrnn.errors import ConfigError
+from charrnn.model import CharRNN
 from charrnn.train import evaluate, lr_at, train
 
-from conftest import tiny_configs
+from conftest import run, tiny_configs
 
 UNIGRAM = 3.35  # nats/char of a unigram model on tiny-shakespeare
 
@@ -50,23 +50,6 @@ def test_run_folder_holds_checkpoints_metrics_and_config(tiny_run):
     assert ckpt["best_val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows))
 
 
-def test_checkpoints_load_with_plain_torch_and_hold_cpu_tensors(tiny_run):
-    raw = torch.load(tiny_run / "best.pt", map_location="cpu", weights_only=True)
-    assert raw["format_version"] == 1 and isinstance(raw["vocab"], str)
-    assert all(t.device.type == "cpu" for t in raw["model_state"].values())
-
-
-def test_checkpoint_round_trip_gives_identical_logits(tiny_run, tmp_path):
-    model, vocab = model_from_checkpoint(load_checkpoint(tiny_run / "best.pt"))
-    idx = torch.randint(0, len(vocab), (2, 30))
-    before, _ = model(idx)
-    ckpt = load_checkpoint(tiny_run / "best.pt")
-    ckpt["model_state"] = {k: v.clone() for k, v in model.state_dict().items()}
-    save_checkpoint(ckpt, tmp_path / "copy.pt")
-    again, _ = model_from_checkpoint(load_checkpoint(tmp_path / "copy.pt"))[0](idx)
-    assert torch.equal(before, again)
-
-
 def test_evaluate_is_the_mean_loss_of_one_stateful_pass(tiny_run, small_text):
     model, vocab = model_from_checkpoint(load_checkpoint(tiny_run / "best.pt"))
     ids = vocab.encode(load_text(small_text)[:3000])
@@ -77,72 +60,11 @@ def test_evaluate_is_the_mean_loss_of_one_stateful_pass(tiny_run, small_text):
     assert evaluate(model, ids, torch.device("cpu")) == pytest.approx(expected, rel=1e-5)
 
 
-def test_ctrl_c_then_resume_gives_the_same_weights_as_a_straight_run(
-        small_text, tmp_path, monkeypatch):
-    model, straight = tiny_configs(max_steps=30, eval_every=10, out=str(tmp_path / "a"))
-    full = train(small_text, model, straight, progress=False)
-
-    # Press Ctrl-C during step 15 of an identical run: the step finishes, last.pt is saved.
-    calls = {"n": 0}
-
-    def detach_and_interrupt(hidden):
-        calls["n"] += 1
-        if calls["n"] == 15:
-            os.kill(os.getpid(), signal.SIGINT)
-        return detach_hidden(hidden)
-
-    monkeypatch.setattr(train_module, "detach_hidden", detach_and_interrupt)
-    _, same = tiny_configs(max_steps=30, eval_every=10, out=str(tmp_path / "b"))
-    with pytest.raises(TrainingInterrupted) as stopped:
-        train(small_text, model, same, progress=False)
-    assert stopped.value.signum == signal.SIGINT
-    monkeypatch.undo()
-
-    ckpt = load_checkpoint(stopped.value.checkpoint)
-    assert ckpt["step"] == 15
-    second = train(small_text, model, same, resume=ckpt, resume_path=stopped.value.checkpoint,
-                   progress=False)
-    assert second.step == 30
-    a = load_checkpoint(tmp_path / "a" / "last.pt")
-    b = load_checkpoint(tmp_path / "b" / "last.pt")
-    assert [r["step"] for r in b["metrics"]] == [10, 20, 30]
-    for name, tensor in a["model_state"].items():
-        assert torch.equal(tensor, b["model_state"][name]), name
-    assert [r["val_loss"] for r in a["metrics"]] == [r["val_loss"] for r in b["metrics"]]
-    assert second.val_loss == full.val_loss
-
-
-def test_resume_refuses_changed_model_settings(tiny_run, small_text):
-    ckpt = load_checkpoint(tiny_run / "last.pt")
-    model, config = tiny_configs(max_steps=30)
-    bigger = ModelConfig(**{**ckpt["model_config"], "hidden_size": 64})
-    with pytest.raises(ConfigError, match="hidden_size 32 -> 64"):
-        train(small_text, bigger, config, resume=ckpt, progress=False)
-
-
-def test_init_from_needs_the_checkpoints_characters(tiny_run, tmp_path):
-    ckpt = load_checkpoint(tiny_run / "best.pt")
-    other = tmp_path / "other.txt"
-    other.write_text("Ω≈ç" * 2000, encoding="utf-8")
-    model, config = tiny_configs()
-    with pytest.raises(Exception, match=r"3 character\(s\) that the checkpoint's vocabulary lacks"):
-        train(other, ModelConfig(**ckpt["model_config"]), config, init_from=ckpt,
-              progress=False)
-
-
 def test_bidirectional_training_is_refused(small_text):
     model, config = tiny_configs()
     model.bidirectional = True
     with pytest.raises(ConfigError, match="must predict"):
         train(small_text, model, config, progress=False)
-
-
-def test_max_time_budget_stops_the_run(small_text, tmp_path):
-    model, config = tiny_configs(max_steps=None, max_time=2.0, eval_every=10_000,
-                                 out=str(tmp_path / "t"))
-    result = train(small_text, model, config, progress=False)
-    assert 0 < result.step < 100_000
-    assert load_checkpoint(tmp_path / "t" / "last.pt")["step"] == result.step
 
 
 def test_learning_rate_warms_up_then_decays_by_cosine():
@@ -162,12 +84,107 @@ def test_linear_decay_is_a_straight_line_to_the_floor():
     assert lr_at(5, 0.5, floor) == pytest.approx(1.5) and lr_at(9, 1.0, floor) == pytest.approx(1.0)
 
 
-def test_vocab_of_a_checkpoint_round_trips(tiny_run):
-    ckpt = load_checkpoint(tiny_run / "best.pt")
-    assert Vocab(ckpt["vocab"]) == Vocab.from_text(ckpt["vocab"])
+def reference_weights(text: str, model_config: ModelConfig, c: TrainConfig,
+                      steps: int) -> dict[str, torch.Tensor]:
+    """The weights after ``steps`` steps of a plain-torch loop written from the batching
+    rules: ids by hand, windows cut by hand, the hidden state carried (detached) from one
+    window of a stream into the next and zero at the start of each epoch (stream), or
+    zero for every window (random). Constant learning rate, AdamW without decay."""
+    chars = sorted(set(text))
+    ids = torch.tensor([chars.index(ch) for ch in text])
+    torch.manual_seed(c.seed)
+    model = CharRNN(len(chars), model_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=0.0)
+    B, T = c.batch_size, c.seq_length
+    length = len(ids) // B
+    streams = ids[:B * length].view(B, length)
+    windows = (length - 1) // T
+    offsets = torch.Generator().manual_seed(c.seed)
+    hidden = None
+    for step in range(steps):
+        if c.batching == "stream":
+            i = step % windows
+            window = streams[:, i * T:i * T + T + 1]
+            if i == 0:
+                hidden = None
+        else:
+            starts = torch.randint(0, len(ids) - T, (B, 1), generator=offsets)
+            window = ids[starts + torch.arange(T + 1)]
+            hidden = None
+        logits, hidden = model(window[:, :-1], hidden)
+        loss = F.cross_entropy(logits.reshape(-1, len(chars)), window[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+        optimizer.step()
+        hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) \
+            else hidden.detach()
+    return model.state_dict()
 
 
-def test_a_foreign_file_is_not_a_checkpoint(tmp_path):
-    torch.save({"weight": torch.zeros(3)}, tmp_path / "state.pt")
-    with pytest.raises(CheckpointError, match="missing format_version"):
-        load_checkpoint(tmp_path / "state.pt")
+@pytest.mark.parametrize("batching", ["stream", "random"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_training_matches_a_plain_torch_loop(batching, cell, tmp_path):
+    """Stream batching carries the state across windows and starts each epoch from
+    zero; random batching starts every window from zero. 23 steps cross two epochs."""
+    rng = np.random.default_rng(3)
+    text = "".join(rng.choice(list("abcdefgh \n"), size=1400))
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "v.txt").write_text(text[:200], encoding="utf-8")   # all of t.txt trains
+    model = ModelConfig(cell=cell, embedding_dim=8, hidden_size=16, num_layers=2)
+    config = TrainConfig(seq_length=16, batch_size=8, batching=batching, max_steps=23,
+                         eval_every=10, sample_every=0, lr=1e-2, warmup_steps=0,
+                         min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0, device="cpu",
+                         val_file=str(tmp_path / "v.txt"), out=str(tmp_path / "run"))
+    assert (1400 // 8 - 1) // 16 == 10               # windows per epoch: the run wraps twice
+    train(tmp_path / "t.txt", model, config, progress=False)
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["model_state"]
+    expected = reference_weights(text, model, config, 23)
+    for name, tensor in expected.items():
+        assert torch.allclose(trained[name], tensor, atol=1e-5), name
+
+
+def test_validation_scores_exactly_the_held_out_targets(tiny_run, small_text, capsys):
+    """Training's val loss, `eval` on the held-out tenth and a one-call plain-torch
+    loss over the same characters agree to 1e-6."""
+    text = small_text.read_text(encoding="utf-8")
+    held_out = text[len(text) - len(text) // 10:]         # the last tenth, by hand
+    ckpt = load_checkpoint(tiny_run / "last.pt")
+    model, vocab = model_from_checkpoint(ckpt)
+    ids = torch.tensor([vocab.chars.index(ch) for ch in held_out])
+    with torch.no_grad():
+        logits, _ = model(ids[:-1].unsqueeze(0))        # one call over the whole text
+    reference = F.cross_entropy(logits[0], ids[1:]).item()
+    path = tiny_run.parent / "held_out.txt"
+    path.write_text(held_out, encoding="utf-8")
+    code, out, err = run(["eval", str(tiny_run / "last.pt"), str(path), "--json"], capsys)
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored["scored"] == len(held_out) - 1
+    assert abs(ckpt["val_loss"] - reference) < 1e-6
+    assert abs(scored["nats_per_char"] - reference) < 1e-6
+
+
+def busy_process() -> subprocess.Popen:
+    """A process that keeps one core busy until it is killed."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["idle", "loaded"])
+def test_a_time_budget_trains_and_ends_in_time(small_text, tmp_path, loaded):
+    budget = 4.0
+    model, config = tiny_configs(max_steps=None, max_time=budget, eval_every=10_000,
+                                 out=str(tmp_path / "t"))
+    busy = busy_process() if loaded else None
+    try:
+        start = time.time()
+        result = train(small_text, model, config, progress=False, start_time=start)
+        wall = time.time() - start
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    assert result.step >= 1
+    assert wall <= budget + max(2.0, 0.05 * budget), (wall, result.step)
+    assert wall >= 0.5 * budget, (wall, result.step)     # and the budget was used
+    assert load_checkpoint(tmp_path / "t" / "last.pt")["step"] == result.step
