@@ -27,11 +27,16 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     return exit_info.value.code, captured.out, captured.err
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process that imports charrnn from this project."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+
+
 def charrnn(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """``python -m charrnn ARGS`` in a fresh process, from the folder ``cwd``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100", **env}
-    return subprocess.run([sys.executable, "-m", "charrnn", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], cwd=cwd,
+                          env=child_env(COLUMNS="100", **env), capture_output=True,
+                          text=True, timeout=300)
 
 
 # Flags of a tiny model for `charrnn train` in a child process.
@@ -41,9 +46,8 @@ TINY_FLAGS = ["--hidden-size", "32", "--embedding-dim", "16", "--batch-size", "8
 
 def start_training(text: Path, out: Path, *extra: str) -> subprocess.Popen:
     """``charrnn train TEXT`` of a tiny model into ``out``, in a child process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(text), *TINY_FLAGS,
-                             "--out", str(out), *extra], env=env, stdout=subprocess.PIPE,
+                             "--out", str(out), *extra], env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, charrnn, run
+from conftest import charrnn, child_env, run
 
 
 def test_help_lists_the_commands_without_importing_torch(tmp_path):
@@ -22,7 +22,7 @@ def test_help_lists_the_commands_without_importing_torch(tmp_path):
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+                         cwd=tmp_path, env=child_env()).stdout
     assert "NO TORCH" in out
     for command in ("train", "sample", "inspect"):
         assert command in out

@@ -146,6 +146,13 @@ def test_unknown_names_and_bad_folders(tmp_path, capsys):
     assert code == 1 and "--timeout must be greater than 0" in err
 
 
+def test_the_shipped_corpus_is_the_classic_file(shakespeare):
+    data = shakespeare.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == CORPORA[NAME].sha256
+    assert CORPORA[NAME].sha256.startswith("86c4e6aa9db7c042")
+    assert len(data.decode("utf-8")) == len(data) == CORPORA[NAME].size == 1_115_394
+
+
 def test_train_reads_a_corpus_by_name_shipped_or_downloaded(shakespeare, tmp_path,
                                                              monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)                          # an empty folder: no data/ here

@@ -1,5 +1,5 @@
-"""No lost work: atomic checkpoints under kill -9, signals, divergence, failed saves,
-unwritable or full folders; and the batching invariants over arbitrary sizes."""
+"""No lost work: stop signals, divergence, unwritable or full folders; and the batching
+invariants over arbitrary sizes. (Checkpoint files themselves: test_checkpoint.py.)"""
 
 from __future__ import annotations
 

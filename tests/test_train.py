@@ -138,10 +138,15 @@ def test_training_matches_a_plain_torch_loop(batching, cell, tmp_path):
                          val_file=str(tmp_path / "v.txt"), out=str(tmp_path / "run"))
     assert (1400 // 8 - 1) // 16 == 10               # windows per epoch: the run wraps twice
     train(tmp_path / "t.txt", model, config, progress=False)
-    trained = load_checkpoint(tmp_path / "run" / "last.pt")["model_state"]
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
     expected = reference_weights(text, model, config, 23)
     for name, tensor in expected.items():
-        assert torch.allclose(trained[name], tensor, atol=1e-5), name
+        assert torch.allclose(last["model_state"][name], tensor, atol=1e-5), name
+    # Passes over the text: 23 of 10 windows, or 23 batches of 8 x 16 of 1,400 characters.
+    epochs = 2.3 if batching == "stream" else 23 * 8 * 16 / 1400
+    assert last["epoch"] == pytest.approx(epochs)
+    assert [float(r["epoch"]) for r in last["metrics"]] == pytest.approx(
+        [epochs * s / 23 for s in (10, 20, 23)], abs=1e-4)
 
 
 def test_validation_scores_exactly_the_held_out_targets(tiny_run, small_text, capsys):
