@@ -78,3 +78,37 @@ def test_tied_weights_share_one_matrix():
 def test_model_settings_that_cannot_work_are_refused(values, message):
     with pytest.raises(ConfigError, match=message):
         build("model", values)
+
+
+def test_dropout_before_the_head_zeroes_a_fraction_p_and_rescales_the_rest():
+    model = make("lstm", num_layers=1, dropout=0.4).train()
+    seen = {}
+    model.rnn.register_forward_hook(lambda m, args, out: seen.update(rnn=out[0]))
+    model.head.register_forward_pre_hook(lambda m, args: seen.update(head=args[0]))
+    model(torch.randint(0, V, (64, 50)))
+    rnn_out, head_in = seen["rnn"], seen["head"]              # (B, T, H) each
+    kept = head_in != 0
+    assert abs(1 - kept.float().mean().item() - 0.4) < 0.03
+    assert torch.allclose(head_in[kept], rnn_out[kept] / 0.6)
+    model.eval()
+    model(torch.randint(0, V, (4, 9)))
+    assert torch.equal(seen["head"], seen["rnn"])               # no dropout in eval mode
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_dropout_between_layers_reaches_the_last_layers_state(name):
+    """The last layer's final state depends on the mask between the layers (the
+    head's dropout cannot touch it): in train mode it changes from draw to draw."""
+    model = make(name, num_layers=2, dropout=0.5).train()
+    idx = torch.randint(0, V, (B, T))
+
+    def last_state():
+        hidden = model(idx)[1]
+        return (hidden[0] if isinstance(hidden, tuple) else hidden)[-1]
+
+    torch.manual_seed(1)
+    a = last_state()
+    torch.manual_seed(2)
+    assert not torch.allclose(a, last_state())
+    model.eval()
+    assert torch.equal(last_state(), last_state())

@@ -1,9 +1,11 @@
-"""The training run: learning, evaluation, schedule, run folder, checkpoints, resume."""
+"""The training run: learning, evaluation, schedule, budgets, the run folder; the loop
+against a plain-torch one. (Checkpoint files and resume: test_checkpoint.py.)"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.config import ModelConfig, TrainConfig, read_toml
 from charrnn.data import load_text
@@ -134,7 +137,7 @@ def test_training_matches_a_plain_torch_loop(batching, cell, tmp_path):
     model = ModelConfig(cell=cell, embedding_dim=8, hidden_size=16, num_layers=2)
     config = TrainConfig(seq_length=16, batch_size=8, batching=batching, max_steps=23,
                          eval_every=10, sample_every=0, lr=1e-2, warmup_steps=0,
-                         min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0, device="cpu",
+                         min_lr_ratio=1.0, weight_decay=0.0, grad_clip=0.1, device="cpu",
                          val_file=str(tmp_path / "v.txt"), out=str(tmp_path / "run"))
     assert (1400 // 8 - 1) // 16 == 10               # windows per epoch: the run wraps twice
     train(tmp_path / "t.txt", model, config, progress=False)
@@ -193,3 +196,21 @@ def test_a_time_budget_trains_and_ends_in_time(small_text, tmp_path, loaded):
     assert wall <= budget + max(2.0, 0.05 * budget), (wall, result.step)
     assert wall >= 0.5 * budget, (wall, result.step)     # and the budget was used
     assert load_checkpoint(tmp_path / "t" / "last.pt")["step"] == result.step
+
+
+def test_best_pt_keeps_the_lowest_validation_loss(small_text, tmp_path, monkeypatch):
+    """Validation losses scripted to fall, rise, fall less: best.pt stays at the lowest
+    one, last.pt follows the run, and the metrics hold each one with its bits."""
+    scripted = iter([3.0, 2.0, 2.5, 2.2])
+    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kw: next(scripted))
+    model, config = tiny_configs(max_steps=40, eval_every=10, out=str(tmp_path / "run"))
+    result = train(small_text, model, config, progress=False)
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert (best["step"], best["val_loss"], best["best_val_loss"]) == (20, 2.0, 2.0)
+    assert (last["step"], last["val_loss"], last["best_val_loss"]) == (40, 2.2, 2.0)
+    assert (result.val_loss, result.best_val_loss) == (2.2, 2.0)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [float(r["val_loss"]) for r in rows] == [3.0, 2.0, 2.5, 2.2]
+    assert [float(r["val_bpc"]) for r in rows] == pytest.approx(
+        [v / math.log(2) for v in (3.0, 2.0, 2.5, 2.2)])
