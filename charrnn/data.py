@@ -328,13 +328,12 @@ class StreamBatches:
                 "use a longer text or a smaller --batch-size / --seq-length")
         self.streams = ids[:batch_size * length].reshape(batch_size, length)[rows]  # (B, L)
         self.seq_length = seq_length
-        self.windows_per_epoch = (length - 1) // seq_length
+        self.steps_per_epoch = (length - 1) // seq_length  # whole windows in a stream
         self.position = 0  # windows read since the start of training
-        self.chars_per_epoch = len(ids)
         self.pin = pin
 
     def next(self) -> Batch:
-        i = self.position % self.windows_per_epoch
+        i = self.position % self.steps_per_epoch
         start = i * self.seq_length
         self.position += 1
         window = self.streams[:, start:start + self.seq_length + 1]  # (B, T + 1)
@@ -342,7 +341,7 @@ class StreamBatches:
 
     @property
     def epoch(self) -> float:
-        return self.position / self.windows_per_epoch
+        return self.position / self.steps_per_epoch
 
     def state_dict(self) -> dict:
         return {"position": self.position}
@@ -370,7 +369,8 @@ class RandomBatches:
 
         self.generator = torch.Generator().manual_seed(seed)
         self.position = 0
-        self.chars_per_epoch = len(ids)
+        # An epoch: as many random windows as it takes to read the text's length.
+        self.steps_per_epoch = len(ids) / (batch_size * seq_length)
         self._offsets = np.arange(seq_length + 1)
         self.pin = pin
 
@@ -385,7 +385,7 @@ class RandomBatches:
 
     @property
     def epoch(self) -> float:
-        return self.position * self.batch_size * self.seq_length / self.chars_per_epoch
+        return self.position / self.steps_per_epoch
 
     def state_dict(self) -> dict:
         return {"position": self.position, "generator": self.generator.get_state()}

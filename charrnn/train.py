@@ -311,10 +311,9 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
     if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
         _prepare_run_dir(run_dir, model_config, c, checkpoint_bytes=12 * model.num_parameters())
     max_steps = c.budget_steps()
-    steps_per_epoch = batches.chars_per_epoch / (c.batch_size * c.seq_length)
     step_budgets = [max_steps] if max_steps else []
     if c.epochs:
-        step_budgets.append(math.ceil(c.epochs * steps_per_epoch))
+        step_budgets.append(math.ceil(c.epochs * batches.steps_per_epoch))
     total_steps = min(step_budgets) if step_budgets else None  # None: a time budget only
 
     def checkpoint_payload(val_loss: float) -> dict[str, Any]:

@@ -104,7 +104,7 @@ def test_stream_windows_cover_each_stream_once_without_overlap(n, batch, seq):
         return
     ids = np.arange(n, dtype=np.int64)
     batches = StreamBatches(ids, batch, seq)
-    seen = torch.cat([batches.next().x for _ in range(batches.windows_per_epoch)], dim=1)
+    seen = torch.cat([batches.next().x for _ in range(batches.steps_per_epoch)], dim=1)
     length = n // batch
     for b in range(batch):
         row = seen[b].tolist()

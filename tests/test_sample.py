@@ -10,7 +10,7 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.errors import DataError
 from charrnn.sample import choose, generate
 
-from conftest import run
+from conftest import CELLS, run
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +179,30 @@ def test_sample_command_greedy(constant_model, capsys):
     code, out, err = run(["sample", str(path), "--len", "50", "--greedy"], capsys)
     assert code == 0, err
     assert out == "a" * 50 + "\n"
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_sampling_equals_rereading_the_whole_text_each_step(name):
+    """Generation after a prime against the plainest loop there is: run the model over
+    the prime and every character drawn so far from a zero state, and draw the next one
+    from the last position's logits with the same generator."""
+    from charrnn.config import ModelConfig
+    from charrnn.data import Vocab
+    from charrnn.model import CharRNN
+
+    torch.manual_seed(4)
+    vocab = Vocab("abcdefghij")
+    model = CharRNN(len(vocab), ModelConfig(embedding_dim=6, hidden_size=12, num_layers=2,
+                                            **CELLS[name])).eval()
+    with torch.no_grad():                   # larger weights: the text depends on the prime
+        for p in model.parameters():
+            p.mul_(3.0)
+    prime = "jabbed"
+    ids = [vocab.chars.index(ch) for ch in prime]
+    generator = torch.Generator().manual_seed(21)
+    with torch.no_grad():
+        for _ in range(60):
+            logits, _ = model(torch.tensor([ids]))                 # (1, t, V)
+            ids.append(int(choose(logits[:, -1], generator=generator)))
+    expected = "".join(vocab.chars[i] for i in ids[len(prime):])
+    assert "".join(generate(model, vocab, 60, prime=prime, seed=21)) == expected

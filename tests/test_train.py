@@ -87,12 +87,13 @@ def test_linear_decay_is_a_straight_line_to_the_floor():
     assert lr_at(5, 0.5, floor) == pytest.approx(1.5) and lr_at(9, 1.0, floor) == pytest.approx(1.0)
 
 
-def reference_weights(text: str, model_config: ModelConfig, c: TrainConfig,
-                      steps: int) -> dict[str, torch.Tensor]:
+def reference_run(text: str, model_config: ModelConfig, c: TrainConfig,
+                  steps: int) -> tuple[dict[str, torch.Tensor], list[float]]:
     """The weights after ``steps`` steps of a plain-torch loop written from the batching
-    rules: ids by hand, windows cut by hand, the hidden state carried (detached) from one
-    window of a stream into the next and zero at the start of each epoch (stream), or
-    zero for every window (random). Constant learning rate, AdamW without decay."""
+    rules, and each step's loss: ids by hand, windows cut by hand, the hidden state
+    carried (detached) from one window of a stream into the next and zero at the start
+    of each epoch (stream), or zero for every window (random). Constant learning rate,
+    AdamW without decay."""
     chars = sorted(set(text))
     ids = torch.tensor([chars.index(ch) for ch in text])
     torch.manual_seed(c.seed)
@@ -103,7 +104,7 @@ def reference_weights(text: str, model_config: ModelConfig, c: TrainConfig,
     streams = ids[:B * length].view(B, length)
     windows = (length - 1) // T
     offsets = torch.Generator().manual_seed(c.seed)
-    hidden = None
+    hidden, losses = None, []
     for step in range(steps):
         if c.batching == "stream":
             i = step % windows
@@ -120,9 +121,10 @@ def reference_weights(text: str, model_config: ModelConfig, c: TrainConfig,
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
         optimizer.step()
+        losses.append(loss.item())
         hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) \
             else hidden.detach()
-    return model.state_dict()
+    return model.state_dict(), losses
 
 
 @pytest.mark.parametrize("batching", ["stream", "random"])
@@ -142,9 +144,12 @@ def test_training_matches_a_plain_torch_loop(batching, cell, tmp_path):
     assert (1400 // 8 - 1) // 16 == 10               # windows per epoch: the run wraps twice
     train(tmp_path / "t.txt", model, config, progress=False)
     last = load_checkpoint(tmp_path / "run" / "last.pt")
-    expected = reference_weights(text, model, config, 23)
-    for name, tensor in expected.items():
+    weights, losses = reference_run(text, model, config, 23)
+    for name, tensor in weights.items():
         assert torch.allclose(last["model_state"][name], tensor, atol=1e-5), name
+    # Each row's train loss: the mean over the steps since the row before.
+    assert [r["train_loss"] for r in last["metrics"]] == pytest.approx(
+        [np.mean(losses[:10]), np.mean(losses[10:20]), np.mean(losses[20:])], abs=1e-5)
     # Passes over the text: 23 of 10 windows, or 23 batches of 8 x 16 of 1,400 characters.
     epochs = 2.3 if batching == "stream" else 23 * 8 * 16 / 1400
     assert last["epoch"] == pytest.approx(epochs)
@@ -178,9 +183,24 @@ def busy_process() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-@pytest.mark.parametrize("loaded", [False, True], ids=["idle", "loaded"])
-def test_a_time_budget_trains_and_ends_in_time(small_text, tmp_path, loaded):
-    budget = 4.0
+def slow_evaluation(seconds_per_char: float):
+    """``train.evaluate`` that also takes ``seconds_per_char`` per character scored:
+    a validation pass whose cost the run must reserve time for."""
+    real = train_module.evaluate
+
+    def evaluate(model, ids, device, on_chunk=None):
+        time.sleep(seconds_per_char * len(ids))
+        return real(model, ids, device, on_chunk)
+    return evaluate
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["idle-slow-validation", "loaded"])
+def test_a_time_budget_trains_and_ends_in_time(small_text, tmp_path, monkeypatch, loaded):
+    """Idle: a validation pass of 3 s (6,000 characters at 0.5 ms) must be reserved out of
+    an 8 s budget. Loaded: a busy process takes a core while the run trains."""
+    budget = 4.0 if loaded else 8.0
+    if not loaded:
+        monkeypatch.setattr(train_module, "evaluate", slow_evaluation(5e-4))
     model, config = tiny_configs(max_steps=None, max_time=budget, eval_every=10_000,
                                  out=str(tmp_path / "t"))
     busy = busy_process() if loaded else None
@@ -198,6 +218,36 @@ def test_a_time_budget_trains_and_ends_in_time(small_text, tmp_path, loaded):
     assert load_checkpoint(tmp_path / "t" / "last.pt")["step"] == result.step
 
 
+@pytest.mark.parametrize("batching, steps", [
+    ("stream", 15),   # 8 streams of 175 characters: 10 whole windows of 16 per pass
+    ("random", 17),   # ceil(1.5 * 1,400 / (8 * 16)): windows enough for 1.5 x the text
+])
+def test_an_epochs_budget_takes_that_many_passes_over_the_text(tmp_path, batching, steps):
+    text = tmp_path / "t.txt"
+    text.write_text("abcdefgh \n" * 140, encoding="utf-8")       # 1,400 characters
+    model = ModelConfig(cell="gru", embedding_dim=4, hidden_size=8, num_layers=1)
+    config = TrainConfig(seq_length=16, batch_size=8, batching=batching, epochs=1.5,
+                         eval_every=100, sample_every=0, device="cpu", val_file=str(text),
+                         out=str(tmp_path / "run"))
+    result = train(text, model, config, progress=False)
+    assert result.step == steps
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] >= 1.5
+
+
+def test_adamw_decays_weight_matrices_only_and_decoupled_from_the_gradient():
+    """With zero gradients, AdamW's step is the decay alone, w <- w (1 - lr wd), on the
+    recurrent and head matrices; biases and the embedding table do not move."""
+    model = CharRNN(7, ModelConfig(cell="lstm", embedding_dim=4, hidden_size=5,
+                                   num_layers=1))
+    config = TrainConfig(optimizer="adamw", lr=0.1, weight_decay=0.5)
+    optimizer = train_module.make_optimizer(model, config)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for name, p in model.named_parameters():
+        factor = 0.95 if p.dim() >= 2 and name != "embedding.weight" else 1.0
+        assert torch.allclose(p.detach(), before[name] * factor), name
 def test_best_pt_keeps_the_lowest_validation_loss(small_text, tmp_path, monkeypatch):
     """Validation losses scripted to fall, rise, fall less: best.pt stays at the lowest
     one, last.pt follows the run, and the metrics hold each one with its bits."""
