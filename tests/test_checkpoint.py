@@ -217,3 +217,16 @@ def test_kill_9_at_random_moments_never_leaves_a_torn_checkpoint(small_text, tmp
         assert steps_seen[-1] >= target, steps_seen
     print(f"steps at each kill: {steps_seen[1:]}; temporary files left by killed writes: "
           f"{torn_writes_interrupted}")
+
+
+def test_only_known_format_versions_load(tiny_run, tmp_path):
+    ckpt = torch.load(tiny_run / "best.pt", weights_only=True)
+    for version, message in ((checkpoint_module.FORMAT_VERSION + 1, "newer charrnn"),
+                             (0, "invalid format_version"), ("1", "invalid format_version")):
+        ckpt["format_version"] = version
+        torch.save(ckpt, tmp_path / "other.pt")
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(tmp_path / "other.pt")
+    ckpt["format_version"] = checkpoint_module.FORMAT_VERSION
+    torch.save(ckpt, tmp_path / "same.pt")
+    assert load_checkpoint(tmp_path / "same.pt")["step"] == ckpt["step"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.data import Vocab
 from charrnn.errors import DataError
 from charrnn.sample import choose, generate
 
@@ -133,7 +134,8 @@ def assert_draws_from(text: str, probs: dict[str, float]) -> None:
 
 
 SETTINGS = [dict(), dict(temperature=0.5), dict(temperature=2.0), dict(top_k=3),
-            dict(top_p=0.6), dict(top_p=0.9, temperature=0.7), dict(top_k=4, top_p=0.9)]
+            dict(top_k=7), dict(top_p=0.6), dict(top_p=0.9, temperature=0.7),
+            dict(top_k=4, top_p=0.9)]
 
 
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v
@@ -206,3 +208,23 @@ def test_sampling_equals_rereading_the_whole_text_each_step(name):
             ids.append(int(choose(logits[:, -1], generator=generator)))
     expected = "".join(vocab.chars[i] for i in ids[len(prime):])
     assert "".join(generate(model, vocab, 60, prime=prime, seed=21)) == expected
+
+
+@pytest.mark.parametrize("chars, start", [("\n abcdef", "\n"), (" abcdef", " ")])
+def test_without_a_prime_generation_starts_from_a_newline_or_else_a_space(chars, start):
+    from charrnn.config import ModelConfig
+    from charrnn.model import CharRNN
+
+    torch.manual_seed(0)
+    vocab = Vocab(chars)
+    model = CharRNN(len(vocab), ModelConfig(embedding_dim=8, hidden_size=16,
+                                            num_layers=1)).eval()
+    with torch.no_grad():                   # larger weights: the text depends on the prime
+        for p in model.parameters():
+            p.mul_(3.0)
+
+    def first_draws(prime):                 # 2,000 draws of the first new character
+        return "".join(generate(model, vocab, 1, prime=prime, num_samples=2000, seed=3))
+
+    assert first_draws(None) == first_draws(start)
+    assert first_draws(None) != first_draws("e")
