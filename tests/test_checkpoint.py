@@ -230,3 +230,37 @@ def test_only_known_format_versions_load(tiny_run, tmp_path):
     ckpt["format_version"] = checkpoint_module.FORMAT_VERSION
     torch.save(ckpt, tmp_path / "same.pt")
     assert load_checkpoint(tmp_path / "same.pt")["step"] == ckpt["step"]
+
+
+def test_sample_without_a_path_takes_the_run_that_saved_last(tiny_run, tmp_path, monkeypatch,
+                                                              capsys):
+    monkeypatch.chdir(tmp_path)
+    for name, age in (("old", 1000), ("new", 10)):
+        shutil.copytree(tiny_run, tmp_path / "runs" / name)
+        for f in (tmp_path / "runs" / name).iterdir():
+            os.utime(f, (time.time() - age, time.time() - age))
+    code, out, err = run(["sample", "--len", "5", "--seed", "1"], capsys)
+    assert code == 0 and len(out) == 6
+    assert err.splitlines()[0] == f"sampling from {os.path.join('runs', 'new', 'best.pt')}"
+    os.utime(tmp_path / "runs" / "old" / "last.pt")       # the old run saved again, now
+    code, _, err = run(["sample", "--len", "5"], capsys)
+    assert err.splitlines()[0] == f"sampling from {os.path.join('runs', 'old', 'best.pt')}"
+
+
+def test_a_loaded_model_predicts_without_dropout(tmp_path):
+    """A checkpoint of a model trained with dropout loads ready to predict: the same
+    input gives the same logits every time, equal to the module's own eval mode."""
+    from charrnn.config import TrainConfig, to_dict
+    from charrnn.model import CharRNN
+
+    config = ModelConfig(cell="gru", embedding_dim=8, hidden_size=16, num_layers=2,
+                         dropout=0.5)
+    model = CharRNN(6, config)
+    save_checkpoint({"model_config": to_dict(config), "train_config": to_dict(TrainConfig()),
+                     "vocab": "abcdef", "model_state": model.state_dict()},
+                    tmp_path / "dropout.pt")
+    loaded, _ = model_from_checkpoint(load_checkpoint(tmp_path / "dropout.pt"))
+    idx = torch.randint(0, 6, (4, 30))
+    with torch.no_grad():
+        first, again, expected = loaded(idx)[0], loaded(idx)[0], model.eval()(idx)[0]
+    assert torch.equal(first, again) and torch.allclose(first, expected)
