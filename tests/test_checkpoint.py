@@ -178,6 +178,8 @@ def test_an_interrupted_and_resumed_run_equals_the_straight_run(batching, small_
         assert [r[column] for r in a] == [r[column] for r in b], column
     for row in b:                                   # the timing columns are filled in
         assert float(row["elapsed_s"]) > 0 and float(row["chars_per_s"]) > 0
+    # The clock goes on from the time the first part trained.
+    assert 0 < float(b[0]["elapsed_s"]) <= saved["elapsed"] < float(b[1]["elapsed_s"])
     first, again = (load_checkpoint(tmp_path / name / "last.pt")
                     for name in ("straight", "resumed"))
     for name, tensor in first["model_state"].items():
@@ -219,7 +221,7 @@ def test_kill_9_at_random_moments_never_leaves_a_torn_checkpoint(small_text, tmp
           f"{torn_writes_interrupted}")
 
 
-def test_only_known_format_versions_load(tiny_run, tmp_path):
+def test_only_known_format_versions_and_a_vocabulary_load(tiny_run, tmp_path):
     ckpt = torch.load(tiny_run / "best.pt", weights_only=True)
     for version, message in ((checkpoint_module.FORMAT_VERSION + 1, "newer charrnn"),
                              (0, "invalid format_version"), ("1", "invalid format_version")):
@@ -228,6 +230,10 @@ def test_only_known_format_versions_load(tiny_run, tmp_path):
         with pytest.raises(CheckpointError, match=message):
             load_checkpoint(tmp_path / "other.pt")
     ckpt["format_version"] = checkpoint_module.FORMAT_VERSION
+    for vocab in ("", ["a", "b"]):
+        torch.save({**ckpt, "vocab": vocab}, tmp_path / "other.pt")
+        with pytest.raises(CheckpointError, match="has no vocabulary"):
+            load_checkpoint(tmp_path / "other.pt")
     torch.save(ckpt, tmp_path / "same.pt")
     assert load_checkpoint(tmp_path / "same.pt")["step"] == ckpt["step"]
 
@@ -264,3 +270,18 @@ def test_a_loaded_model_predicts_without_dropout(tmp_path):
     with torch.no_grad():
         first, again, expected = loaded(idx)[0], loaded(idx)[0], model.eval()(idx)[0]
     assert torch.equal(first, again) and torch.allclose(first, expected)
+
+
+def test_resuming_removes_the_temporary_files_a_killed_save_left(tiny_run, small_text,
+                                                                 tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    torn = [run_dir / ".last.pt.x1y2.tmp", run_dir / ".best.pt.a3b4.tmp"]
+    for path in torn:
+        path.write_bytes((run_dir / "last.pt").read_bytes()[:1000])
+    saved = load_checkpoint(run_dir / "last.pt")
+    _, config = tiny_configs(max_steps=22)
+    train(small_text, ModelConfig(**saved["model_config"]), config, resume=saved,
+          resume_path=run_dir / "last.pt", progress=False)
+    assert not any(path.exists() for path in torn)
+    assert load_checkpoint(run_dir / "last.pt")["step"] == 22

@@ -150,6 +150,17 @@ def test_damaged_cache_files_are_rebuilt(tmp_path):
     assert json.loads(scan_file.read_text(encoding="utf-8"))["chars"] == len(MIXED)
 
 
+def test_cached_ids_of_another_width_are_rebuilt(tmp_path):
+    path = tmp_path / "t.txt"
+    write(path, MIXED)
+    cache = tmp_path / "cache"
+    _, vocab, ids = corpus.prepare(path, cache)
+    assert ids.dtype == np.uint8
+    np.save(ids.filename, np.asarray(ids).astype(np.uint16))   # same name, same length
+    _, _, again = corpus.prepare(path, cache)
+    assert again.dtype == np.uint8 and vocab.decode(again) == MIXED
+
+
 def test_a_checkpoint_vocabulary_encodes_a_text_that_uses_part_of_it(tmp_path):
     path = tmp_path / "t.txt"
     write(path, "cab")
