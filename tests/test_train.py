@@ -70,17 +70,21 @@ def test_bidirectional_training_is_refused(small_text):
         train(small_text, model, config, progress=False)
 
 
-def test_each_step_uses_the_scheduled_learning_rate(tiny_run):
+def test_each_step_uses_the_scheduled_learning_rate(small_text, tmp_path):
     """Step k of N (k = 1..N) uses lr * min(1, k / warmup) * (r + (1 - r) * cosine),
     the cosine at (k - 1) / N of the budget: the metrics' lr is that of the step the
-    row ends with. The tiny run: lr 3e-3, warmup 5, r = 0.1, N = 20."""
-    rows = load_checkpoint(tiny_run / "last.pt")["metrics"]
+    row ends with. Here lr 3e-3, warmup 5, r = 0.1, N = 12, a row every 2 steps."""
+    model, config = tiny_configs(max_steps=12, eval_every=2, warmup_steps=5,
+                                 out=str(tmp_path / "run"))
+    train(small_text, model, config, progress=False)
+    rows = load_checkpoint(tmp_path / "run" / "last.pt")["metrics"]
 
     def by_hand(k: int) -> float:
-        cosine = 0.5 * (1 + math.cos(math.pi * (k - 1) / 20))
+        cosine = 0.5 * (1 + math.cos(math.pi * (k - 1) / 12))
         return 3e-3 * min(1.0, k / 5) * (0.1 + 0.9 * cosine)
 
-    assert [r["lr"] for r in rows] == pytest.approx([by_hand(10), by_hand(20)], rel=1e-9)
+    assert [r["lr"] for r in rows] == pytest.approx([by_hand(k) for k in range(2, 13, 2)],
+                                                    rel=1e-9)
 
 
 def test_learning_rate_warms_up_then_decays_by_cosine():
