@@ -20,10 +20,10 @@ import torch
 from charrnn import checkpoint as checkpoint_module
 from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from charrnn.config import ModelConfig
+from charrnn.config import ModelConfig, TrainConfig, to_dict
 from charrnn.data import Vocab
 from charrnn.errors import CheckpointError, ConfigError, TrainingInterrupted
-from charrnn.model import detach_hidden
+from charrnn.model import CharRNN, detach_hidden
 from charrnn.train import train
 
 from conftest import run, start_training, tiny_configs, wait_for
@@ -46,10 +46,9 @@ def test_checkpoint_round_trip_gives_identical_logits(tiny_run, tmp_path):
     assert torch.equal(before, again)
 
 
-
 def test_resume_refuses_changed_model_settings(tiny_run, small_text):
     ckpt = load_checkpoint(tiny_run / "last.pt")
-    model, config = tiny_configs(max_steps=30)
+    _, config = tiny_configs(max_steps=30)
     bigger = ModelConfig(**{**ckpt["model_config"], "hidden_size": 64})
     with pytest.raises(ConfigError, match="hidden_size 32 -> 64"):
         train(small_text, bigger, config, resume=ckpt, progress=False)
@@ -77,7 +76,6 @@ def test_a_foreign_file_is_not_a_checkpoint(tmp_path):
 
 
 # --- the loop against a plain-torch one ---------------------------------------------
-
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tiny_run, tmp_path, monkeypatch):
@@ -128,7 +126,6 @@ def test_any_flipped_byte_is_caught_or_harmless(tiny_run, tmp_path):
             assert torch.equal(ckpt["model_state"][name], tensor), (position, name)
         assert ckpt["vocab"] == reference["vocab"] and ckpt["metrics"] == reference["metrics"]
     assert caught > 100
-
 
 
 def metrics_rows(run_dir) -> list[dict[str, str]]:
@@ -256,9 +253,6 @@ def test_sample_without_a_path_takes_the_run_that_saved_last(tiny_run, tmp_path,
 def test_a_loaded_model_predicts_without_dropout(tmp_path):
     """A checkpoint of a model trained with dropout loads ready to predict: the same
     input gives the same logits every time, equal to the module's own eval mode."""
-    from charrnn.config import TrainConfig, to_dict
-    from charrnn.model import CharRNN
-
     config = ModelConfig(cell="gru", embedding_dim=8, hidden_size=16, num_layers=2,
                          dropout=0.5)
     model = CharRNN(6, config)
