@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -117,6 +118,9 @@ def train(
     init_from: Annotated[Optional[Path], typer.Option(
         help="Start from this checkpoint's weights (same model and vocabulary).",
         rich_help_panel=RUN)] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Let a new run replace the checkpoints and metrics of the run "
+        "already in its --out folder.", rich_help_panel=RUN)] = False,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress bar or samples; print the summary only.",
         rich_help_panel=RUN)] = False,
@@ -159,7 +163,8 @@ def train(
     result = run_training(text, model_config, train_config,
                           resume=source if resume else None,
                           resume_path=source_path if resume else None,
-                          init_from=source if init_from else None, progress=not quiet,
+                          init_from=source if init_from else None, overwrite=overwrite,
+                          progress=not quiet,
                           start_time=STARTED, on_start=None if quiet else _show_start)
     if result.rank != 0:  # under torchrun, rank 0 reports for the group
         return
@@ -168,7 +173,10 @@ def train(
               f"{result.val_loss:.4f} nats/char ({result.val_loss / LN2:.3f} bits/char), best "
               f"{result.best_val_loss:.4f}")
     err.print(escape(f"checkpoints: {result.run_dir}/best.pt, {result.run_dir}/last.pt"))
-    err.print("next: charrnn sample --len 200")
+    # Without a path, sample reads the newest run under runs/: name any other folder.
+    default = Path(result.run_dir).resolve().parent == Path("runs").resolve()
+    where = "" if default else f" {shlex.quote(str(result.run_dir))}"
+    err.print(escape(f"next: charrnn sample{where} --len 200"))
     if as_json:
         print(json.dumps(_train_summary(result)))
 
@@ -245,7 +253,8 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(
         help="Same seed, same text \\[default: random].")] = None,
     num_samples: Annotated[int, typer.Option(
-        help="Independent samples, generated together as one batch.")] = 1,
+        help="Independent samples, generated together as one batch, separated by a blank "
+        "line.")] = 1,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Write the text to this file instead of stdout.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
@@ -279,13 +288,13 @@ def sample(
                 stream.write(ch)
                 if ch == "\n":
                     stream.flush()
-            stream.write("\n")
         else:
             columns = list(steps)
-            for i in range(num_samples):
-                stream.write((prime or "") + "".join(col[i] for col in columns) + "\n")
-                if i + 1 < num_samples:
-                    stream.write("\n")
+            stream.write("\n\n".join((prime or "") + "".join(col[i] for col in columns)
+                                     for i in range(num_samples)))
+        # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
+        if stream.isatty():
+            stream.write("\n")
         stream.flush()
     finally:
         if output:

@@ -175,14 +175,30 @@ def _default_run_dir(text_path: Path, cell: str) -> Path:
     return Path("runs") / f"{stamp}-{text_path.stem}-{cell}"
 
 
-def _prepare_run_dir(run_dir: Path, model_config, train_config, checkpoint_bytes: int) -> None:
-    """Create the folder, write config.toml and check the free space, so that an
-    unwritable or full place fails before any training time is spent. Temporary files
-    that a killed run left behind are removed (the checkpoints they were to replace
-    are intact)."""
+RUN_FILES = (BEST, LAST, "metrics.csv")  # what a run folder holds once a run has saved
+
+
+def _check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
+    """The results of an earlier run in ``run_dir``, which a new run may replace only
+    when asked to (``overwrite``); otherwise a one-line error says what to do instead."""
+    held = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
+    if held and not overwrite:
+        names = ", ".join(path.name for path in held)
+        raise ConfigError(f"run folder {run_dir} already holds a run ({names}); continue it "
+                          f"with --resume {run_dir}, train into a new folder with --out, or "
+                          "replace it with --overwrite")
+    return held
+
+
+def _prepare_run_dir(run_dir: Path, model_config, train_config, checkpoint_bytes: int,
+                     replaced: list[Path]) -> None:
+    """Create the folder, remove the ``replaced`` results of an earlier run, write
+    config.toml and check the free space, so that an unwritable or full place fails
+    before any training time is spent. Temporary files that a killed run left behind
+    are removed (the checkpoints they were to replace are intact)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp"):
+        for stale in [*run_dir.glob(".*.tmp"), *replaced]:
             stale.unlink()
         (run_dir / "config.toml").write_text(cfg.to_toml(model_config, train_config),
                                              encoding="utf-8")
@@ -225,7 +241,8 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
 
     Options: ``resume``, a loaded checkpoint to continue exactly (model, optimiser,
     schedule, data position, hidden state, RNG), and ``resume_path``, its file;
-    ``init_from``, a loaded checkpoint whose weights start a new run; ``progress``;
+    ``init_from``, a loaded checkpoint whose weights start a new run; ``overwrite``, let
+    a new run replace the checkpoints and metrics already in its folder; ``progress``;
     ``start_time`` (``time.time()``), so that the wall-clock budget counts the process's
     start-up too; ``on_start``, called with a dict describing the run just before the
     first step (for the CLI to show). Under torchrun every process calls this, and
@@ -241,7 +258,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
 def _train(group: distributed.Group, device: torch.device, text_path: str | Path,
            model_config: cfg.ModelConfig, c: cfg.TrainConfig, *, resume: dict | None = None,
            resume_path: str | Path | None = None, init_from: dict | None = None,
-           progress: bool = True, start_time: float | None = None,
+           overwrite: bool = False, progress: bool = True, start_time: float | None = None,
            on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     t0 = time.time() if start_time is None else start_time
     progress = progress and group.main
@@ -260,6 +277,7 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
     text_path = Path(text_path)
     run_dir = Path(c.out) if c.out else (
         Path(resume_path).parent if resume_path else _default_run_dir(text_path, model_config.cell))
+    replaced = _check_run_dir_is_free(run_dir, overwrite) if resume is None else []
     cache_dir = Path(c.cache_dir) if c.cache_dir else run_dir.parent / ".cache"
     texts = [(text_path, "training text")] + ([(Path(c.val_file), "validation file")]
                                               if c.val_file else [])
@@ -309,7 +327,8 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
         torch.manual_seed(c.seed + step + group.rank)
 
     if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
-        _prepare_run_dir(run_dir, model_config, c, checkpoint_bytes=12 * model.num_parameters())
+        _prepare_run_dir(run_dir, model_config, c, checkpoint_bytes=12 * model.num_parameters(),
+                         replaced=replaced)
     max_steps = c.budget_steps()
     step_budgets = [max_steps] if max_steps else []
     if c.epochs:
@@ -359,8 +378,10 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
                   "resumed_at": step, "processes": group.world_size})
 
     # --- the loop ----------------------------------------------------------------
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, unit="step",
-               dynamic_ncols=True, file=sys.stderr, leave=True)
+    # The bar redraws one line in place: only on a terminal. Elsewhere (a log file, a
+    # pipe) the evaluation lines alone report progress, one plain line each.
+    bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
+               disable=not (progress and sys.stderr.isatty()), file=sys.stderr, leave=True)
     def say(message: str) -> None:  # through the bar, so it is not torn; on stderr
         if progress:
             bar.write(message, file=sys.stderr)
@@ -453,17 +474,18 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
             chars_seen += x.numel() * group.world_size
             loss_sum += loss_value
             loss_count += 1
-            bar.update(1)
-            bar.set_postfix_str(f"loss {loss_value:.3f} val "
-                                f"{'-' if math.isnan(val_loss) else f'{val_loss:.3f}'} "
-                                f"{chars_seen / max(train_time, 1e-9):,.0f} chars/s"
-                                + (f" left {max(0.0, c.max_time - elapsed()):.0f}s"
-                                   if c.max_time else ""), refresh=False)
+            rate = chars_seen / max(train_time, 1e-9)   # before an evaluation resets it
             if step % c.eval_every == 0:
                 run_eval()
             if progress and c.sample_every and step % c.sample_every == 0:
                 text_sample = "".join(generate(model, vocab, c.sample_length, seed=c.seed + step))
                 say(f"--- sample at step {step} ---\n{text_sample}\n---")
+            bar.set_postfix_str(f"loss {loss_value:.3f} val "
+                                f"{'-' if math.isnan(val_loss) else f'{val_loss:.3f}'} "
+                                f"{rate:,.0f} chars/s"
+                                + (f" left {max(0.0, c.max_time - elapsed()):.0f}s"
+                                   if c.max_time else ""), refresh=False)
+            bar.update(1)
         if last_eval_step != step:
             run_eval()
     bar.close()

@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import random
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -35,12 +36,15 @@ def test_train_then_sample_then_inspect_end_to_end(small_text, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert trained.stdout == ""                      # narration goes to stderr
     assert "sample at step 6" in trained.stderr and "best.pt" in trained.stderr
+    # Not a terminal: plain lines, one per evaluation, and no bar redrawn in place.
+    assert "\r" not in trained.stderr and "step 6: train" in trained.stderr
+    assert trained.stderr.strip().splitlines()[-1] == "next: charrnn sample --len 200"
     runs = [p for p in (tmp_path / "runs").iterdir() if p.name != ".cache"]
     assert len(runs) == 1 and (runs[0] / "best.pt").is_file()
 
     sampled = charrnn("sample", "--len", "200", "--seed", "3", cwd=tmp_path)
     assert sampled.returncode == 0, sampled.stderr
-    assert len(sampled.stdout) == 201 and sampled.stdout.endswith("\n")   # 200 + newline
+    assert len(sampled.stdout) == 200                # exactly the characters asked for
     assert "best.pt" in sampled.stderr
     again = charrnn("sample", "--len", "200", "--seed", "3", cwd=tmp_path)
     assert again.stdout == sampled.stdout
@@ -48,8 +52,8 @@ def test_train_then_sample_then_inspect_end_to_end(small_text, tmp_path):
     primed = charrnn("sample", "--len", "30", "--prime", "ROMEO:", "--num-samples", "3",
                      "--seed", "1", cwd=tmp_path)
     texts = primed.stdout.split("\n\n")
-    assert len(texts) == 3 and all(t.strip("\n").startswith("ROMEO:") for t in texts)
-    assert all(len(t.strip("\n")) == 6 + 30 for t in texts)
+    assert len(texts) == 3 and all(t.startswith("ROMEO:") for t in texts)
+    assert all(len(t) == 6 + 30 for t in texts)
 
     default = charrnn("inspect", cwd=tmp_path)        # the model the default flags build
     assert default.returncode == 0, default.stderr
@@ -208,3 +212,92 @@ def test_usage_errors_are_one_line_with_exit_code_2(capsys):
 def test_version(capsys):
     code, out, _ = run(["--version"], capsys)
     assert code == 0 and out.startswith("charrnn ")
+
+
+def terminal() -> tuple[int, int]:
+    """A pseudo-terminal of 24 x 120 characters: (leader, follower) descriptors."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    return leader, follower
+
+
+def read_all(leader: int) -> str:
+    """Everything written to the terminal until its last writer closed it."""
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:                      # the writers closed the terminal: all is read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return shown.decode("utf-8").replace("\r\n", "\n")    # the terminal's own line ends
+
+
+def test_on_a_terminal_the_sample_ends_with_a_newline(tiny_run, tmp_path):
+    leader, follower = terminal()
+    with open(follower, "wb", closefd=True) as screen:
+        done = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(tiny_run),
+                               "--len", "40", "--seed", "2"], stdout=screen,
+                              stderr=subprocess.PIPE, env=child_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = read_all(leader)
+    assert len(text) == 41 and text.endswith("\n")
+
+
+TINY = ["--hidden-size", "16", "--embedding-dim", "8", "--num-layers", "1", "--max-steps",
+        "4", "--eval-every", "2", "--sample-every", "0", "--batch-size", "4", "--seq-length",
+        "16", "-q"]
+
+
+def test_a_run_elsewhere_is_named_in_the_hint_and_never_written_over(small_text, tmp_path,
+                                                                     monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "my runs" / "a"
+    code, _, err = run(["train", str(small_text), *TINY, "--out", str(out)], capsys)
+    assert code == 0, err
+    hint = err.strip().splitlines()[-1]
+    assert hint == f"next: charrnn sample {shlex.quote(str(out))} --len 200"
+    code, text, err = run(shlex.split(hint.removeprefix("next: charrnn ")), capsys)
+    assert code == 0 and len(text) == 200, err                # the hint works as typed
+
+    kept = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt", "metrics.csv")}
+    refusal = (f"error: run folder {out} already holds a run (best.pt, last.pt, metrics.csv); "
+               f"continue it with --resume {out}, train into a new folder with --out, or "
+               "replace it with --overwrite")
+    for again in (["train", str(small_text), *TINY, "--out", str(out)],
+                  ["train", str(small_text), "-q", "--config", str(out / "config.toml")]):
+        code, _, err = run(again, capsys)
+        assert code == 1 and err.strip() == refusal
+    assert {name: (out / name).read_bytes() for name in kept} == kept
+
+    code, _, err = run(["train", str(small_text), *TINY, "--out", str(out), "--seed", "7",
+                        "--max-steps", "2", "--overwrite"], capsys)
+    assert code == 0, err
+    rows = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["2"]   # the new run's rows alone
+    for name in ("best.pt", "last.pt"):
+        saved = torch.load(out / name, weights_only=True)
+        assert saved["step"] == 2 and saved["train_config"]["seed"] == 7
+
+
+def test_on_a_terminal_the_bar_shows_the_latest_validation_loss(small_text, tmp_path):
+    leader, follower = terminal()
+    with open(follower, "wb", closefd=True) as screen:
+        proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(small_text),
+                                 *TINY[:-1], "--lr", "0.03", "--out", str(tmp_path / "run")],
+                                stdout=subprocess.PIPE, stderr=screen, env=child_env())
+    shown = read_all(leader)
+    assert proc.wait(timeout=300) == 0
+    rows = (tmp_path / "run" / "metrics.csv").read_text(encoding="utf-8").splitlines()
+    val_2, val_4 = (f"{float(row.split(',')[5]):.3f}" for row in rows[1:])
+    assert val_2 != val_4
+    last_bar = shown.split("4/4")[-1]
+    assert f"val {val_4}" in last_bar
