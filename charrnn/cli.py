@@ -537,7 +537,12 @@ def runs_(
     elif not summaries:
         err.print(f"no runs under {folder} yet; start one with: charrnn train TEXT")
     else:
-        Console(highlight=False).print(runs_table(summaries))
+        # A terminal gets a table that fits it; a pipe or a file gets every column whole.
+        out = Console(highlight=False)
+        if out.is_terminal:
+            out.print(runs_table(summaries, width=out.width))
+        else:
+            Console(highlight=False, width=10_000).print(runs_table(summaries))
 
 
 @app.command(epilog="Example: charrnn plot runs/a runs/b -o loss.png", rich_help_panel=LOOK)

@@ -207,29 +207,51 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
-def runs_table(summaries: list[RunSummary]):
-    """A rich ``Table`` of the runs, the one with the lowest best val loss marked."""
+# Columns of ``runs_table``; where a terminal is too narrow for all of them, the first
+# ones named in DROPPED_FIRST go first. The run's path always stays.
+RUN_COLUMNS = (("updated", "left"), ("corpus", "left"), ("model", "left"), ("params", "right"),
+               ("steps", "right"), ("best val", "right"), ("elapsed", "right"), ("run", "left"))
+DROPPED_FIRST = ("params", "corpus", "updated", "elapsed", "model")
+
+
+def runs_table(summaries: list[RunSummary], width: int | None = None):
+    """A rich ``Table`` of the runs, the one with the lowest best val loss marked; no
+    wider than ``width`` characters when given (less useful columns left out)."""
     from datetime import datetime
 
     from rich.table import Table
 
     losses = [s.best_val_loss for s in summaries if s.best_val_loss is not None]
     lowest = min(losses) if losses else None
-    table = Table(box=None, pad_edge=False, header_style="bold",
-                  caption="* lowest best val loss (nats/char); each run's best.pt holds "
-                          "its best" if lowest is not None else None, caption_justify="left")
-    for name, justify in (("updated", "left"), ("corpus", "left"), ("model", "left"),
-                          ("params", "right"), ("steps", "right"), ("best val", "right"),
-                          ("elapsed", "right"), ("run", "left")):
-        table.add_column(name, justify=justify, overflow="fold", no_wrap=name != "run")
+    rows, styles = [], []
     for s in summaries:
         best = "?" if s.best_val_loss is None else f"{s.best_val_loss:.4f}"
         marked = s.best_val_loss is not None and s.best_val_loss == lowest
-        table.add_row(
-            datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M"),
-            Path(s.corpus).name if s.corpus else "?", s.model,
-            f"{s.parameters:,}" if s.parameters else "?",
-            f"{s.steps:,}" if s.steps is not None else "?",
-            f"{best}{' *' if marked else '  '}", _duration(s.elapsed_s), s.path,
-            style="bold" if marked else None)
+        rows.append((datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M"),
+                     Path(s.corpus).name if s.corpus else "?", s.model,
+                     f"{s.parameters:,}" if s.parameters else "?",
+                     f"{s.steps:,}" if s.steps is not None else "?",
+                     f"{best}{' *' if marked else '  '}", _duration(s.elapsed_s), str(s.path)))
+        styles.append("bold" if marked else None)
+    shown = [name for name, _ in RUN_COLUMNS]
+
+    def natural_width() -> int:  # each column as wide as its widest cell, 2 spaces between
+        columns = [max(len(name), *(len(row[k]) for row in rows))
+                   for k, (name, _) in enumerate(RUN_COLUMNS) if name in shown]
+        return sum(columns) + 2 * (len(columns) - 1)
+
+    for name in DROPPED_FIRST:
+        if width is None or natural_width() <= width:
+            break
+        shown.remove(name)
+    table = Table(box=None, pad_edge=False, header_style="bold",
+                  caption="* lowest best val loss (nats/char); each run's best.pt holds "
+                          "its best" if lowest is not None else None, caption_justify="left")
+    for name, justify in RUN_COLUMNS:
+        if name in shown:
+            table.add_column(name, justify=justify, no_wrap=name != "run",
+                             overflow="fold" if name == "run" else "ellipsis")
+    keep = [k for k, (name, _) in enumerate(RUN_COLUMNS) if name in shown]
+    for row, style in zip(rows, styles):
+        table.add_row(*(row[k] for k in keep), style=style)
     return table

@@ -139,3 +139,36 @@ def test_damaged_metrics_are_named(tmp_path):
     (tmp_path / "metrics.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     with pytest.raises(Exception, match="needs the columns step and val_loss"):
         read_metrics(tmp_path)
+
+
+def test_piped_runs_table_keeps_every_column_whole(runs_dir, capsys, monkeypatch):
+    """`charrnn runs | cat` on an 80-column terminal: not a terminal itself, so nothing
+    is cut to fit."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(["runs", str(runs_dir)], capsys)
+    assert code == 0
+    body = out.splitlines()[1:4]
+    for line, name in zip(body, ["later", "older", "stub"]):
+        assert line.rstrip().endswith(str(runs_dir / name))
+        assert line.split()[0].count("-") == 2 and ":" in line.split()[1]   # date and time
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_a_narrow_terminal_drops_columns_but_never_the_run(runs_dir, width):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from charrnn.runs import list_runs, runs_table
+
+    screen = StringIO()
+    Console(file=screen, width=width, highlight=False).print(
+        runs_table(list_runs(runs_dir, "time"), width=width))
+    lines = screen.getvalue().splitlines()
+    assert all(len(line) <= width for line in lines)
+    assert lines[0].split()[-1] == "run" and "best val" in lines[0] and "steps" in lines[0]
+    folded = "".join(line[lines[0].index("run"):].strip() for line in lines[1:]
+                     if not line.startswith("*"))
+    for name in ("later", "older", "stub"):
+        assert str(runs_dir / name) in folded
+    assert "…" not in folded
