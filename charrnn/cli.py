@@ -49,6 +49,10 @@ def _opt(section: str, name: str, *flags: str, panel: str, **kwargs: Any):
     """A flag whose help and default come from the config dataclass; the flag itself
     defaults to None so that only what the user typed overrides the config."""
     flag = flags or ("--" + name.replace("_", "-"),)
+    choices = cfg.choices_for(section, name)
+    if choices:  # the shell completes the value too
+        kwargs.setdefault("autocompletion",
+                          lambda incomplete: [c for c in choices if c.startswith(incomplete)])
     return typer.Option(*flag, help=escape(cfg.help_for(section, name)), rich_help_panel=panel,
                         show_default=False, **kwargs)
 
@@ -72,7 +76,8 @@ def _root(version: Annotated[bool, typer.Option(
 def train(
     text: Annotated[Optional[Path], typer.Argument(
         help="UTF-8 text file to learn from (optional with --resume).",
-        show_default=False)] = None,
+        show_default=False, autocompletion=lambda incomplete: _complete_text(incomplete))]
+        = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/); "
         "flags override it.", rich_help_panel=RUN)] = None,
@@ -579,6 +584,15 @@ def _complete_corpus(incomplete: str) -> list[str]:
     from charrnn.download import CORPORA
 
     return [name for name in CORPORA if name.startswith(incomplete)]
+
+
+def _complete_text(incomplete: str) -> list[str]:
+    """Corpus names, then the files and folders whose path starts with ``incomplete``."""
+    import glob
+
+    paths = sorted(p + os.sep if os.path.isdir(p) else p
+                   for p in glob.glob(glob.escape(incomplete) + "*"))
+    return _complete_corpus(incomplete) + paths
 
 
 @app.command(epilog="Example: charrnn download tinyshakespeare --to data/",

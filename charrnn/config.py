@@ -140,11 +140,20 @@ def fields_of(section: str) -> list[str]:
     return [f.name for f in fields(SECTIONS[section])]
 
 
+def _field(section: str, name: str) -> dataclasses.Field:
+    return next(f for f in fields(SECTIONS[section]) if f.name == name)
+
+
 def help_for(section: str, name: str) -> str:
     """The help text of one setting, with its default, for the CLI."""
-    f = next(f for f in fields(SECTIONS[section]) if f.name == name)
+    f = _field(section, name)
     default = "" if f.default is None else f" [default: {_format_value(f.default)}]"
     return f.metadata["help"] + default
+
+
+def choices_for(section: str, name: str) -> tuple[str, ...]:
+    """The values a setting takes, when it is one of a few names (else empty)."""
+    return _field(section, name).metadata["choices"]
 
 
 def _format_value(value: Any) -> str:

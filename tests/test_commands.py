@@ -58,6 +58,24 @@ def test_shell_completion_offers_commands_and_corpus_names(tmp_path):
     assert "_CHARRNN_COMPLETE=complete_bash" in script.stdout
 
 
+@pytest.mark.parametrize("words, expected", [
+    ("charrnn train --cell ", ["rnn", "lstm", "gru"]),
+    ("charrnn train --optimizer ad", ["adamw", "adam", "adagrad"]),
+    ("charrnn inspect --nonlinearity r", ["relu"]),
+    ("charrnn train --decay c", ["cosine"]),
+    ("charrnn train tin", ["tinyshakespeare", "tiny notes.txt", "tiny_dir/"]),
+])
+def test_completion_offers_option_values_corpus_names_and_files(tmp_path, words, expected):
+    (tmp_path / "tiny notes.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "tiny_dir").mkdir()
+    (tmp_path / "other.txt").write_text("x", encoding="utf-8")
+    index = len(words.split()) - (0 if words.endswith(" ") else 1)
+    offered = charrnn(cwd=tmp_path, _CHARRNN_COMPLETE="complete_bash", COMP_WORDS=words,
+                      COMP_CWORD=str(index))
+    assert offered.returncode == 0, offered.stderr
+    assert offered.stdout.splitlines() == expected
+
+
 def test_install_completion_writes_the_script_into_home(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
