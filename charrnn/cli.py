@@ -8,12 +8,14 @@ can cause are ``CharRNNError``s: one line on stderr, exit code 1.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import shlex
 import sys
 import time
+from inspect import Parameter, Signature, signature
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -57,6 +59,51 @@ def _opt(section: str, name: str, *flags: str, panel: str, **kwargs: Any):
                         show_default=False, **kwargs)
 
 
+# The flags of every setting in ModelConfig / TrainConfig that a command line may give:
+# (section, name, type, help panel, flag names if not --name). `train` and `config show`
+# take them all (``with_settings``); each is declared here once.
+SETTINGS = (
+    [("model", name, kind, MODEL, ()) for name, kind in (
+        ("cell", str), ("nonlinearity", str), ("embedding_dim", int), ("hidden_size", int),
+        ("num_layers", int), ("dropout", float), ("proj_size", int))]
+    + [("model", "tie_weights", bool, MODEL, ("--tie-weights/--no-tie-weights",)),
+       ("model", "bidirectional", bool, MODEL, ("--bidirectional",))]
+    + [("train", name, kind, DATA, ()) for name, kind in (
+        ("seq_length", int), ("batch_size", int), ("batching", str), ("val_fraction", float),
+        ("val_file", str), ("cache_dir", str))]
+    + [("train", name, kind, OPTIM, ()) for name, kind in (
+        ("optimizer", str), ("lr", float), ("decay", str), ("min_lr_ratio", float),
+        ("weight_decay", float), ("grad_clip", float), ("warmup_steps", int))]
+    + [("train", name, kind, BUDGET, ()) for name, kind in (
+        ("max_steps", int), ("epochs", float), ("max_time", float), ("eval_every", int),
+        ("sample_every", int))]
+    + [("train", "tensorboard", bool, BUDGET, ("--tensorboard/--no-tensorboard",))]
+    + [("train", name, kind, RUN, ()) for name, kind in (
+        ("out", str), ("seed", int), ("device", str), ("dtype", str))]
+)
+
+
+def with_settings(command):
+    """Give ``command`` one option per entry of SETTINGS, after its own parameters; it
+    receives what was typed as ``settings``: {section: {name: value or None}}."""
+    own = [p for p in signature(command, eval_str=True).parameters.values()
+           if p.name != "settings"]
+    added = [Parameter(name, Parameter.KEYWORD_ONLY, default=None,
+                               annotation=Annotated[Optional[kind],
+                                                    _opt(section, name, *flags, panel=panel)])
+             for section, name, kind, panel, flags in SETTINGS]
+
+    @functools.wraps(command)
+    def run(**values: Any) -> Any:
+        settings: dict[str, dict[str, Any]] = {section: {} for section in cfg.SECTIONS}
+        for section, name, *_ in SETTINGS:
+            settings[section][name] = values.pop(name)
+        return command(settings=settings, **values)
+
+    run.__signature__ = Signature(own + added)
+    return run
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"charrnn {__version__}")
@@ -73,6 +120,7 @@ def _root(version: Annotated[bool, typer.Option(
 
 @app.command(epilog="Example: charrnn train shakespeare.txt --cell lstm --max-time 300",
              rich_help_panel=USE)
+@with_settings
 def train(
     text: Annotated[Optional[Path], typer.Argument(
         help="UTF-8 text file to learn from (optional with --resume).",
@@ -81,42 +129,6 @@ def train(
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/); "
         "flags override it.", rich_help_panel=RUN)] = None,
-    cell: Annotated[Optional[str], _opt("model", "cell", panel=MODEL)] = None,
-    nonlinearity: Annotated[Optional[str], _opt("model", "nonlinearity", panel=MODEL)] = None,
-    embedding_dim: Annotated[Optional[int], _opt("model", "embedding_dim", panel=MODEL)] = None,
-    hidden_size: Annotated[Optional[int], _opt("model", "hidden_size", panel=MODEL)] = None,
-    num_layers: Annotated[Optional[int], _opt("model", "num_layers", panel=MODEL)] = None,
-    dropout: Annotated[Optional[float], _opt("model", "dropout", panel=MODEL)] = None,
-    proj_size: Annotated[Optional[int], _opt("model", "proj_size", panel=MODEL)] = None,
-    tie_weights: Annotated[Optional[bool], _opt(
-        "model", "tie_weights", "--tie-weights/--no-tie-weights", panel=MODEL)] = None,
-    bidirectional: Annotated[Optional[bool], typer.Option(
-        "--bidirectional", help="Refused: a next-character model must not see the future.",
-        rich_help_panel=MODEL)] = None,
-    seq_length: Annotated[Optional[int], _opt("train", "seq_length", panel=DATA)] = None,
-    batch_size: Annotated[Optional[int], _opt("train", "batch_size", panel=DATA)] = None,
-    batching: Annotated[Optional[str], _opt("train", "batching", panel=DATA)] = None,
-    val_fraction: Annotated[Optional[float], _opt("train", "val_fraction", panel=DATA)] = None,
-    val_file: Annotated[Optional[str], _opt("train", "val_file", panel=DATA)] = None,
-    cache_dir: Annotated[Optional[str], _opt("train", "cache_dir", panel=DATA)] = None,
-    optimizer: Annotated[Optional[str], _opt("train", "optimizer", panel=OPTIM)] = None,
-    lr: Annotated[Optional[float], _opt("train", "lr", panel=OPTIM)] = None,
-    decay: Annotated[Optional[str], _opt("train", "decay", panel=OPTIM)] = None,
-    min_lr_ratio: Annotated[Optional[float], _opt("train", "min_lr_ratio", panel=OPTIM)] = None,
-    weight_decay: Annotated[Optional[float], _opt("train", "weight_decay", panel=OPTIM)] = None,
-    grad_clip: Annotated[Optional[float], _opt("train", "grad_clip", panel=OPTIM)] = None,
-    warmup_steps: Annotated[Optional[int], _opt("train", "warmup_steps", panel=OPTIM)] = None,
-    max_steps: Annotated[Optional[int], _opt("train", "max_steps", panel=BUDGET)] = None,
-    epochs: Annotated[Optional[float], _opt("train", "epochs", panel=BUDGET)] = None,
-    max_time: Annotated[Optional[float], _opt("train", "max_time", panel=BUDGET)] = None,
-    eval_every: Annotated[Optional[int], _opt("train", "eval_every", panel=BUDGET)] = None,
-    sample_every: Annotated[Optional[int], _opt("train", "sample_every", panel=BUDGET)] = None,
-    out: Annotated[Optional[str], _opt("train", "out", panel=RUN)] = None,
-    seed: Annotated[Optional[int], _opt("train", "seed", panel=RUN)] = None,
-    device: Annotated[Optional[str], _opt("train", "device", panel=RUN)] = None,
-    dtype: Annotated[Optional[str], _opt("train", "dtype", panel=RUN)] = None,
-    tensorboard: Annotated[Optional[bool], _opt(
-        "train", "tensorboard", "--tensorboard/--no-tensorboard", panel=BUDGET)] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue a run exactly: its folder or a checkpoint in it.",
         rich_help_panel=RUN)] = None,
@@ -132,13 +144,11 @@ def train(
     as_json: Annotated[bool, typer.Option(
         "--json", help="Also print the final summary as JSON on stdout.",
         rich_help_panel=RUN)] = False,
+    settings: Optional[dict] = None,
 ) -> None:
     """Train a model on TEXT; checkpoints and metrics go to a run folder under runs/.
 
     TEXT is a UTF-8 file, or the name of a corpus fetched by charrnn download."""
-    given = locals()
-    flags = {section: {f: given[f] for f in cfg.fields_of(section) if f in given}
-             for section in cfg.SECTIONS}
     from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
     from charrnn.download import resolve_text
     from charrnn.train import train as run_training
@@ -153,7 +163,7 @@ def train(
         base["model"] = dict(source["model_config"])
         if resume:
             base["train"] = {k: v for k, v in source["train_config"].items() if k != "out"}
-    model_config, train_config = _resolve(base, config, flags)
+    model_config, train_config = cfg.resolve(config, settings, base)
     if resume:
         _say_changed(source["train_config"], train_config)
     if text is None:
@@ -203,18 +213,6 @@ def _train_summary(result: Any) -> dict[str, Any]:
             "chars_per_s": number(result.chars_per_s, 1),
             "best": str(Path(result.run_dir) / "best.pt"),
             "last": str(Path(result.run_dir) / "last.pt")}
-
-
-def _resolve(base: dict[str, dict[str, Any]], config_file: Path | None,
-             flags: dict[str, dict[str, Any]]) -> tuple[cfg.ModelConfig, cfg.TrainConfig]:
-    """Defaults < checkpoint (when continuing) < config file < flags."""
-    layers = {name: dict(values) for name, values in base.items()}
-    if config_file:
-        for name, values in cfg.read_toml(config_file).items():
-            layers[name].update(values)
-    for name, values in flags.items():
-        layers[name].update({k: v for k, v in values.items() if v is not None})
-    return cfg.build("model", layers["model"]), cfg.build("train", layers["train"])
 
 
 def _say_changed(saved: dict[str, Any], now: cfg.TrainConfig) -> None:
@@ -684,16 +682,19 @@ app.add_typer(config_app, name="config", rich_help_panel=SETUP,
 
 
 @config_app.command("show", epilog="Example: charrnn config show --config configs/tiny.toml "
-                    "> mine.toml")
+                    "--lr 1e-3 > mine.toml")
+@with_settings
 def config_show(
     config: Annotated[Optional[Path], typer.Option(
         "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/).")]
         = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")]
         = False,
+    settings: Optional[dict] = None,
 ) -> None:
-    """Print the resolved settings (defaults < --config file) as TOML that --config reads."""
-    model_config, train_config = cfg.resolve(config, {})
+    """Print the settings a train with the same --config and flags would use (defaults <
+    --config file < flags) as TOML that --config reads: a dry run of the precedence."""
+    model_config, train_config = cfg.resolve(config, settings)
     if as_json:
         print(json.dumps({"model": cfg.to_dict(model_config),
                           "train": cfg.to_dict(train_config)}, indent=2))

@@ -273,10 +273,14 @@ def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
     return {name: dict(data.get(name, {})) for name in SECTIONS}
 
 
-def resolve(config_file: str | Path | None, overrides: dict[str, dict[str, Any]]
-            ) -> tuple[ModelConfig, TrainConfig]:
-    """Defaults < config file < ``overrides`` (flags the user actually gave)."""
-    layers = read_toml(config_file) if config_file else {name: {} for name in SECTIONS}
+def resolve(config_file: str | Path | None, overrides: dict[str, dict[str, Any]],
+            base: dict[str, dict[str, Any]] | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """Defaults < ``base`` (a checkpoint's settings, when continuing from one) < config
+    file < ``overrides`` (flags; None means not given)."""
+    layers = {name: dict((base or {}).get(name, {})) for name in SECTIONS}
+    if config_file:
+        for section, values in read_toml(config_file).items():
+            layers[section].update(values)
     for section, values in overrides.items():
         layers[section].update({k: v for k, v in values.items() if v is not None})
     return build("model", layers["model"]), build("train", layers["train"])

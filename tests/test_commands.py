@@ -109,6 +109,28 @@ def test_config_show_resolves_a_file_over_the_defaults(tmp_path, capsys):
     assert shown["train"]["lr"] == 0.01 and shown["train"]["optimizer"] == "adamw"
 
 
+def test_config_show_is_a_dry_run_of_flags_over_the_file(tmp_path, capsys):
+    """The same flags as train, with the same precedence: defaults < --config < flags;
+    and the settings train would use are exactly those shown."""
+    preset = ROOT / "configs" / "tiny.toml"
+    flags = ["--lr", "0.02", "--cell", "gru", "--tie-weights", "--embedding-dim", "64",
+             "--max-time", "30", "--batching", "random"]
+    code, out, err = run(["config", "show", "-c", str(preset), *flags, "--json"], capsys)
+    assert code == 0, err
+    shown = json.loads(out)
+    in_file = cfg.read_toml(preset)
+    assert (shown["train"]["lr"], shown["model"]["cell"], shown["model"]["tie_weights"]) == \
+        (0.02, "gru", True)                                     # the flags win
+    assert shown["model"]["hidden_size"] == in_file["model"]["hidden_size"] != 256  # the file
+    assert shown["train"]["max_steps"] == in_file["train"]["max_steps"]
+    assert shown["train"]["grad_clip"] == cfg.TrainConfig().grad_clip             # default
+    code, _, err = run(["train", "data-that-is-not-there.txt", "-c", str(preset), *flags,
+                        "--out", str(tmp_path / "run")], capsys)
+    assert code == 1 and "does not exist" in err      # train takes the very same flags
+    code, _, err = run(["config", "show", "--lr", "-1"], capsys)
+    assert code == 1 and "lr must be greater than 0" in err
+
+
 def test_config_show_errors(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nlearning_rate = 0.1\n", encoding="utf-8")
