@@ -334,15 +334,17 @@ def inspect(
     batch_first: Annotated[bool, typer.Option(
         "--batch-first/--no-batch-first", help="Tensor layout: (N, L, H) or (L, N, H).",
         rich_help_panel="Forward pass")] = True,
-    seq_length: Annotated[int, typer.Option(
-        help="L: time steps of the example forward pass.",
-        rich_help_panel="Forward pass")] = 5,
-    batch_size: Annotated[int, typer.Option(
-        help="N: sequences in the example forward pass.",
-        rich_help_panel="Forward pass")] = 3,
-    vocab_size: Annotated[int, typer.Option(
-        help="V: vocabulary size when there is no checkpoint.",
-        rich_help_panel="Forward pass")] = 65,
+    seq_length: Annotated[Optional[int], typer.Option(
+        help="L: time steps of the example forward pass \\[default: the run's seq_length; "
+             "5 for a model built from flags].", rich_help_panel="Forward pass",
+        show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="N: sequences in the example forward pass \\[default: the run's batch_size; "
+             "3 for a model built from flags].", rich_help_panel="Forward pass",
+        show_default=False)] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(
+        help="V: vocabulary size of a model built from flags \\[default: 65].",
+        rich_help_panel="Forward pass", show_default=False)] = None,
     equations: Annotated[bool, typer.Option(
         "--equations", help="Write out the cell's equations with this model's sizes, which "
         "parameter rows hold which gate, and how layers, directions and h_n stack.")] = False,
@@ -382,7 +384,10 @@ def inspect(
              "terminal.", rich_help_panel="Neurons", show_default=False)] = None,
 ) -> None:
     """Explain a model: its parameters, costs, the tensor shapes of a forward pass and the
-    equations; or, with --activations, what its neurons do over a text."""
+    equations; or, with --activations, what its neurons do over a text.
+
+    Without a checkpoint or model flags it explains the newest run under runs/, like
+    sample; model flags (or --vocab-size, --no-batch-first) build a model instead."""
     given = {"cell": cell, "nonlinearity": nonlinearity, "embedding_dim": embedding_dim,
              "hidden_size": hidden_size, "num_layers": num_layers, "proj_size": proj_size,
              "bidirectional": bidirectional}
@@ -392,11 +397,13 @@ def inspect(
                     "--predictions": predictions or None, "--html": html}
     for name, value in (("--seq-length", seq_length), ("--batch-size", batch_size),
                         ("--vocab-size", vocab_size)):
-        if value < 1:
+        if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     from charrnn import views
-    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from charrnn.checkpoint import (latest_checkpoint, load_checkpoint, model_from_checkpoint,
+                                    resolve_checkpoint)
     from charrnn.data import load_text
+    from charrnn.errors import CheckpointError
     from charrnn.inspect import describe, describe_checkpoint
 
     if activations is not None:
@@ -438,17 +445,26 @@ def inspect(
     if needs:
         raise ConfigError(f"{needs} needs --activations TEXT_OR_FILE (the text to run the "
                           "model over)")
-    ckpt_info = None
+    ckpt_info, path = None, None
     if checkpoint is not None:
         if named:
             raise ConfigError(f"the checkpoint fixes the model; drop "
                               f"--{named[0].replace('_', '-')}")
         path = resolve_checkpoint(checkpoint)
+    elif not named and vocab_size is None and batch_first:
+        try:
+            path = latest_checkpoint()
+        except CheckpointError:  # no run yet: the model the default flags build
+            pass
+    if path is not None:
         ckpt = load_checkpoint(path)
         model, vocab = model_from_checkpoint(ckpt, path)
-        optimizer = (ckpt.get("train_config") or {}).get("optimizer")
-        report = describe(model.config, vocab_size=len(vocab), seq_length=seq_length,
-                          batch_size=batch_size, batch_first=True, verify=verify, model=model,
+        trained = ckpt.get("train_config") or {}
+        optimizer = trained.get("optimizer")
+        report = describe(model.config, vocab_size=len(vocab),
+                          seq_length=seq_length or trained.get("seq_length", 5),
+                          batch_size=batch_size or trained.get("batch_size", 3),
+                          batch_first=True, verify=verify, model=model,
                           train_config=cfg.build("train", {"optimizer": optimizer}
                                                  if optimizer else {}))
         corpus_text = None if corpus is None else load_text(corpus, what="corpus file")
@@ -461,8 +477,11 @@ def inspect(
             raise ConfigError("--corpus counts a checkpoint's vocabulary; give the checkpoint "
                               "too, e.g. charrnn inspect runs/<run> --corpus input.txt")
         model_config = cfg.build("model", {k: v for k, v in given.items() if v is not None})
-        report = describe(model_config, vocab_size=vocab_size, seq_length=seq_length,
-                          batch_size=batch_size, batch_first=batch_first, verify=verify)
+        report = describe(model_config, vocab_size=vocab_size or 65, seq_length=seq_length or 5,
+                          batch_size=batch_size or 3, batch_first=batch_first, verify=verify)
+    if checkpoint is None or Path(checkpoint).is_dir():
+        err.print(escape(f"describing {path}" if path else
+                         "describing the model the flags build (not a trained run)"))
     if as_json:
         if ckpt_info is not None:
             report["checkpoint"] = ckpt_info

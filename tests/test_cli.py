@@ -55,9 +55,20 @@ def test_train_then_sample_then_inspect_end_to_end(small_text, tmp_path):
     assert len(texts) == 3 and all(t.startswith("ROMEO:") for t in texts)
     assert all(len(t) == 6 + 30 for t in texts)
 
-    default = charrnn("inspect", cwd=tmp_path)        # the model the default flags build
-    assert default.returncode == 0, default.stderr
-    assert "rnn.weight_ih_l0" in default.stdout and "1024" in default.stdout
+    built = charrnn("inspect", "--cell", "lstm", cwd=tmp_path)   # flags build a model
+    assert built.returncode == 0, built.stderr
+    assert "rnn.weight_ih_l0" in built.stdout and "1024" in built.stdout
+    assert built.stderr == "describing the model the flags build (not a trained run)\n"
+    newest = charrnn("inspect", "--json", cwd=tmp_path)  # like sample: the newest run
+    assert newest.returncode == 0, newest.stderr
+    assert newest.stderr == f"describing {runs[0].relative_to(tmp_path) / 'best.pt'}\n"
+    facts = json.loads(newest.stdout)
+    assert facts["checkpoint"]["path"] == str(runs[0].relative_to(tmp_path) / "best.pt")
+    # Forward-pass shapes of a run: its own batch (8) and window (32), unless flags say.
+    assert facts["tensors"]["input_ids"] == [8, 32]
+    assert facts["tensors"]["h_n"] == [2, 8, 32]                 # 2 layers of 32 units
+    again = charrnn("inspect", str(runs[0]), "--batch-size", "2", "--json", cwd=tmp_path)
+    assert json.loads(again.stdout)["tensors"]["input_ids"] == [2, 32]
     shown = charrnn("inspect", str(runs[0]), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "rnn.weight_hh_l1" in shown.stdout and "vocab" in shown.stdout.lower()
