@@ -104,6 +104,13 @@ def with_settings(command):
     return run
 
 
+# Where sample, inspect, plot and runs look for runs when given none: one option, and
+# an environment variable for a session spent elsewhere.
+RunsDir = Annotated[Path, typer.Option(
+    "--runs-dir", envvar="CHARRNN_RUNS_DIR", help="Folder of run folders where the newest "
+    "run is looked for when none is given (or set CHARRNN_RUNS_DIR).")]
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"charrnn {__version__}")
@@ -238,8 +245,9 @@ def _show_start(info: dict[str, Any]) -> None:
              rich_help_panel=USE)
 def sample(
     checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="Checkpoint file or run folder \\[default: best.pt of the newest run under runs/]",
-        show_default=False)] = None,
+        help="Checkpoint file or run folder \\[default: best.pt of the newest run under "
+             "--runs-dir]", show_default=False)] = None,
+    runs_dir: RunsDir = Path("runs"),
     length: Annotated[int, typer.Option(
         "--len", "-n", help="New characters to generate per sample.")] = 200,
     prime: Annotated[Optional[str], typer.Option(
@@ -275,9 +283,9 @@ def sample(
     from charrnn.sample import generate
     from charrnn.train import resolve_device
 
-    path = resolve_checkpoint(checkpoint)
+    path = resolve_checkpoint(checkpoint, runs_dir)
     if checkpoint is None or Path(checkpoint).is_dir():
-        err.print(f"sampling from {path}")
+        err.print(escape(f"sampling from {path}"))
     model, vocab = model_from_checkpoint(load_checkpoint(path), path)
     model.to(resolve_device(device))
     steps = generate(model, vocab, length, prime=prime, num_samples=num_samples,
@@ -319,8 +327,9 @@ def _open_output(output: Path | None):
              rich_help_panel=LOOK)
 def inspect(
     checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="Checkpoint file or run folder; without one, describe the model the options "
-             "build.", show_default=False)] = None,
+        help="Checkpoint file or run folder \\[default: the newest run under --runs-dir, or "
+             "with model flags the model they build].", show_default=False)] = None,
+    runs_dir: RunsDir = Path("runs"),
     cell: Annotated[Optional[str], _opt("model", "cell", panel=MODEL)] = None,
     nonlinearity: Annotated[Optional[str], _opt("model", "nonlinearity", panel=MODEL)] = None,
     embedding_dim: Annotated[Optional[int], _opt(
@@ -420,7 +429,7 @@ def inspect(
 
         if html is not None:
             check_path(html)
-        path = resolve_checkpoint(checkpoint)
+        path = resolve_checkpoint(checkpoint, runs_dir)
         model, vocab = model_from_checkpoint(load_checkpoint(path), path)
         text, source = read_text(activations)
         report = activation_report(model, vocab, text, layer=layer, neurons=neuron, top=top,
@@ -453,7 +462,7 @@ def inspect(
         path = resolve_checkpoint(checkpoint)
     elif not named and vocab_size is None and batch_first:
         try:
-            path = latest_checkpoint()
+            path = latest_checkpoint(runs_dir)
         except CheckpointError:  # no run yet: the model the default flags build
             pass
     if path is not None:
@@ -542,8 +551,10 @@ def eval_(
 
 @app.command("runs", epilog="Example: charrnn runs --sort loss", rich_help_panel=LOOK)
 def runs_(
-    folder: Annotated[Path, typer.Argument(
-        help="Folder that holds run folders, or one run folder.")] = Path("runs"),
+    folder: Annotated[Optional[Path], typer.Argument(
+        help="Folder that holds run folders, or one run folder \\[default: --runs-dir].",
+        show_default=False)] = None,
+    runs_dir: RunsDir = Path("runs"),
     sort: Annotated[str, typer.Option(
         help="time: newest first; loss: lowest best val loss first.")] = "time",
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
@@ -553,6 +564,7 @@ def runs_(
     Newest first. The table goes to stdout; --json gives the same facts to scripts."""
     from charrnn.runs import list_runs, runs_table
 
+    folder = folder or runs_dir
     summaries = list_runs(folder, sort)
     if as_json:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
@@ -571,7 +583,8 @@ def runs_(
 def plot(
     run_dirs: Annotated[Optional[list[Path]], typer.Argument(
         metavar="RUN", help="Run folders (or their metrics.csv) to draw together "
-        "\\[default: the newest run under runs/].", show_default=False)] = None,
+        "\\[default: the newest run under --runs-dir].", show_default=False)] = None,
+    runs_dir: RunsDir = Path("runs"),
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("loss.png"),
     width: Annotated[int, typer.Option(help="Image width in pixels.")] = 1200,
@@ -585,10 +598,10 @@ def plot(
     from charrnn.runs import list_runs, read_metrics
 
     if not run_dirs:
-        newest = list_runs("runs") if Path("runs").is_dir() else []
+        newest = list_runs(runs_dir) if runs_dir.is_dir() else []
         if not newest:
-            raise CharRNNError("no runs under runs/ to plot; give run folders, e.g. "
-                               "charrnn plot runs/<run>")
+            raise CharRNNError(f"no runs under {runs_dir}/ to plot; give run folders, e.g. "
+                               f"charrnn plot {runs_dir}/<run>")
         run_dirs = [Path(newest[0].path)]
     names = [p.parent.name if p.is_file() else p.name for p in run_dirs]
     labels = [str(p) if names.count(n) > 1 else n for p, n in zip(run_dirs, names)]

@@ -4,7 +4,9 @@ completion, `config show`, `train --json` and `--tensorboard`, exit codes, prese
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,7 +46,7 @@ def test_help_keeps_bracketed_text_such_as_defaults(capsys, monkeypatch):
     assert code == 0
     assert "hidden state h [default: 256]" in out and "[model] and [train] tables" in out
     code, out, _ = run(["plot", "--help"], capsys)
-    assert "[default: the newest run under runs/]" in out and "'charrnn[plot]'" in out
+    assert "[default: the newest run under --runs-dir]" in out and "'charrnn[plot]'" in out
 
 
 def test_shell_completion_offers_commands_and_corpus_names(tmp_path):
@@ -225,3 +227,23 @@ def test_the_four_presets_exist_and_state_their_command_time_and_loss():
             assert re.search(r"\d+(\.\d+)? nats/char", header), name
             assert re.search(r"\d+ ?(s|min)\b", header), name
     assert cfg.resolve(PRESETS["shakespeare-gpu"], {})[1].device == "cuda"
+
+
+def test_runs_elsewhere_are_found_with_runs_dir_or_its_variable(tiny_run, tmp_path,
+                                                                monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_run, tmp_path / "elsewhere" / "mine")
+    code, _, err = run(["sample", "--len", "5"], capsys)
+    assert code == 1 and "no trained model found under runs/" in err
+    best = os.path.join("elsewhere", "mine", "best.pt")
+    code, out, err = run(["sample", "--len", "5", "--runs-dir", "elsewhere"], capsys)
+    assert code == 0 and len(out) == 5 and err == f"sampling from {best}\n"
+    monkeypatch.setenv("CHARRNN_RUNS_DIR", "elsewhere")
+    code, out, err = run(["sample", "--len", "5"], capsys)
+    assert code == 0 and err == f"sampling from {best}\n"
+    code, out, err = run(["inspect", "--json"], capsys)
+    assert code == 0 and json.loads(out)["checkpoint"]["path"] == best
+    code, out, _ = run(["runs", "--json"], capsys)
+    assert code == 0 and [Path(r["path"]).name for r in json.loads(out)] == ["mine"]
+    code, _, err = run(["plot", "-o", "loss.png"], capsys)
+    assert code == 0 and (tmp_path / "loss.png").is_file(), err
