@@ -116,13 +116,27 @@ def _estimate_eval_seconds(model: CharRNN, ids: np.ndarray, device: torch.device
     return 1.25 * (time.time() - start) * len(ids) / len(probe)
 
 
-def lr_at(step: int, progress: float, c: cfg.TrainConfig) -> float:
-    """Linear warmup over ``warmup_steps``, times a cosine (or straight line) from
-    ``lr`` down to ``lr * min_lr_ratio`` over the run's budget (``progress`` 0 -> 1)."""
-    warm = min(1.0, (step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
-    progress = min(progress, 1.0)
-    left = 0.5 * (1.0 + math.cos(math.pi * progress)) if c.decay == "cosine" else 1.0 - progress
-    return c.lr * warm * (c.min_lr_ratio + (1.0 - c.min_lr_ratio) * left)
+# Settings that shape the learning-rate schedule: a resume that changes one of them
+# starts the decay afresh from where the run stands, instead of jumping along the old one.
+SCHEDULE_SETTINGS = ("lr", "decay", "min_lr_ratio", "warmup_steps", "max_steps", "epochs",
+                     "max_time")
+
+
+def lr_at(step: int, progress: float, c: cfg.TrainConfig, start: float = 0.0,
+          start_lr: float | None = None) -> float:
+    """The learning rate of step ``step`` (0-based) at ``progress`` (0 -> 1) of the budget.
+
+    Linear warmup over the first ``warmup_steps`` steps, reaching ``lr``; then a cosine
+    (or a straight line) from ``start_lr`` (default ``lr``) down to ``lr * min_lr_ratio``,
+    spread over the budget left after ``start``, the progress at which the decay began
+    (the end of warmup; or where a resume with a new budget took the run up)."""
+    if step < c.warmup_steps:
+        return c.lr * (step + 1) / c.warmup_steps
+    span = 1.0 - start
+    done = min(max((progress - start) / span, 0.0), 1.0) if span > 0 else 1.0
+    left = 0.5 * (1.0 + math.cos(math.pi * done)) if c.decay == "cosine" else 1.0 - done
+    floor = c.lr * c.min_lr_ratio
+    return floor + ((c.lr if start_lr is None else start_lr) - floor) * left
 
 
 def make_optimizer(model: CharRNN, c: cfg.TrainConfig) -> torch.optim.Optimizer:
@@ -312,6 +326,7 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
 
     step, elapsed_before, best_val, history = 0, 0.0, math.inf, []
     hidden: Hidden | None = None
+    decay_from: dict[str, float] | None = None   # {"start", "start_lr"} once warmup is over
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer_state"])
         batches.load_state_dict(resume["data_state"])
@@ -321,6 +336,16 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
         history = list(resume["metrics"])
         hidden = group.my_rows(_to_device(resume.get("hidden"), device), c.batch_size)
         torch.set_rng_state(resume["rng"]["torch"])
+        # (A checkpoint from before the schedule was saved: its decay began at 0.)
+        decay_from = resume.get("schedule", {"start": 0.0, "start_lr": c.lr}
+                                if step >= c.warmup_steps else None)
+        if cfg.changes(resume["train_config"], c, ignore=tuple(
+                k for k in cfg.fields_of("train") if k not in SCHEDULE_SETTINGS)):
+            # A new budget or schedule: decay afresh from here, from the rate the run
+            # had reached (or from the new --lr, or from lr once warmup is over).
+            same_lr = resume["train_config"].get("lr") == c.lr
+            decay_from = {"start": None, "start_lr": optimizer.param_groups[0]["lr"]
+                          if same_lr and step >= c.warmup_steps else c.lr}
         if device.type == "cuda" and "cuda" in resume["rng"]:
             torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
     if group.active:  # a different dropout mask on each process
@@ -350,7 +375,7 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
             "hidden": _to_device(whole_hidden, torch.device("cpu")),
             "rng": rng, "step": step, "epoch": batches.epoch, "elapsed": elapsed(),
             "best_val_loss": best_val, "val_loss": val_loss, "metrics": history,
-            "loss_window": [loss_sum, loss_count],
+            "loss_window": [loss_sum, loss_count], "schedule": decay_from,
             "corpus": {"path": str(text_path), "chars": scans[0].chars,
                        "sha256": scans[0].sha256},
             "world_size": group.world_size,
@@ -445,7 +470,10 @@ def _train(group: distributed.Group, device: torch.device, text_path: str | Path
             if progress_now >= 1.0:
                 break
             t_step = time.time()
-            lr = lr_at(step, progress_now, c)
+            if step >= c.warmup_steps and (decay_from is None or decay_from["start"] is None):
+                decay_from = {"start": min(progress_now, 1.0),
+                              "start_lr": decay_from["start_lr"] if decay_from else c.lr}
+            lr = lr_at(step, progress_now, c, **(decay_from or {}))
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             batch = batches.next()

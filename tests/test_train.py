@@ -71,20 +71,46 @@ def test_bidirectional_training_is_refused(small_text):
 
 
 def test_each_step_uses_the_scheduled_learning_rate(small_text, tmp_path):
-    """Step k of N (k = 1..N) uses lr * min(1, k / warmup) * (r + (1 - r) * cosine),
-    the cosine at (k - 1) / N of the budget: the metrics' lr is that of the step the
-    row ends with. Here lr 3e-3, warmup 5, r = 0.1, N = 12, a row every 2 steps."""
-    model, config = tiny_configs(max_steps=12, eval_every=2, warmup_steps=5,
+    """Step k of N (k = 1..N) uses lr * k / W during the W warmup steps, so step W uses
+    lr itself; then floor + (lr - floor) * cosine, the cosine over the steps after the
+    warmup: 0.5 (1 + cos(pi (k - 1 - W) / (N - W))). The metrics' lr is that of the step
+    the row ends with. Here lr 3e-3, W = 5, floor = 0.1 lr, N = 12, a row every step."""
+    model, config = tiny_configs(max_steps=12, eval_every=1, warmup_steps=5,
                                  out=str(tmp_path / "run"))
     train(small_text, model, config, progress=False)
     rows = load_checkpoint(tmp_path / "run" / "last.pt")["metrics"]
 
     def by_hand(k: int) -> float:
-        cosine = 0.5 * (1 + math.cos(math.pi * (k - 1) / 12))
-        return 3e-3 * min(1.0, k / 5) * (0.1 + 0.9 * cosine)
+        if k <= 5:
+            return 3e-3 * k / 5
+        cosine = 0.5 * (1 + math.cos(math.pi * (k - 1 - 5) / (12 - 5)))
+        return 3e-4 + (3e-3 - 3e-4) * cosine
 
-    assert [r["lr"] for r in rows] == pytest.approx([by_hand(k) for k in range(2, 13, 2)],
+    assert [r["lr"] for r in rows] == pytest.approx([by_hand(k) for k in range(1, 13)],
                                                     rel=1e-9)
+    assert max(r["lr"] for r in rows) == pytest.approx(3e-3)     # warmup reaches --lr
+
+
+def test_extending_a_finished_run_carries_on_down_from_its_rate(small_text, tmp_path):
+    """--resume with a larger --max-steps: the added steps start at the rate the run had
+    reached and decay from there to the floor; the rate never jumps back up."""
+    model, config = tiny_configs(max_steps=12, eval_every=1, warmup_steps=2,
+                                 out=str(tmp_path / "run"))
+    train(small_text, model, config, progress=False)
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    _, longer = tiny_configs(max_steps=18, eval_every=1, warmup_steps=2,
+                             out=str(tmp_path / "run"))
+    train(small_text, model, longer, resume=saved, resume_path=tmp_path / "run" / "last.pt",
+          progress=False)
+    lrs = [r["lr"] for r in load_checkpoint(tmp_path / "run" / "last.pt")["metrics"]]
+    assert len(lrs) == 18
+    reached = lrs[11]                                   # step 12, where the run had ended
+    # Steps 13..18 decay from there over the 6 added steps: cosine of 0/6 .. 5/6.
+    floor = 3e-4
+    expected = [floor + (reached - floor) * 0.5 * (1 + math.cos(math.pi * i / 6))
+                for i in range(6)]
+    assert lrs[12:] == pytest.approx(expected, rel=1e-9)
+    assert max(lrs[12:]) <= reached
 
 
 def test_learning_rate_warms_up_then_decays_by_cosine():
