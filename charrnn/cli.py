@@ -88,9 +88,8 @@ def with_settings(command):
     receives what was typed as ``settings``: {section: {name: value or None}}."""
     own = [p for p in signature(command, eval_str=True).parameters.values()
            if p.name != "settings"]
-    added = [Parameter(name, Parameter.KEYWORD_ONLY, default=None,
-                               annotation=Annotated[Optional[kind],
-                                                    _opt(section, name, *flags, panel=panel)])
+    added = [Parameter(name, Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+                 Optional[kind], _opt(section, name, *flags, panel=panel)])
              for section, name, kind, panel, flags in SETTINGS]
 
     @functools.wraps(command)
