@@ -342,7 +342,8 @@ def test_cli_activations_in_the_terminal_json_and_html(tiny_run, tmp_path, capsy
     (["--corpus", "{text}"], "--corpus counts a checkpoint's vocabulary"),
     (["{run}", "--corpus", "{d}/missing.txt"], "corpus file"),
 ])
-def test_cli_errors_are_one_line(argv, expected, tiny_run, tmp_path, capsys):
+def test_cli_errors_are_one_line(argv, expected, tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)       # no runs/ here: without a checkpoint, inspect has none
     text_file = tmp_path / "plain.txt"
     text_file.write_text("no quotes in here", encoding="utf-8")
     args = ["inspect"] + [a.format(run=tiny_run, text=text_file, d=tmp_path) for a in argv]
