@@ -264,7 +264,9 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     """
     group, device = distributed.join(resolve_device(train_config.device))
     try:
-        return _train(group, device, text_path, model_config, train_config, **options)
+        result = _train(group, device, text_path, model_config, train_config, **options)
+        group.barrier()  # leave together: a rank tearing down while rank 0 still saves can abort
+        return result
     finally:
         distributed.leave(group)
 
