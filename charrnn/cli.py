@@ -321,6 +321,11 @@ def _open_output(output: Path | None):
         raise CharRNNError(f"cannot write {output}: {e.strerror}") from None
 
 
+# The example forward pass of `inspect` for a model built from flags: L steps, N sequences,
+# V characters (tiny-shakespeare's).
+EXAMPLE_L, EXAMPLE_N, EXAMPLE_V = 5, 3, 65
+
+
 @app.command(epilog="Example: charrnn inspect --cell rnn --input-size 10 --hidden-size 20 "
              "--num-layers 2 --seq-length 5 --batch-size 3 --no-batch-first --verify",
              rich_help_panel=LOOK)
@@ -394,7 +399,7 @@ def inspect(
     """Explain a model: its parameters, costs, the tensor shapes of a forward pass and the
     equations; or, with --activations, what its neurons do over a text.
 
-    Without a checkpoint or model flags it explains the newest run under runs/, like
+    Without a checkpoint or model flags it explains the newest run under --runs-dir, like
     sample; model flags (or --vocab-size, --no-batch-first) build a model instead."""
     given = {"cell": cell, "nonlinearity": nonlinearity, "embedding_dim": embedding_dim,
              "hidden_size": hidden_size, "num_layers": num_layers, "proj_size": proj_size,
@@ -470,8 +475,8 @@ def inspect(
         trained = ckpt.get("train_config") or {}
         optimizer = trained.get("optimizer")
         report = describe(model.config, vocab_size=len(vocab),
-                          seq_length=seq_length or trained.get("seq_length", 5),
-                          batch_size=batch_size or trained.get("batch_size", 3),
+                          seq_length=seq_length or trained.get("seq_length", EXAMPLE_L),
+                          batch_size=batch_size or trained.get("batch_size", EXAMPLE_N),
                           batch_first=True, verify=verify, model=model,
                           train_config=cfg.build("train", {"optimizer": optimizer}
                                                  if optimizer else {}))
@@ -485,8 +490,9 @@ def inspect(
             raise ConfigError("--corpus counts a checkpoint's vocabulary; give the checkpoint "
                               "too, e.g. charrnn inspect runs/<run> --corpus input.txt")
         model_config = cfg.build("model", {k: v for k, v in given.items() if v is not None})
-        report = describe(model_config, vocab_size=vocab_size or 65, seq_length=seq_length or 5,
-                          batch_size=batch_size or 3, batch_first=batch_first, verify=verify)
+        report = describe(model_config, vocab_size=vocab_size or EXAMPLE_V,
+                          seq_length=seq_length or EXAMPLE_L, batch_size=batch_size or EXAMPLE_N,
+                          batch_first=batch_first, verify=verify)
     if checkpoint is None or Path(checkpoint).is_dir():
         err.print(escape(f"describing {path}" if path else
                          "describing the model the flags build (not a trained run)"))

@@ -233,25 +233,21 @@ def runs_table(summaries: list[RunSummary], width: int | None = None):
                      f"{s.steps:,}" if s.steps is not None else "?",
                      f"{best}{' *' if marked else '  '}", _duration(s.elapsed_s), str(s.path)))
         styles.append("bold" if marked else None)
-    shown = [name for name, _ in RUN_COLUMNS]
-
-    def natural_width() -> int:  # each column as wide as its widest cell, 2 spaces between
-        columns = [max(len(name), *(len(row[k]) for row in rows))
-                   for k, (name, _) in enumerate(RUN_COLUMNS) if name in shown]
-        return sum(columns) + 2 * (len(columns) - 1)
-
+    # Each column as wide as its widest cell, 2 spaces between: leave out columns until
+    # the table fits.
+    widths = [max(len(name), *(len(row[k]) for row in rows))
+              for k, (name, _) in enumerate(RUN_COLUMNS)]
+    keep = list(range(len(RUN_COLUMNS)))
     for name in DROPPED_FIRST:
-        if width is None or natural_width() <= width:
+        if width is None or sum(widths[k] + 2 for k in keep) - 2 <= width:
             break
-        shown.remove(name)
+        keep.remove([n for n, _ in RUN_COLUMNS].index(name))
     table = Table(box=None, pad_edge=False, header_style="bold",
                   caption="* lowest best val loss (nats/char); each run's best.pt holds "
                           "its best" if lowest is not None else None, caption_justify="left")
-    for name, justify in RUN_COLUMNS:
-        if name in shown:
-            table.add_column(name, justify=justify, no_wrap=name != "run",
-                             overflow="fold" if name == "run" else "ellipsis")
-    keep = [k for k, (name, _) in enumerate(RUN_COLUMNS) if name in shown]
+    for name, justify in (RUN_COLUMNS[k] for k in keep):
+        table.add_column(name, justify=justify, no_wrap=name != "run",
+                         overflow="fold" if name == "run" else "ellipsis")
     for row, style in zip(rows, styles):
         table.add_row(*(row[k] for k in keep), style=style)
     return table
