@@ -20,10 +20,8 @@ the dict is checked for its version and keys before use.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -35,49 +33,23 @@ from charrnn import __version__
 from charrnn.config import build
 from charrnn.data import Vocab
 from charrnn.errors import CheckpointError
+from charrnn.files import BEST, LAST, atomic_write
 from charrnn.model import CharRNN
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_config", "train_config", "vocab", "model_state")
-BEST, LAST = "best.pt", "last.pt"
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
     """Write ``payload`` to ``path`` so that a crash at any moment leaves either the
-    old file or the new one, complete: temporary file in the same folder, fsync,
-    rename over the target."""
+    old file or the new one, complete (see ``files.atomic_write``)."""
     path = Path(path)
     payload = {"format_version": FORMAT_VERSION, "charrnn_version": __version__,
                "torch_version": str(torch.__version__), **payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}; "
-                              "the previous checkpoint, if any, is kept") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path, what="checkpoint ", error=CheckpointError,
+                      fix="the previous checkpoint, if any, is kept") as f:
+        torch.save(payload, f)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -192,3 +164,26 @@ def latest_checkpoint(runs_dir: str | Path = "runs", name: str = BEST) -> Path:
                               "'charrnn train TEXT' or give a checkpoint path")
     newest = max(written, key=lambda p: p.stat().st_mtime)
     return resolve_checkpoint(newest.parent, runs_dir, name)
+
+
+def peek_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """A checkpoint's dict, its tensors memory-mapped rather than read, or None when
+    the file cannot be read (for listings, which show what they know without it). Like
+    every load in charrnn it uses ``weights_only=True``: no code from the file runs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # anything unreadable: not fatal for a listing
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def count_parameters(state: Any) -> int | None:
+    """Distinct parameters of a state dict (a tied matrix is stored, and counted, once);
+    None when there is no state dict."""
+    if not isinstance(state, dict) or not state:
+        return None
+    distinct = {(t.untyped_storage().data_ptr(), t.storage_offset(), t.numel()): t.numel()
+                for t in state.values() if isinstance(t, torch.Tensor)}
+    return sum(distinct.values())

@@ -8,11 +8,11 @@ can cause are ``CharRNNError``s: one line on stderr, exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import json
-import math
 import os
-import shlex
 import sys
 import time
 from inspect import Parameter, Signature, signature
@@ -22,12 +22,12 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from charrnn import __version__
 from charrnn import config as cfg
 from charrnn.errors import CharRNNError, ConfigError, TrainingInterrupted
 
-LN2 = math.log(2.0)  # nats per bit
 STARTED = time.time()  # the wall-clock budget of `train --max-time` counts from here
 
 app = typer.Typer(
@@ -61,11 +61,13 @@ def _opt(section: str, name: str, *flags: str, panel: str, **kwargs: Any):
 
 # The flags of every setting in ModelConfig / TrainConfig that a command line may give:
 # (section, name, type, help panel, flag names if not --name). `train` and `config show`
-# take them all (``with_settings``); each is declared here once.
+# take them all, `inspect` those that shape the recurrent stack (``with_settings``).
 SETTINGS = (
     [("model", name, kind, MODEL, ()) for name, kind in (
-        ("cell", str), ("nonlinearity", str), ("embedding_dim", int), ("hidden_size", int),
-        ("num_layers", int), ("dropout", float), ("proj_size", int))]
+        ("cell", str), ("nonlinearity", str))]
+    + [("model", "embedding_dim", int, MODEL, ("--embedding-dim", "--input-size"))]
+    + [("model", name, kind, MODEL, ()) for name, kind in (
+        ("hidden_size", int), ("num_layers", int), ("dropout", float), ("proj_size", int))]
     + [("model", "tie_weights", bool, MODEL, ("--tie-weights/--no-tie-weights",)),
        ("model", "bidirectional", bool, MODEL, ("--bidirectional",))]
     + [("train", name, kind, DATA, ()) for name, kind in (
@@ -83,31 +85,50 @@ SETTINGS = (
 )
 
 
-def with_settings(command):
-    """Give ``command`` one option per entry of SETTINGS, after its own parameters; it
-    receives what was typed as ``settings``: {section: {name: value or None}}."""
-    own = [p for p in signature(command, eval_str=True).parameters.values()
-           if p.name != "settings"]
-    added = [Parameter(name, Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-                 Optional[kind], _opt(section, name, *flags, panel=panel)])
-             for section, name, kind, panel, flags in SETTINGS]
+def with_settings(*names: str):
+    """Give the command one option per entry of SETTINGS (those ``names`` only, when
+    given), after its own parameters; it receives what was typed as ``settings``:
+    {section: {name: value or None}}."""
+    chosen = [entry for entry in SETTINGS if not names or entry[1] in names]
 
-    @functools.wraps(command)
-    def run(**values: Any) -> Any:
-        settings: dict[str, dict[str, Any]] = {section: {} for section in cfg.SECTIONS}
-        for section, name, *_ in SETTINGS:
-            settings[section][name] = values.pop(name)
-        return command(settings=settings, **values)
+    def decorate(command):
+        own = [p for p in signature(command, eval_str=True).parameters.values()
+               if p.name != "settings"]
+        added = [Parameter(name, Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
+                     Optional[kind], _opt(section, name, *flags, panel=panel)])
+                 for section, name, kind, panel, flags in chosen]
 
-    run.__signature__ = Signature(own + added)
-    return run
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            settings: dict[str, dict[str, Any]] = {section: {} for section in cfg.SECTIONS}
+            for section, name, *_ in chosen:
+                settings[section][name] = values.pop(name)
+            return command(settings=settings, **values)
+
+        run.__signature__ = Signature(own + added)
+        return run
+
+    return decorate
 
 
+# Options that several commands share, declared once.
 # Where sample, inspect, plot and runs look for runs when given none: one option, and
 # an environment variable for a session spent elsewhere.
 RunsDir = Annotated[Path, typer.Option(
     "--runs-dir", envvar="CHARRNN_RUNS_DIR", help="Folder of run folders where the newest "
     "run is looked for when none is given (or set CHARRNN_RUNS_DIR).")]
+RUNS = Path("runs")
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="No progress bar or notes on stderr; only the result.")]
+Device = Annotated[str, typer.Option(
+    help="auto (a GPU when there is one), cpu, cuda or cuda:N.")]
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/); "
+    "flags override it.", rich_help_panel=RUN)]
+NewestRun = Annotated[Optional[Path], typer.Argument(
+    help="Checkpoint file or run folder \\[default: best.pt of the newest run under "
+         "--runs-dir]", show_default=False)]
 
 
 def _version(value: bool) -> None:
@@ -126,15 +147,13 @@ def _root(version: Annotated[bool, typer.Option(
 
 @app.command(epilog="Example: charrnn train shakespeare.txt --cell lstm --max-time 300",
              rich_help_panel=USE)
-@with_settings
+@with_settings()
 def train(
     text: Annotated[Optional[Path], typer.Argument(
         help="UTF-8 text file to learn from (optional with --resume).",
         show_default=False, autocompletion=lambda incomplete: _complete_text(incomplete))]
         = None,
-    config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/); "
-        "flags override it.", rich_help_panel=RUN)] = None,
+    config: ConfigFile = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue a run exactly: its folder or a checkpoint in it.",
         rich_help_panel=RUN)] = None,
@@ -144,109 +163,48 @@ def train(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Let a new run replace the checkpoints and metrics of the run "
         "already in its --out folder.", rich_help_panel=RUN)] = False,
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="No progress bar or samples; print the summary only.",
-        rich_help_panel=RUN)] = False,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Also print the final summary as JSON on stdout.",
-        rich_help_panel=RUN)] = False,
+    quiet: Quiet = False,
+    as_json: Json = False,
     settings: Optional[dict] = None,
 ) -> None:
     """Train a model on TEXT; checkpoints and metrics go to a run folder under runs/.
 
     TEXT is a UTF-8 file, or the name of a corpus fetched by charrnn download."""
-    from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
+    from charrnn import views
     from charrnn.download import resolve_text
+    from charrnn.train import Origin
     from charrnn.train import train as run_training
 
-    if resume and init_from:
-        raise ConfigError("--resume and --init-from exclude each other; give one")
-    base: dict[str, dict[str, Any]] = {name: {} for name in cfg.SECTIONS}
-    source = source_path = None
-    if resume or init_from:
-        source_path = resolve_checkpoint(resume or init_from, name="last.pt" if resume else "best.pt")
-        source = load_checkpoint(source_path)
-        base["model"] = dict(source["model_config"])
-        if resume:
-            base["train"] = {k: v for k, v in source["train_config"].items() if k != "out"}
-    model_config, train_config = cfg.resolve(config, settings, base)
-    if resume:
-        _say_changed(source["train_config"], train_config)
+    origin = Origin.open(resume, init_from)
+    model_config, train_config = cfg.resolve(config, settings,
+                                             origin.settings() if origin else None)
+    if origin is not None and origin.changes(train_config):
+        err.print(Text("resuming with changed training settings: "
+                       + "; ".join(origin.changes(train_config))))
+    text = text or (origin.text if origin is not None and origin.resume else None)
     if text is None:
-        if not resume:
-            raise ConfigError("give the TEXT file to train on, e.g. charrnn train input.txt")
-        text = Path(source["corpus"]["path"])
-    text = resolve_text(text)
+        raise ConfigError("give the TEXT file to train on, e.g. charrnn train input.txt")
     if train_config.tensorboard:
         from charrnn.tblog import require
 
         require()
-    result = run_training(text, model_config, train_config,
-                          resume=source if resume else None,
-                          resume_path=source_path if resume else None,
-                          init_from=source if init_from else None, overwrite=overwrite,
-                          progress=not quiet,
-                          start_time=STARTED, on_start=None if quiet else _show_start)
-    if result.rank != 0:  # under torchrun, rank 0 reports for the group
-        return
-    err.print(f"[bold]done[/bold]: {result.step} steps in {result.elapsed:.0f}s (first step "
-              f"after {result.first_step_s:.1f}s), {result.chars_per_s:,.0f} chars/s; val loss "
-              f"{result.val_loss:.4f} nats/char ({result.val_loss / LN2:.3f} bits/char), best "
-              f"{result.best_val_loss:.4f}")
-    err.print(escape(f"checkpoints: {result.run_dir}/best.pt, {result.run_dir}/last.pt"))
-    # Without a path, sample reads the newest run under runs/: name any other folder.
-    default = Path(result.run_dir).resolve().parent == Path("runs").resolve()
-    where = "" if default else f" {shlex.quote(str(result.run_dir))}"
-    err.print(escape(f"next: charrnn sample{where} --len 200"))
-    if as_json:
-        print(json.dumps(_train_summary(result)))
-
-
-def _train_summary(result: Any) -> dict[str, Any]:
-    """The end of a run for scripts (no NaN: JSON has none, a missing number is null)."""
-    def number(x: float, digits: int | None = None) -> float | None:
-        if x != x or abs(x) == float("inf"):
-            return None
-        return x if digits is None else round(x, digits)
-
-    bits = 1 / LN2
-    return {"run_dir": str(result.run_dir), "step": result.step,
-            "elapsed_s": number(result.elapsed, 3),
-            "first_step_s": number(result.first_step_s, 3), "val_loss": number(result.val_loss),
-            "val_bpc": number(result.val_loss * bits),
-            "best_val_loss": number(result.best_val_loss),
-            "best_val_bpc": number(result.best_val_loss * bits),
-            "chars_per_s": number(result.chars_per_s, 1),
-            "best": str(Path(result.run_dir) / "best.pt"),
-            "last": str(Path(result.run_dir) / "last.pt")}
-
-
-def _say_changed(saved: dict[str, Any], now: cfg.TrainConfig) -> None:
-    changed = cfg.changes(saved, now, ignore=("out", "cache_dir"))
-    if changed:
-        err.print("resuming with changed training settings: " + "; ".join(changed))
-
-
-def _show_start(info: dict[str, Any]) -> None:
-    err.print(f"[bold]charrnn train[/bold] {escape(info['text'])}: {info['chars']:,} characters, "
-              f"vocabulary {info['vocab_size']}, train {info['train_chars']:,} / "
-              f"val {info['val_chars']:,}")
-    err.print(f"model: {info['model']} ({info['parameters']:,} parameters) on "
-              f"{info['device']} {info['dtype']}; {info['batching']} batches of "
-              f"{info['batch_size']}x{info['seq_length']}; budget {info['budget']}")
-    if info["processes"] > 1:
-        err.print(f"data parallel: {info['processes']} processes, "
-                  f"{info['batch_size'] // info['processes']} rows of each batch apiece")
-    err.print(f"run folder: {escape(info['run_dir'])}")
+    result = run_training(resolve_text(text), model_config, train_config,
+                          resume=origin if resume else None,
+                          init_from=origin if init_from else None, overwrite=overwrite,
+                          progress=not quiet, start_time=STARTED,
+                          on_start=None if quiet else lambda info: views.render_train_start(
+                              info, err))
+    if result.rank == 0:  # under torchrun, rank 0 reports for the group
+        views.render_train_end(result.to_dict(), err, RUNS)
+        if as_json:
+            print(json.dumps(result.to_dict()))
 
 
 @app.command(epilog="Example: charrnn sample --len 500 --prime 'ROMEO:' --temperature 0.8",
              rich_help_panel=USE)
 def sample(
-    checkpoint: Annotated[Optional[Path], typer.Argument(
-        help="Checkpoint file or run folder \\[default: best.pt of the newest run under "
-             "--runs-dir]", show_default=False)] = None,
-    runs_dir: RunsDir = Path("runs"),
+    checkpoint: NewestRun = None,
+    runs_dir: RunsDir = RUNS,
     length: Annotated[int, typer.Option(
         "--len", "-n", help="New characters to generate per sample.")] = 200,
     prime: Annotated[Optional[str], typer.Option(
@@ -267,247 +225,285 @@ def sample(
         "line.")] = 1,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Write the text to this file instead of stdout.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    device: Device = "auto",
 ) -> None:
     """Generate text from a trained model (text on stdout, nothing else)."""
-    checks = [(length >= 1, f"--len must be at least 1, got {length}"),
-              (temperature > 0, f"--temperature must be greater than 0, got {temperature}"),
-              (top_k is None or top_k >= 1, f"--top-k must be at least 1, got {top_k}"),
-              (top_p is None or 0 < top_p <= 1, f"--top-p must be in (0, 1], got {top_p}"),
-              (num_samples >= 1, f"--num-samples must be at least 1, got {num_samples}")]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    _check_at_least(1, {"--len": length, "--top-k": top_k, "--num-samples": num_samples})
+    if temperature <= 0:
+        raise ConfigError(f"--temperature must be greater than 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+    from charrnn.sample import generate, stream
+
+    model, vocab, path = _load_model(checkpoint, runs_dir, device)
+    _say_which(checkpoint, "sampling from", path)
+    choice = dict(prime=prime, temperature=temperature, top_k=top_k, top_p=top_p,
+                  greedy=greedy, seed=seed)
+    # The prime is checked before anything is written.
+    if num_samples == 1:   # each character as it comes, flushed a line at a time
+        pieces = itertools.chain([prime or ""], stream(model, vocab, length, **choice))
+    else:
+        texts = generate(model, vocab, length, num_samples=num_samples, **choice)
+        pieces = iter(["\n\n".join((prime or "") + text for text in texts)])
+    with _output(output) as out:
+        for piece in pieces:
+            out.write(piece)
+            if piece == "\n":
+                out.flush()
+        # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
+        if out.isatty():
+            out.write("\n")
+    if output:
+        err.print(Text(f"wrote {num_samples} sample(s) to {output}"))
+
+
+def _check_at_least(low: int, values: dict[str, int | None]) -> None:
+    for flag, value in values.items():
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be at least {low}, got {value}")
+
+
+def _load_model(checkpoint: Path | None, runs_dir: Path, device: str):
+    """The model, vocabulary and file of a checkpoint (the newest run's by default),
+    on ``device``."""
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
-    from charrnn.sample import generate
-    from charrnn.train import resolve_device
+    from charrnn.device import resolve_device
 
     path = resolve_checkpoint(checkpoint, runs_dir)
-    if checkpoint is None or Path(checkpoint).is_dir():
-        err.print(escape(f"sampling from {path}"))
     model, vocab = model_from_checkpoint(load_checkpoint(path), path)
-    model.to(resolve_device(device))
-    steps = generate(model, vocab, length, prime=prime, num_samples=num_samples,
-                     temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                     seed=seed)
-    stream = _open_output(output)
-    try:
-        if num_samples == 1:
-            stream.write(prime or "")
-            for ch in steps:
-                stream.write(ch)
-                if ch == "\n":
-                    stream.flush()
-        else:
-            columns = list(steps)
-            stream.write("\n\n".join((prime or "") + "".join(col[i] for col in columns)
-                                     for i in range(num_samples)))
-        # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
-        if stream.isatty():
-            stream.write("\n")
-        stream.flush()
-    finally:
-        if output:
-            stream.close()
-            err.print(f"wrote {num_samples} sample(s) to {output}")
+    return model.to(resolve_device(device)), vocab, path
 
 
-def _open_output(output: Path | None):
+def _say_which(checkpoint: Path | None, doing: str, path: Path | None) -> None:
+    """Name on stderr the file a command chose, when the user named none (or a folder)."""
+    if checkpoint is None or checkpoint.is_dir():
+        err.print(Text(f"{doing} {path}"))
+
+
+@contextlib.contextmanager
+def _output(output: Path | None):
+    """stdout, or the file ``output`` (a one-line error when it cannot be written)."""
     if output is None:
-        return sys.stdout
+        yield sys.stdout
+        sys.stdout.flush()
+        return
     try:
-        return open(output, "w", encoding="utf-8")
+        stream = open(output, "w", encoding="utf-8")
     except OSError as e:
         raise CharRNNError(f"cannot write {output}: {e.strerror}") from None
+    with stream:
+        yield stream
 
 
-# The example forward pass of `inspect` for a model built from flags: L steps, N sequences,
-# V characters (tiny-shakespeare's).
-EXAMPLE_L, EXAMPLE_N, EXAMPLE_V = 5, 3, 65
+# `inspect` explains a model, or (--activations) shows what its neurons do: flags that
+# belong to one of the two views are refused in the other.
+NEURON_FLAGS = ("layer", "neuron", "top", "signal", "state", "predictions", "html")
+DESCRIBE_FLAGS = ("equations", "verify", "corpus")
+STACK_FLAGS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layers",
+               "proj_size", "bidirectional")
+FORWARD, NEURONS = "Forward pass", "Neurons"
+
+BatchFirst = Annotated[bool, typer.Option(
+    "--batch-first/--no-batch-first", help="Tensor layout: (N, L, H) or (L, N, H).",
+    rich_help_panel=FORWARD)]
+SeqLength = Annotated[Optional[int], typer.Option(
+    help="L: time steps of the example forward pass \\[default: the run's seq_length; "
+         "5 for a model built from flags].", rich_help_panel=FORWARD,
+    show_default=False)]
+BatchSize = Annotated[Optional[int], typer.Option(
+    help="N: sequences in the example forward pass \\[default: the run's batch_size; "
+         "3 for a model built from flags].", rich_help_panel=FORWARD,
+    show_default=False)]
+VocabSize = Annotated[Optional[int], typer.Option(
+    help="V: vocabulary size of a model built from flags \\[default: 65].",
+    rich_help_panel=FORWARD, show_default=False)]
+Equations = Annotated[bool, typer.Option(
+    "--equations", help="Write out the cell's equations with this model's sizes, which "
+    "parameter rows hold which gate, and how layers, directions and h_n stack.")]
+Verify = Annotated[bool, typer.Option(
+    "--verify", help="Recompute the forward pass from the equations and compare.")]
+Corpus = Annotated[Optional[Path], typer.Option(
+    help="With a checkpoint: count each vocabulary character in this text file "
+         "(e.g. the training text).")]
+Activations = Annotated[Optional[str], typer.Option(
+    "--activations", metavar="TEXT_OR_FILE", rich_help_panel=NEURONS,
+    help="Run the trained model over this text (or the file it names) and colour each "
+         "character by what the chosen neurons do there.")]
+Layer = Annotated[Optional[int], typer.Option(
+    help="Layer whose neurons to show, 0 = the lowest (default: the top one).",
+    rich_help_panel=NEURONS, show_default=False)]
+Neuron = Annotated[Optional[list[int]], typer.Option(
+    help="A neuron to show, by index; repeat for several.", rich_help_panel=NEURONS,
+    show_default=False)]
+Top = Annotated[Optional[int], typer.Option(
+    help="Show the K neurons that follow --signal best (|correlation|), or without a "
+         "signal the K that vary most (default: 5).", rich_help_panel=NEURONS,
+    show_default=False)]
+Signal = Annotated[Optional[str], typer.Option(
+    help="What to rank neurons against: quote (inside double quotes), line-position "
+         "(characters since the line began), indent (leading spaces) or brackets "
+         "(nesting depth of ( [ {).", rich_help_panel=NEURONS, show_default=False)]
+State = Annotated[str, typer.Option(
+    help="h: each layer's output; c: an LSTM's cell state, shown as tanh(c).",
+    rich_help_panel=NEURONS)]
+Predictions = Annotated[bool, typer.Option(
+    "--predictions", help="Also show the likeliest next characters, with their "
+    "probabilities, at every position.", rich_help_panel=NEURONS)]
+Html = Annotated[Optional[Path], typer.Option(
+    help="Write the neuron view to this self-contained HTML page instead of the "
+         "terminal.", rich_help_panel=NEURONS, show_default=False)]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 @app.command(epilog="Example: charrnn inspect --cell rnn --input-size 10 --hidden-size 20 "
              "--num-layers 2 --seq-length 5 --batch-size 3 --no-batch-first --verify",
              rich_help_panel=LOOK)
+@with_settings(*STACK_FLAGS)
 def inspect(
+    ctx: typer.Context,
     checkpoint: Annotated[Optional[Path], typer.Argument(
         help="Checkpoint file or run folder \\[default: the newest run under --runs-dir, or "
              "with model flags the model they build].", show_default=False)] = None,
-    runs_dir: RunsDir = Path("runs"),
-    cell: Annotated[Optional[str], _opt("model", "cell", panel=MODEL)] = None,
-    nonlinearity: Annotated[Optional[str], _opt("model", "nonlinearity", panel=MODEL)] = None,
-    embedding_dim: Annotated[Optional[int], _opt(
-        "model", "embedding_dim", "--embedding-dim", "--input-size", panel=MODEL)] = None,
-    hidden_size: Annotated[Optional[int], _opt("model", "hidden_size", panel=MODEL)] = None,
-    num_layers: Annotated[Optional[int], _opt("model", "num_layers", panel=MODEL)] = None,
-    proj_size: Annotated[Optional[int], _opt("model", "proj_size", panel=MODEL)] = None,
-    bidirectional: Annotated[Optional[bool], typer.Option(
-        "--bidirectional", help="Add the reversed direction (to see how it stacks).",
-        rich_help_panel=MODEL)] = None,
-    batch_first: Annotated[bool, typer.Option(
-        "--batch-first/--no-batch-first", help="Tensor layout: (N, L, H) or (L, N, H).",
-        rich_help_panel="Forward pass")] = True,
-    seq_length: Annotated[Optional[int], typer.Option(
-        help="L: time steps of the example forward pass \\[default: the run's seq_length; "
-             "5 for a model built from flags].", rich_help_panel="Forward pass",
-        show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        help="N: sequences in the example forward pass \\[default: the run's batch_size; "
-             "3 for a model built from flags].", rich_help_panel="Forward pass",
-        show_default=False)] = None,
-    vocab_size: Annotated[Optional[int], typer.Option(
-        help="V: vocabulary size of a model built from flags \\[default: 65].",
-        rich_help_panel="Forward pass", show_default=False)] = None,
-    equations: Annotated[bool, typer.Option(
-        "--equations", help="Write out the cell's equations with this model's sizes, which "
-        "parameter rows hold which gate, and how layers, directions and h_n stack.")] = False,
-    verify: Annotated[bool, typer.Option(
-        "--verify", help="Recompute the forward pass from the equations and compare.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the facts as JSON.")] = False,
-    corpus: Annotated[Optional[Path], typer.Option(
-        help="With a checkpoint: count each vocabulary character in this text file "
-             "(e.g. the training text).")] = None,
-    activations: Annotated[Optional[str], typer.Option(
-        "--activations", metavar="TEXT_OR_FILE", rich_help_panel="Neurons",
-        help="Run the trained model over this text (or the file it names) and colour each "
-             "character by what the chosen neurons do there.")] = None,
-    layer: Annotated[Optional[int], typer.Option(
-        help="Layer whose neurons to show, 0 = the lowest (default: the top one).",
-        rich_help_panel="Neurons", show_default=False)] = None,
-    neuron: Annotated[Optional[list[int]], typer.Option(
-        help="A neuron to show, by index; repeat for several.", rich_help_panel="Neurons",
-        show_default=False)] = None,
-    top: Annotated[Optional[int], typer.Option(
-        help="Show the K neurons that follow --signal best (|correlation|), or without a "
-             "signal the K that vary most (default: 5).", rich_help_panel="Neurons",
-        show_default=False)] = None,
-    signal: Annotated[Optional[str], typer.Option(
-        help="What to rank neurons against: quote (inside double quotes), line-position "
-             "(characters since the line began), indent (leading spaces) or brackets "
-             "(nesting depth of ( [ {).", rich_help_panel="Neurons",
-        show_default=False)] = None,
-    state: Annotated[str, typer.Option(
-        help="h: each layer's output; c: an LSTM's cell state, shown as tanh(c).",
-        rich_help_panel="Neurons")] = "h",
-    predictions: Annotated[bool, typer.Option(
-        "--predictions", help="Also show the likeliest next characters, with their "
-        "probabilities, at every position.", rich_help_panel="Neurons")] = False,
-    html: Annotated[Optional[Path], typer.Option(
-        help="Write the neuron view to this self-contained HTML page instead of the "
-             "terminal.", rich_help_panel="Neurons", show_default=False)] = None,
+    runs_dir: RunsDir = RUNS,
+    batch_first: BatchFirst = True,
+    seq_length: SeqLength = None,
+    batch_size: BatchSize = None,
+    vocab_size: VocabSize = None,
+    equations: Equations = False,
+    verify: Verify = False,
+    as_json: Json = False,
+    corpus: Corpus = None,
+    activations: Activations = None,
+    layer: Layer = None,
+    neuron: Neuron = None,
+    top: Top = None,
+    signal: Signal = None,
+    state: State = "h",
+    predictions: Predictions = False,
+    html: Html = None,
+    settings: Optional[dict] = None,
 ) -> None:
     """Explain a model: its parameters, costs, the tensor shapes of a forward pass and the
     equations; or, with --activations, what its neurons do over a text.
 
     Without a checkpoint or model flags it explains the newest run under --runs-dir, like
     sample; model flags (or --vocab-size, --no-batch-first) build a model instead."""
-    given = {"cell": cell, "nonlinearity": nonlinearity, "embedding_dim": embedding_dim,
-             "hidden_size": hidden_size, "num_layers": num_layers, "proj_size": proj_size,
-             "bidirectional": bidirectional}
-    named = [n for n, v in given.items() if v is not None]
-    neuron_flags = {"--layer": layer, "--neuron": neuron or None, "--top": top,
-                    "--signal": signal, "--state": None if state == "h" else state,
-                    "--predictions": predictions or None, "--html": html}
-    for name, value in (("--seq-length", seq_length), ("--batch-size", batch_size),
-                        ("--vocab-size", vocab_size)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
-    from charrnn import views
-    from charrnn.checkpoint import (latest_checkpoint, load_checkpoint, model_from_checkpoint,
-                                    resolve_checkpoint)
-    from charrnn.data import load_text
-    from charrnn.errors import CheckpointError
-    from charrnn.inspect import describe, describe_checkpoint
-
+    typed = [name for name in ctx.params if ctx.get_parameter_source(name).name != "DEFAULT"]
+    _check_at_least(1, {"--seq-length": seq_length, "--batch-size": batch_size,
+                        "--vocab-size": vocab_size})
+    _check_view_flags(typed, given_checkpoint=checkpoint is not None,
+                      neurons=activations is not None)
     if activations is not None:
-        other = [flag for flag, on in (("--equations", equations), ("--verify", verify),
-                                       ("--corpus", corpus)) if on]
-        if other:
-            raise ConfigError(f"{other[0]} does not go with --activations; run them as two "
-                              "commands")
-        if named:
-            raise ConfigError(f"the checkpoint fixes the model; drop "
-                              f"--{named[0].replace('_', '-')}")
-        from charrnn.activations import activation_report, read_text
-        from charrnn.html_page import check_path, write_page
+        return _show_neurons(checkpoint, runs_dir, activations, as_json=as_json, html=html,
+                             predictions=predictions, layer=layer, neurons=neuron, top=top,
+                             signal_name=signal, state=state)
+    from charrnn.inspect import EXAMPLE_L, EXAMPLE_N, EXAMPLE_V, describe
 
-        if html is not None:
-            check_path(html)
-        path = resolve_checkpoint(checkpoint, runs_dir)
-        model, vocab = model_from_checkpoint(load_checkpoint(path), path)
-        text, source = read_text(activations)
-        report = activation_report(model, vocab, text, layer=layer, neurons=neuron, top=top,
-                                   signal_name=signal, state=state, source=source)
-        report["checkpoint"] = str(path)
-        if checkpoint is None or Path(checkpoint).is_dir():
-            err.print(f"read the neurons of {path}")
-        if report["truncated_from"]:
-            err.print(f"note: showing the first {len(report['text']):,} of "
-                      f"{report['truncated_from']:,} characters")
-        if html is not None:
-            write_page(report, html, title=f"charrnn activations: {path}")
-            err.print(f"wrote {html}")
-        elif as_json:
-            print(json.dumps(report))
-        else:
-            views.render_activations(report, Console(highlight=False),
-                                     predictions=predictions)
-        return
-
-    needs = next((flag for flag, value in neuron_flags.items() if value is not None), None)
-    if needs:
-        raise ConfigError(f"{needs} needs --activations TEXT_OR_FILE (the text to run the "
-                          "model over)")
-    ckpt_info, path = None, None
-    if checkpoint is not None:
-        if named:
-            raise ConfigError(f"the checkpoint fixes the model; drop "
-                              f"--{named[0].replace('_', '-')}")
-        path = resolve_checkpoint(checkpoint)
-    elif not named and vocab_size is None and batch_first:
-        try:
-            path = latest_checkpoint(runs_dir)
-        except CheckpointError:  # no run yet: the model the default flags build
-            pass
+    builds = any(name in typed for name in STACK_FLAGS) or vocab_size or not batch_first
+    path = _run_to_describe(checkpoint, runs_dir, builds=bool(builds))
     if path is not None:
-        ckpt = load_checkpoint(path)
-        model, vocab = model_from_checkpoint(ckpt, path)
-        trained = ckpt.get("train_config") or {}
-        optimizer = trained.get("optimizer")
-        report = describe(model.config, vocab_size=len(vocab),
-                          seq_length=seq_length or trained.get("seq_length", EXAMPLE_L),
-                          batch_size=batch_size or trained.get("batch_size", EXAMPLE_N),
-                          batch_first=True, verify=verify, model=model,
-                          train_config=cfg.build("train", {"optimizer": optimizer}
-                                                 if optimizer else {}))
-        corpus_text = None if corpus is None else load_text(corpus, what="corpus file")
-        ckpt_info = describe_checkpoint(ckpt, corpus=corpus_text)
-        ckpt_info["path"] = str(path)
+        report = _describe_checkpoint(path, seq_length, batch_size, verify, corpus)
         if not batch_first:
             err.print("note: a trained model is batch-first; showing that layout")
+    elif corpus is not None:
+        raise ConfigError("--corpus counts a checkpoint's vocabulary; give the checkpoint "
+                          "too, e.g. charrnn inspect runs/<run> --corpus input.txt")
     else:
-        if corpus is not None:
-            raise ConfigError("--corpus counts a checkpoint's vocabulary; give the checkpoint "
-                              "too, e.g. charrnn inspect runs/<run> --corpus input.txt")
-        model_config = cfg.build("model", {k: v for k, v in given.items() if v is not None})
-        report = describe(model_config, vocab_size=vocab_size or EXAMPLE_V,
-                          seq_length=seq_length or EXAMPLE_L, batch_size=batch_size or EXAMPLE_N,
-                          batch_first=batch_first, verify=verify)
-    if checkpoint is None or Path(checkpoint).is_dir():
-        err.print(escape(f"describing {path}" if path else
-                         "describing the model the flags build (not a trained run)"))
-    if as_json:
-        if ckpt_info is not None:
-            report["checkpoint"] = ckpt_info
-        print(json.dumps(report, indent=2))
-    else:
-        out = Console(highlight=False)
-        if ckpt_info is not None and not equations:
-            views.render_checkpoint(ckpt_info, out)
-        views.render_inspect(report, out, equations=equations)
+        report = describe(cfg.build("model", {k: v for k, v in settings["model"].items()
+                                              if v is not None}),
+                          vocab_size=vocab_size or EXAMPLE_V, seq_length=seq_length or EXAMPLE_L,
+                          batch_size=batch_size or EXAMPLE_N, batch_first=batch_first,
+                          verify=verify)
+    _say_which(checkpoint, "describing", path or "the model the flags build (not a trained run)")
+    _print_report(report, as_json, equations)
     if verify and not report["verify_ok"]:
         raise CharRNNError("verification failed: the equations and the module disagree "
                            "(see the differences above)")
+
+
+def _check_view_flags(typed: list[str], given_checkpoint: bool, neurons: bool) -> None:
+    """Refuse the flags that belong to the other view of ``inspect``, and model flags
+    where a checkpoint fixes the model."""
+    stack = [name for name in STACK_FLAGS if name in typed]
+    if stack and (given_checkpoint or neurons):
+        raise ConfigError(f"the checkpoint fixes the model; drop {_flag(stack[0])}")
+    if neurons:
+        other = [name for name in DESCRIBE_FLAGS if name in typed]
+        if other:
+            raise ConfigError(f"{_flag(other[0])} does not go with --activations; run them as "
+                              "two commands")
+    needs = [name for name in NEURON_FLAGS if name in typed and not neurons]
+    if needs:
+        raise ConfigError(f"{_flag(needs[0])} needs --activations TEXT_OR_FILE (the text to "
+                          "run the model over)")
+
+
+def _run_to_describe(checkpoint: Path | None, runs_dir: Path, builds: bool) -> Path | None:
+    """The checkpoint ``inspect`` explains: the one given; else, unless flags build a
+    model, the newest run's; None when there is none (the default model is explained)."""
+    from charrnn.checkpoint import latest_checkpoint, resolve_checkpoint
+    from charrnn.errors import CheckpointError
+
+    if checkpoint is not None:
+        return resolve_checkpoint(checkpoint)
+    if builds:
+        return None
+    try:
+        return latest_checkpoint(runs_dir)
+    except CheckpointError:  # no run yet: the model the default flags build
+        return None
+
+
+def _describe_checkpoint(path: Path, seq_length: int | None, batch_size: int | None,
+                         verify: bool, corpus: Path | None) -> dict[str, Any]:
+    from charrnn.checkpoint import load_checkpoint
+    from charrnn.data import load_text
+    from charrnn.inspect import describe_trained
+
+    return describe_trained(load_checkpoint(path), path, seq_length=seq_length,
+                            batch_size=batch_size, verify=verify, corpus=None if corpus is None
+                            else load_text(corpus, what="corpus file"))
+
+
+def _print_report(report: dict[str, Any], as_json: bool, equations: bool) -> None:
+    from charrnn import views
+
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    out = Console(highlight=False)
+    if "checkpoint" in report and not equations:
+        views.render_checkpoint(report["checkpoint"], out)
+    views.render_inspect(report, out, equations=equations)
+
+
+def _show_neurons(checkpoint: Path | None, runs_dir: Path, text_or_file: str, *,
+                  as_json: bool, html: Path | None, predictions: bool, **choice: Any) -> None:
+    """``inspect --activations``: what the chosen neurons do over a text."""
+    from charrnn import views
+    from charrnn.activations import activation_report, read_text
+    from charrnn.html_page import check_path, write_page
+
+    if html is not None:
+        check_path(html)
+    model, vocab, path = _load_model(checkpoint, runs_dir, "cpu")
+    text, source = read_text(text_or_file)
+    report = activation_report(model, vocab, text, source=source, **choice)
+    report["checkpoint"] = str(path)
+    _say_which(checkpoint, "read the neurons of", path)
+    if report["truncated_from"]:
+        err.print(f"note: showing the first {len(report['text']):,} of "
+                  f"{report['truncated_from']:,} characters")
+    if html is not None:
+        write_page(report, html, title=f"charrnn activations: {path}")
+        err.print(Text(f"wrote {html}"))
+    elif as_json:
+        print(json.dumps(report))
+    else:
+        views.render_activations(report, Console(highlight=False), predictions=predictions)
 
 
 # --- everyday use: eval, runs, plot, download, config --------------------------------
@@ -524,29 +520,29 @@ def eval_(
     skip_unknown: Annotated[bool, typer.Option(
         "--skip-unknown", help="Leave out characters the model's vocabulary lacks (they are "
         "counted and reported) instead of stopping with an error.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="No progress bar or notes on stderr.")] = False,
+    device: Device = "auto",
+    as_json: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Score any text: nats and bits per character, and perplexity.
 
     One deterministic pass carrying the hidden state: the computation of training's val loss."""
     from charrnn.checkpoint import resolve_checkpoint
+    from charrnn.data import list_chars
+    from charrnn.device import resolve_device
     from charrnn.download import resolve_text
     from charrnn.scoring import score_text
-    from charrnn.train import resolve_device
 
     path = resolve_checkpoint(checkpoint)
     text_path = resolve_text(text)
     if not quiet:
-        err.print(f"scoring {text_path} with {path}")
+        err.print(Text(f"scoring {text_path} with {path}"))
     score = score_text(path, text_path, skip_unknown=skip_unknown,
                        device=resolve_device(device), progress=not quiet)
     if score.unknown_count and not quiet:
-        shown = " ".join(repr(ch) for ch in score.unknown_chars[:10])
-        err.print(escape(f"left out {score.unknown_count:,} character(s) outside the "
-                         f"vocabulary ({len(score.unknown_chars)} distinct: {shown})"))
+        err.print(Text(f"left out {score.unknown_count:,} character(s) outside the vocabulary "
+                       f"({len(score.unknown_chars)} distinct: "
+                       f"{list_chars(score.unknown_chars, 10)})"))
     if as_json:
         print(json.dumps(score.to_dict()))
     else:
@@ -559,15 +555,16 @@ def runs_(
     folder: Annotated[Optional[Path], typer.Argument(
         help="Folder that holds run folders, or one run folder \\[default: --runs-dir].",
         show_default=False)] = None,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS,
     sort: Annotated[str, typer.Option(
         help="time: newest first; loss: lowest best val loss first.")] = "time",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
+    as_json: Json = False,
 ) -> None:
     """List training runs with their corpus, model, steps, best val loss and time.
 
     Newest first. The table goes to stdout; --json gives the same facts to scripts."""
-    from charrnn.runs import list_runs, runs_table
+    from charrnn import views
+    from charrnn.runs import list_runs
 
     folder = folder or runs_dir
     summaries = list_runs(folder, sort)
@@ -579,9 +576,9 @@ def runs_(
         # A terminal gets a table that fits it; a pipe or a file gets every column whole.
         out = Console(highlight=False)
         if out.is_terminal:
-            out.print(runs_table(summaries, width=out.width))
+            out.print(views.runs_table(summaries, width=out.width))
         else:
-            Console(highlight=False, width=10_000).print(runs_table(summaries))
+            Console(highlight=False, width=10_000).print(views.runs_table(summaries))
 
 
 @app.command(epilog="Example: charrnn plot runs/a runs/b -o loss.png", rich_help_panel=LOOK)
@@ -589,7 +586,7 @@ def plot(
     run_dirs: Annotated[Optional[list[Path]], typer.Argument(
         metavar="RUN", help="Run folders (or their metrics.csv) to draw together "
         "\\[default: the newest run under --runs-dir].", show_default=False)] = None,
-    runs_dir: RunsDir = Path("runs"),
+    runs_dir: RunsDir = RUNS,
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("loss.png"),
     width: Annotated[int, typer.Option(help="Image width in pixels.")] = 1200,
@@ -600,7 +597,8 @@ def plot(
 
     Needs matplotlib: pip install 'charrnn\\[plot]'."""
     from charrnn.plot import plot_runs
-    from charrnn.runs import list_runs, read_metrics
+    from charrnn.files import read_metrics
+    from charrnn.runs import list_runs
 
     if not run_dirs:
         newest = list_runs(runs_dir) if runs_dir.is_dir() else []
@@ -645,8 +643,7 @@ def download(
     force: Annotated[bool, typer.Option(
         "--force", help="Replace a file of the same name whose sha256 differs.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server.")] = 30.0,
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="No progress bar or notes; print only the path.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Fetch a known corpus and verify its sha256; print the file's path on stdout."""
     from charrnn.download import corpus, download as fetch
@@ -670,9 +667,8 @@ def prepare(
     cache_dir: Annotated[Path, typer.Option(
         "--cache-dir", help="Folder for the cache; train uses .cache/ beside its run folder, "
         "which is this default for runs under runs/.")] = Path("runs/.cache"),
-    quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="No progress bar; print only the path of the ids.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Quiet = False,
+    as_json: Json = False,
 ) -> None:
     """Scan and encode TEXT once into a memory-mapped cache, so that training on it
     (however large) starts at once and reads it without loading it into memory."""
@@ -720,13 +716,10 @@ app.add_typer(config_app, name="config", rich_help_panel=SETUP,
 
 @config_app.command("show", epilog="Example: charrnn config show --config configs/tiny.toml "
                     "--lr 1e-3 > mine.toml")
-@with_settings
+@with_settings()
 def config_show(
-    config: Annotated[Optional[Path], typer.Option(
-        "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/).")]
-        = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")]
-        = False,
+    config: ConfigFile = None,
+    as_json: Json = False,
     settings: Optional[dict] = None,
 ) -> None:
     """Print the settings a train with the same --config and flags would use (defaults <

@@ -66,6 +66,15 @@ class ModelConfig:
         "run a second, reversed recurrent stack (inspect only: a next-character model "
         "must not see the future)"))
 
+    def describe(self) -> str:
+        """One line: ``2x256 lstm, embedding 64, dropout 0.2``."""
+        cell = f"rnn-{self.nonlinearity}" if self.cell == "rnn" else self.cell
+        extra = [f"proj {self.proj_size}" if self.proj_size else "",
+                 f"dropout {self.dropout:g}" if self.dropout else "",
+                 "tied" if self.tie_weights else ""]
+        return (f"{self.num_layers}x{self.hidden_size} {cell}, embedding {self.embedding_dim}"
+                + "".join(f", {e}" for e in extra if e))
+
 
 @dataclass
 class TrainConfig:

@@ -15,7 +15,6 @@ file is scanned again, and its ids are re-encoded only if its content (hash) cha
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -24,12 +23,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from tqdm import tqdm
 
-from charrnn.data import CharSet, Vocab, text_pieces
+from charrnn.data import CharSet, Vocab, list_chars, text_pieces
 from charrnn.errors import CharRNNError, DataError
+from charrnn.files import atomic_write
 
 FORMAT = 1  # of the scan's JSON file
 
@@ -88,8 +89,8 @@ def cached_scan(path: str | Path, cache_dir: str | Path, *, what: str = "text fi
     if old is not None and (old.size, old.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
         return old
     scan = scan_text(path, what=what, on_read=_stage(on_read, "scan"))
-    _write(scan_path, lambda tmp: tmp.write_text(
-        json.dumps({"format": FORMAT, **asdict(scan)}, ensure_ascii=False), "utf-8"))
+    _write(scan_path, lambda f: f.write(
+        json.dumps({"format": FORMAT, **asdict(scan)}, ensure_ascii=False).encode("utf-8")))
     if old is not None and old.sha256 != scan.sha256:      # the ids of the old content
         for stale in cache_dir.glob(f"{old.sha256[:16]}-*.npy"):
             stale.unlink(missing_ok=True)
@@ -97,7 +98,7 @@ def cached_scan(path: str | Path, cache_dir: str | Path, *, what: str = "text fi
 
 
 def vocab_for(scans: list[Scan], given: Vocab | None = None, *, what: str = "the text",
-              source: str = "the checkpoint") -> Vocab:
+              source: str | None = None) -> Vocab:
     """The characters of all ``scans``; or ``given`` (a checkpoint's vocabulary), which
     must then hold every one of them."""
     chars = set().union(*(scan.vocab for scan in scans))
@@ -105,9 +106,10 @@ def vocab_for(scans: list[Scan], given: Vocab | None = None, *, what: str = "the
         return Vocab("".join(sorted(chars)))
     unknown = "".join(sorted(chars - set(given.chars)))
     if unknown:
-        shown = " ".join(repr(ch) for ch in unknown[:20])
-        raise DataError(f"{what} has {len(unknown)} character(s) that {source}'s vocabulary "
-                        f"lacks: {shown}; train from scratch or use a text without them")
+        where = f" (of {source})" if source else ""
+        raise DataError(f"{what} has {len(unknown)} character(s) that the checkpoint's "
+                        f"vocabulary lacks{where}: {list_chars(unknown)}; train from scratch "
+                        "or use a text without them")
     return given
 
 
@@ -122,20 +124,19 @@ def cached_ids(path: str | Path, scan: Scan, vocab: Vocab, cache_dir: str | Path
     if ids is not None:
         return ids
 
-    def encode(tmp: Path) -> None:
+    def encode(out: IO[bytes]) -> None:
         # Plain writes, not a writable memory map: the pages written are not kept
         # in this process's resident memory.
         header = {"descr": np.lib.format.dtype_to_descr(vocab.dtype), "fortran_order": False,
                   "shape": (scan.chars,)}
         position = 0
-        with open(tmp, "wb") as out:
-            np.lib.format.write_array_header_1_0(out, header)
-            for piece in text_pieces(path, what=what, on_read=_stage(on_read, "encode")):
-                ids = vocab.encode_piece(piece, what=what)
-                position += ids.size
-                if position > scan.chars:
-                    break
-                out.write(ids.tobytes())
+        np.lib.format.write_array_header_1_0(out, header)
+        for piece in text_pieces(path, what=what, on_read=_stage(on_read, "encode")):
+            ids = vocab.encode_piece(piece, what=what)
+            position += ids.size
+            if position > scan.chars:
+                break
+            out.write(ids.tobytes())
         if position != scan.chars:
             raise DataError(f"{what} {path} changed while it was being encoded; run again")
 
@@ -216,18 +217,15 @@ def _open_ids(path: Path, chars: int, dtype: np.dtype) -> np.ndarray | None:
     return ids if ids.shape == (chars,) and ids.dtype == dtype else None
 
 
-def _write(target: Path, write: Callable[[Path], None]) -> None:
-    """Write ``target`` through a temporary file in its folder and an atomic rename, so a
-    cache file is always whole; a failure removes the temporary file."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+def _write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a cache file whole or not at all (``files.atomic_write``)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CharRNNError(f"cannot write the corpus cache {target}: {e.strerror}; give a "
-                               "writable folder with --cache-dir (or --out), or free some space") from None
-        raise
+    except OSError as e:
+        raise CharRNNError(f"cannot write the corpus cache {target}: {e.strerror}; {_FIX}"
+                           ) from None
+    with atomic_write(target, what="the corpus cache ", fix=_FIX) as f:
+        write(f)
+
+
+_FIX = "give a writable folder with --cache-dir (or --out), or free some space"

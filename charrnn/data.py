@@ -129,9 +129,20 @@ def _code_points(text: str) -> np.ndarray:
                         "it is not valid Unicode") from None
 
 
-def _escape(ch: str) -> str:
-    """A character as a reader can see it in a one-line message."""
-    return repr(ch)[1:-1] if not ch.isprintable() or ch in "'\\" else ch
+def escape_char(ch: str) -> str:
+    """A character as it can be shown on one line: ``\\n``, ``␣`` for space, ``\\x07``."""
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "\\": "\\\\"}
+    if ch in named:
+        return named[ch]
+    if ch.isprintable():
+        return ch
+    return ch.encode("unicode_escape").decode("ascii")
+
+
+def list_chars(chars: str, limit: int = 20) -> str:
+    """Characters for a one-line message: ``x é ␣ \\n and 3 more``."""
+    more = f" and {len(chars) - limit} more" if len(chars) > limit else ""
+    return " ".join(escape_char(c) for c in chars[:limit]) + more
 
 
 def _chars_of(codes: np.ndarray) -> str:
@@ -260,10 +271,8 @@ class Vocab:
 
     @staticmethod
     def _unknown_error(missing: str, what: str) -> DataError:
-        shown = " ".join(_escape(c) for c in missing[:20])
-        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         return DataError(f"{what} has {len(missing)} character(s) not in the model's "
-                         f"vocabulary: {shown}{more}")
+                         f"vocabulary: {list_chars(missing)}")
 
     def decode(self, ids) -> str:
         """Text of a sequence of ids (numpy array, tensor or list)."""
@@ -272,7 +281,7 @@ class Vocab:
 
     def describe(self, limit: int = 12) -> str:
         """A short human-readable list of the characters."""
-        head = "".join(_escape(c) for c in self.chars[:limit])
+        head = "".join(escape_char(c) for c in self.chars[:limit])
         return head + ("..." if len(self) > limit else "")
 
 

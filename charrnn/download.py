@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import os
 import socket
 import urllib.error
 import urllib.parse
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charrnn.errors import CharRNNError
+from charrnn.files import atomic_write
 
 DEFAULT_DIR = Path("data")  # where `download` puts corpora and `train NAME` looks for them
 _BLOCK = 1 << 16            # bytes read per network call
@@ -130,28 +130,21 @@ def download(name: str, folder: str | Path = DEFAULT_DIR, *, url: str | None = N
         if not force:
             raise CharRNNError(f"{target} exists with another sha256 ({have[:12]}...); keep it "
                                "and choose another folder with --to, or replace it with --force")
-    tmp = folder / f".{entry.filename}.{os.getpid()}.part"  # renamed into place when verified
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        out = open(tmp, "wb")
     except OSError as e:
         raise CharRNNError(f"cannot write to {folder}: {e.strerror}; choose another folder "
                            "with --to") from None
     source = url or entry.url
-    try:
-        with out:
-            size, digest = _fetch(source, out, timeout=timeout, progress=progress,
-                                  expected_size=entry.size, target=target)
-            out.flush()
-            os.fsync(out.fileno())
+    # Renamed into place only when the whole file came and its sha256 is right.
+    with atomic_write(target, fix="choose another folder with --to") as out:
+        size, digest = _fetch(source, out, timeout=timeout, progress=progress,
+                              expected_size=entry.size, target=target)
         if digest != entry.sha256:
             raise CharRNNError(
                 f"{source} sent {size:,} bytes with sha256 {digest[:12]}..., not the expected "
                 f"{entry.sha256[:12]}... for {name}; nothing was saved (the file upstream "
                 "changed, or the download was damaged)")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return Downloaded(target, True, size, digest)
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,11 +25,17 @@ import torch
 from torch import nn
 
 from charrnn import reference
-from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data import Vocab
+from charrnn.checkpoint import count_parameters, model_from_checkpoint
+from charrnn.config import ModelConfig, TrainConfig, build
+from charrnn.data import Vocab, escape_char  # a vocabulary shown as text
 from charrnn.errors import DataError
 from charrnn.model import CharRNN, make_rnn
-from charrnn.views import escape_char  # a vocabulary shown as text
+from charrnn.optim import make_optimizer
+from charrnn.scoring import LN2
+
+# The example forward pass of a model built from flags: L steps, N sequences, V characters
+# (tiny-shakespeare's).
+EXAMPLE_L, EXAMPLE_N, EXAMPLE_V = 5, 3, 65
 
 # A reference check passes when |reference - torch| <= TOLERANCE * max(1, |torch|max).
 TOLERANCE = 1e-5
@@ -351,8 +358,6 @@ def _costs(model: CharRNN, config: ModelConfig, sizes: dict[str, int],
 def _optimizer_state_bytes(model: CharRNN, train_config: TrainConfig) -> int:
     """Bytes of state the training optimiser keeps: measured by building it the way
     ``train`` does, on a copy of the model, and taking one step with zero gradients."""
-    from charrnn.train import make_optimizer  # train imports a lot; only needed here
-
     twin = copy.deepcopy(model).cpu()
     for p in twin.parameters():
         p.grad = torch.zeros_like(p)
@@ -511,6 +516,24 @@ def _verify(rnn: nn.RNNBase, sizes: dict[str, int], batch_first: bool, seed: int
 
 
 # ----------------------------------------------------------------------------- checkpoint
+def describe_trained(ckpt: dict[str, Any], path: str | Path, *, seq_length: int | None = None,
+                     batch_size: int | None = None, verify: bool = False,
+                     corpus: str | None = None) -> dict[str, Any]:
+    """``describe`` of a checkpoint's model, its forward pass shaped like the run's own
+    windows unless ``seq_length`` / ``batch_size`` say otherwise, with what
+    ``describe_checkpoint`` finds in the file under ``"checkpoint"``."""
+    model, vocab = model_from_checkpoint(ckpt, path)
+    trained = ckpt.get("train_config") or {}
+    optimizer = trained.get("optimizer")
+    report = describe(model.config, vocab_size=len(vocab),
+                      seq_length=seq_length or trained.get("seq_length", EXAMPLE_L),
+                      batch_size=batch_size or trained.get("batch_size", EXAMPLE_N),
+                      batch_first=True, verify=verify, model=model,
+                      train_config=build("train", {"optimizer": optimizer}) if optimizer else None)
+    report["checkpoint"] = {**describe_checkpoint(ckpt, corpus=corpus), "path": str(path)}
+    return report
+
+
 
 def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict[str, Any]:
     """The facts of a loaded checkpoint dict worth showing; missing keys become None.
@@ -532,7 +555,7 @@ def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict
         "elapsed": ckpt.get("elapsed"),
         "best_val_loss": ckpt.get("best_val_loss"),
         "val_loss": ckpt.get("val_loss"),
-        "num_parameters": _count_state(ckpt.get("model_state")),
+        "num_parameters": count_parameters(ckpt.get("model_state")),
         "metrics": [dict(row) for row in ckpt.get("metrics") or []],
         "corpus": dict(ckpt.get("corpus") or {}),
     }
@@ -540,7 +563,7 @@ def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict
         info["vocab"]["counts"] = char_counts(Vocab(vocab), corpus)
     for key in ("best_val_loss", "val_loss"):
         loss = info[key]
-        info[key.replace("loss", "bpc")] = None if loss is None else loss / math.log(2)
+        info[key.replace("loss", "bpc")] = None if loss is None else loss / LN2
     return info
 
 
@@ -551,19 +574,3 @@ def char_counts(vocab: Vocab, text: str) -> list[int]:
     except DataError as e:
         raise DataError(f"{e}; give the text the model was trained on") from None
     return np.bincount(ids, minlength=len(vocab)).tolist()
-
-
-def _count_state(state: dict[str, Any] | None) -> int | None:
-    """Distinct parameters in a state dict (a tied matrix is stored, and counted, once)."""
-    if not state:
-        return None
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for tensor in state.values():
-        if not isinstance(tensor, torch.Tensor):
-            continue
-        key = (tensor.data_ptr(), tensor.numel())
-        if key not in seen:
-            seen.add(key)
-            total += tensor.numel()
-    return total

@@ -12,10 +12,10 @@ and drawn without pyplot (no window, no global state).
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 from charrnn.errors import CharRNNError
+from charrnn.files import atomic_write
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100   # default image size in pixels, and pixels per inch
 FORMATS = ("png", "svg", "pdf")
@@ -77,13 +77,6 @@ def _save(fig, out: Path, fmt: str, dpi: int) -> Path:
     folder = out.parent
     if not folder.is_dir():
         raise CharRNNError(f"cannot write {out}: folder {folder} does not exist")
-    tmp = folder / f".{out.name}.{os.getpid()}.tmp"   # beside the target, then renamed
-    try:
-        with open(tmp, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=dpi)
-        os.replace(tmp, out)
-    except OSError as e:
-        raise CharRNNError(f"cannot write {out}: {e.strerror or e}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(out, fix="choose another file with --output") as f:
+        fig.savefig(f, format=fmt, dpi=dpi)
     return out

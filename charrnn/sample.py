@@ -3,13 +3,16 @@
 The prime runs through the trained ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` once. After
 that, calling the whole module for every character costs more in overhead than in
 arithmetic, so ``Stepper`` advances the state with torch's fused single-step cell
-functions (``torch.lstm_cell`` ...) on the very same weight tensors. ``generate``
-yields the new characters as they are drawn and never prints.
+functions (``torch.lstm_cell`` ...) on the very same weight tensors (tests check it
+against the module, step by step, for every kind of cell). ``generate`` returns the text
+of each sample, ``stream`` yields one sample's characters as they are drawn; neither
+prints.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,14 +101,28 @@ def default_prime(vocab: Vocab) -> str:
 
 
 def generate(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = None,
-             num_samples: int = 1, temperature: float = 1.0, top_k: int | None = None,
-             top_p: float | None = None, greedy: bool = False,
-             seed: int | None = None) -> Iterator[str]:
-    """Steps of generation: each is a string of one new character per sample.
+             num_samples: int = 1, seed: int | None = None, **choice: Any) -> list[str]:
+    """The ``length`` new characters of each of ``num_samples`` samples, drawn together
+    as one batch (the prime is not repeated). ``choice``: ``choose``'s keywords."""
+    steps = _steps(model, vocab, length, prime, num_samples, seed, choice)
+    ids = torch.stack(list(steps), dim=1)                         # length x (B,) -> (B, length)
+    return [vocab.decode(row) for row in ids]
 
-    The prime is checked here, before the first step (a prime with characters outside
-    the vocabulary raises ``DataError``). The same seed gives the same text; no seed
-    draws from a fresh random state."""
+
+def stream(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = None,
+           seed: int | None = None, **choice: Any) -> Iterator[str]:
+    """One sample's new characters, yielded as they are drawn.
+
+    Like ``generate``, the prime is checked here, before the first character (a prime
+    with characters outside the vocabulary raises ``DataError``). The same seed gives
+    the same text; no seed draws from a fresh random state."""
+    steps = _steps(model, vocab, length, prime, 1, seed, choice)
+    return (vocab.chars[int(idx)] for idx in steps)
+
+
+def _steps(model: CharRNN, vocab: Vocab, length: int, prime: str | None, num_samples: int,
+           seed: int | None, choice: dict[str, Any]) -> Iterator[torch.Tensor]:
+    """Check the prime, seed a generator, and return the iterator of drawn ids (B,)."""
     if prime is not None and not prime:
         raise DataError("the prime text is empty; leave --prime out or give some text")
     prime = prime if prime is not None else default_prime(vocab)
@@ -117,14 +134,12 @@ def generate(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = N
     else:
         generator.manual_seed(seed)
     prime_ids = torch.as_tensor(ids.astype("int64"), device=device)
-    return _steps(model, vocab, length, prime_ids, num_samples,
-                  dict(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                       generator=generator))
+    return _draw(model, length, prime_ids, num_samples, dict(choice, generator=generator))
 
 
 @torch.no_grad()
-def _steps(model: CharRNN, vocab: Vocab, length: int, prime_ids: torch.Tensor,
-           num_samples: int, choice: dict) -> Iterator[str]:
+def _draw(model: CharRNN, length: int, prime_ids: torch.Tensor, num_samples: int,
+          choice: dict[str, Any]) -> Iterator[torch.Tensor]:
     was_training = model.training
     model.eval()
     try:
@@ -136,11 +151,10 @@ def _steps(model: CharRNN, vocab: Vocab, length: int, prime_ids: torch.Tensor,
         else:
             states = zero_states(model, num_samples, prime_ids.device)
         idx = batch[:, -1]                                       # (B,)
-        chars = vocab.chars
         for _ in range(length):
             logits, states = stepper.step(idx, states)
             idx = choose(logits, **choice)
-            yield "".join(chars[i] for i in idx.tolist())
+            yield idx
     finally:
         model.train(was_training)
 

@@ -1,7 +1,7 @@
 """Scoring any text with a trained model: ``score_text(checkpoint, text) -> Score``.
 
 The number is the one training reports for its validation text, computed by the same
-function (``train.evaluate``): one deterministic pass over the whole text carrying the
+function (``evaluate``, below): one deterministic pass over the whole text carrying the
 hidden state, the first character given as context and every later one predicted from
 all the characters before it. So scoring a run's own held-out text gives back its
 ``val_loss``. Loss is in nats per character; bits = nats / ln 2; perplexity = e^nats.
@@ -16,18 +16,45 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
-from charrnn.data import Vocab, load_text
+from charrnn.data import Vocab, list_chars, load_text
 from charrnn.errors import DataError
-from charrnn.train import LN2, evaluate
+from charrnn.model import CharRNN
 
+LN2 = math.log(2.0)  # nats per bit
+EVAL_CHUNK = 1024    # time steps per forward call
+
+
+@torch.no_grad()
+def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device,
+             on_chunk: Callable[[int], None] | None = None) -> float:
+    """Mean nats per character of predicting ``ids[1:]`` from ``ids[:-1]`` in one
+    deterministic pass that carries the hidden state across chunks (float32).
+    ``on_chunk`` is told how many characters each chunk scored (for a progress bar)."""
+    was_training = model.training
+    model.eval()
+    total, count, hidden = 0.0, 0, None
+    for start in range(0, len(ids) - 1, EVAL_CHUNK):
+        chunk = torch.from_numpy(ids[start:start + EVAL_CHUNK + 1].astype(np.int64))
+        chunk = chunk.to(device).unsqueeze(0)                        # (1, T' + 1)
+        x, y = chunk[:, :-1], chunk[:, 1:]                           # (1, T'), T' <= T
+        logits, hidden = model(x, hidden)                            # (1, T, V)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
+                                 reduction="sum").item()
+        count += y.numel()
+        if on_chunk is not None:
+            on_chunk(y.numel())
+    model.train(was_training)
+    return total / count
 
 
 @dataclass
@@ -58,10 +85,8 @@ def known_ids(text: str, vocab: Vocab, *, skip_unknown: bool, what: str
         kept = text.translate(dict.fromkeys(map(ord, unknown)))
         count = len(text) - len(kept)
         if not skip_unknown:
-            shown = " ".join(repr(ch) for ch in unknown[:10])
-            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
             raise DataError(f"{what} has {count:,} character(s) the model's vocabulary lacks "
-                            f"({len(unknown)} distinct: {shown}{more}); pass --skip-unknown "
+                            f"({len(unknown)} distinct: {list_chars(unknown, 10)}); pass --skip-unknown "
                             "to score the text without them")
         text = kept
     return vocab.encode(text, what=what), unknown, count

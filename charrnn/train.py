@@ -1,50 +1,46 @@
 """The training run: ``train(text, model_config, train_config) -> RunResult``.
 
-Reads in the order it runs: device and data, model and optimiser, then the loop
-(schedule, window, forward, loss, backward, clip, step), with an evaluation, the
-checkpoints and the metrics row every ``eval_every`` steps and once at the end.
+Reads in the order it runs. ``Run`` gathers what one session trains with (the texts'
+ids and batches, the model and optimiser, restored from a checkpoint when resuming)
+and does the three things the loop asks of it: a step, an evaluation (which saves the
+checkpoints and the metrics row), a checkpoint. ``RunState`` is how far the run has
+come (what a checkpoint needs beyond the weights); ``Budget`` turns steps, epochs and
+seconds into one progress number. ``_train`` is the loop.
 
-A run folder holds ``config.toml`` (the resolved settings), ``metrics.csv`` (one row
-per evaluation), ``best.pt`` (lowest validation loss) and ``last.pt`` (latest state,
-enough to resume exactly). SIGINT and SIGTERM finish the current step, save
-``last.pt`` and raise ``TrainingInterrupted``.
+The run folder's files are described in ``charrnn.files``. SIGINT and SIGTERM finish
+the current step, save ``last.pt`` and raise ``TrainingInterrupted``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import shutil
 import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from charrnn import config as cfg
-from charrnn.checkpoint import BEST, LAST, save_checkpoint
-from charrnn import corpus, distributed
+from charrnn import corpus, distributed, files
+from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from charrnn.data import Vocab, make_batches, split
+from charrnn.device import autocast, check_dtype, resolve_device, to_device
 from charrnn.errors import CharRNNError, ConfigError, DataError, TrainingInterrupted
 from charrnn.model import CharRNN, Hidden, detach_hidden
+from charrnn.optim import SCHEDULE_SETTINGS, lr_at, make_optimizer
 from charrnn.sample import generate
+from charrnn.scoring import EVAL_CHUNK, LN2, evaluate
 
-LN2 = math.log(2.0)
-EVAL_CHUNK = 1024  # time steps per forward call of the validation pass
-METRICS_FIELDS = ("step", "elapsed_s", "epoch", "lr", "train_loss", "val_loss", "val_bpc",
-                  "chars_per_s")
+CPU = torch.device("cpu")
 
 
 @dataclass
@@ -58,103 +54,475 @@ class RunResult:
     first_step_s: float  # seconds from the start of ``train`` to the end of the first step
     rank: int = 0        # of this process, under torchrun
 
+    def to_dict(self) -> dict[str, Any]:
+        """The end of a run for scripts (JSON has no NaN: a missing number is null)."""
+        def number(x: float, digits: int | None = None) -> float | None:
+            if not math.isfinite(x):
+                return None
+            return x if digits is None else round(x, digits)
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when there is a GPU; asking for a missing GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return {"run_dir": str(self.run_dir), "step": self.step,
+                "elapsed_s": number(self.elapsed, 3), "first_step_s": number(self.first_step_s, 3),
+                "val_loss": number(self.val_loss), "val_bpc": number(self.val_loss / LN2),
+                "best_val_loss": number(self.best_val_loss),
+                "best_val_bpc": number(self.best_val_loss / LN2),
+                "chars_per_s": number(self.chars_per_s, 1),
+                "best": str(self.run_dir / files.BEST), "last": str(self.run_dir / files.LAST)}
+
+
+# --------------------------------------------------------------- where a run starts from
+@dataclass
+class Origin:
+    """The checkpoint a run starts from: continued exactly (``resume``), or whose
+    weights start a new run (``init_from``)."""
+    path: Path
+    checkpoint: dict[str, Any]
+    resume: bool
+
+    @classmethod
+    def open(cls, resume: str | Path | None = None, init_from: str | Path | None = None
+             ) -> Origin | None:
+        """Load the checkpoint a run folder or file names: a resume continues from the
+        latest state (last.pt), new weights come from the best (best.pt)."""
+        if resume is not None and init_from is not None:
+            raise ConfigError("--resume and --init-from exclude each other; give one")
+        if resume is None and init_from is None:
+            return None
+        path = resolve_checkpoint(resume or init_from,
+                                  name=files.LAST if resume is not None else files.BEST)
+        return cls(path, load_checkpoint(path), resume is not None)
+
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """The settings the run inherits (flags and a --config file override them): the
+        model's always; a resume's training settings too, except its folder."""
+        train = ({k: v for k, v in self.checkpoint["train_config"].items() if k != "out"}
+                 if self.resume else {})
+        return {"model": dict(self.checkpoint["model_config"]), "train": train}
+
+    def changes(self, train_config: cfg.TrainConfig) -> list[str]:
+        """The training settings a resume changes, as ``name old -> new``."""
+        return cfg.changes(self.checkpoint["train_config"], train_config,
+                           ignore=("out", "cache_dir")) if self.resume else []
+
+    @property
+    def text(self) -> Path | None:
+        """The training text of the run, as its checkpoint names it."""
+        path = (self.checkpoint.get("corpus") or {}).get("path")
+        return Path(path) if path else None
+
+
+# ------------------------------------------------------------------ budget and state
+class Budget:
+    """``--max-steps``, ``--epochs`` and ``--max-time`` as one number: the progress of
+    the run from 0 to 1, the largest fraction of any of them used up."""
+
+    def __init__(self, c: cfg.TrainConfig, steps_per_epoch: float) -> None:
+        self.steps, self.epochs, self.seconds = c.budget_steps(), c.epochs, c.max_time
+        limits = [self.steps] if self.steps else []
+        if self.epochs:
+            limits.append(math.ceil(self.epochs * steps_per_epoch))
+        self.total_steps = min(limits) if limits else None  # None: a time budget only
+
+    def progress(self, step: int, epoch: float, seconds: float) -> float:
+        fractions = [step / self.steps if self.steps else 0.0,
+                     epoch / self.epochs if self.epochs else 0.0]
+        if self.seconds:
+            fractions.append(seconds / self.seconds)
+        return max(fractions)
+
+    def __str__(self) -> str:
+        parts = [f"{self.steps} steps" if self.steps else "",
+                 f"{self.epochs:g} epochs" if self.epochs else "",
+                 f"{self.seconds:g}s" if self.seconds else ""]
+        return " or ".join(p for p in parts if p)
+
+
+@dataclass
+class RunState:
+    """How far a run has come: with the weights, the optimiser and the batches'
+    position, what a checkpoint holds to continue exactly and what the run reports."""
+    step: int = 0
+    elapsed_before: float = 0.0          # seconds spent in earlier sessions
+    best_val: float = math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)   # the metrics.csv rows
+    loss_sum: float = 0.0                # training loss summed since the last evaluation
+    loss_count: int = 0
+    hidden: Hidden | None = None         # carried from window to window
+    decay_from: dict[str, Any] | None = None  # {"start", "start_lr"} once warmup is over
+    # This session only: when it started; training time and characters (not counting
+    # evaluations) since the last evaluation and in all.
+    started: float = field(default_factory=time.time)
+    window_seconds: float = 0.0
+    window_chars: int = 0
+    session_seconds: float = 0.0
+    session_chars: int = 0
+    first_step_s: float = math.nan
+
+    @property
+    def val_loss(self) -> float:
+        return self.history[-1]["val_loss"] if self.history else math.nan
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the latest step has been evaluated."""
+        return bool(self.history) and self.history[-1]["step"] == self.step
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    def rate(self, chars: int, seconds: float) -> float:
+        return chars / seconds if seconds else math.nan
+
+    def record_step(self, loss: float, chars: int, seconds: float) -> None:
+        self.step += 1
+        if math.isnan(self.first_step_s):
+            self.first_step_s = time.time() - self.started
+        self.loss_sum += loss
+        self.loss_count += 1
+        self.window_chars += chars
+        self.window_seconds += seconds
+
+    def record_eval(self, val_loss: float, epoch: float, lr: float) -> bool:
+        """Add the metrics row of an evaluation and start a new window; True when the
+        loss is the best so far."""
+        self.history.append({
+            "step": self.step, "elapsed_s": round(self.elapsed(), 3),
+            "epoch": round(epoch, 4), "lr": lr,
+            "train_loss": self.loss_sum / self.loss_count if self.loss_count else math.nan,
+            "val_loss": val_loss, "val_bpc": val_loss / LN2,
+            "chars_per_s": round(self.rate(self.window_chars, self.window_seconds), 1)})
+        improved = val_loss < self.best_val
+        self.best_val = min(self.best_val, val_loss)
+        self.session_chars += self.window_chars
+        self.session_seconds += self.window_seconds
+        self.loss_sum, self.loss_count, self.window_chars, self.window_seconds = 0.0, 0, 0, 0.0
+        return improved
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        """The state's part of a checkpoint (the hidden state is the caller's: under
+        torchrun it is gathered from every process first)."""
+        return {"step": self.step, "elapsed": self.elapsed(), "best_val_loss": self.best_val,
+                "val_loss": self.val_loss, "metrics": self.history,
+                "loss_window": [self.loss_sum, self.loss_count], "schedule": self.decay_from}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], started: float) -> RunState:
+        window = ckpt.get("loss_window", [0.0, 0])
+        return cls(step=int(ckpt["step"]), elapsed_before=float(ckpt["elapsed"]),
+                   best_val=float(ckpt["best_val_loss"]), history=list(ckpt["metrics"]),
+                   loss_sum=float(window[0]), loss_count=int(window[1]),
+                   decay_from=ckpt.get("schedule"), started=started)
+
+
+# ------------------------------------------------------------------------------ the run
+class Run:
+    """What one session trains with, and its step, evaluation and checkpoint."""
+
+    def __init__(self, group: distributed.Group, device: torch.device, text_path: Path,
+                 model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None,
+                 *, overwrite: bool, progress: bool, started: float) -> None:
+        self.group, self.device, self.text_path = group, device, text_path
+        self.model_config, self.c = model_config, c
+        resume = origin.checkpoint if origin is not None and origin.resume else None
+        self.run_dir = Path(c.out) if c.out else (
+            origin.path.parent if resume else files.default_run_dir(text_path, model_config.cell))
+        replaced = files.check_run_dir_is_free(self.run_dir, overwrite) if not resume else []
+        self._read_texts(origin, progress)
+
+        torch.manual_seed(c.seed)
+        self.model = CharRNN(len(self.vocab), model_config)
+        if origin is not None:
+            self.model.load_state_dict(origin.checkpoint["model_state"])
+        self.model.to(device).train()
+        self.optimizer = make_optimizer(self.model, c)
+        # ``replica`` runs the training steps: under torchrun it averages the gradients
+        # over the processes during backward. ``model`` is the plain module underneath.
+        self.replica = DistributedDataParallel(self.model) if group.active else self.model
+        self.state = RunState(started=started) if resume is None else self._restore(resume,
+                                                                                  started)
+        if group.active:  # a different dropout mask on each process
+            torch.manual_seed(c.seed + self.state.step + group.rank)
+        if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
+            files.prepare_run_dir(self.run_dir, cfg.to_toml(model_config, c),
+                                  checkpoint_bytes=12 * self.model.num_parameters(),
+                                  replaced=replaced)
+        self.budget = Budget(c, self.batches.steps_per_epoch)
+        self.eval_seconds = self._estimate_eval_seconds() if c.max_time else 0.0
+
+    def _read_texts(self, origin: Origin | None, progress: bool) -> None:
+        """Scan and encode the texts (cached beside the runs), build the vocabulary
+        (or check the checkpoint's), cut the validation text and make the batches."""
+        c, group = self.c, self.group
+        cache_dir = Path(c.cache_dir) if c.cache_dir else self.run_dir.parent / ".cache"
+        texts = [(self.text_path, "training text")] + (
+            [(Path(c.val_file), "validation file")] if c.val_file else [])
+        reading = corpus.ReadingBar(progress, [path for path, _ in texts])
+        with group.first_on_each_machine(), reading:
+            scans = [corpus.cached_scan(path, cache_dir, what=what, on_read=reading.update)
+                     for path, what in texts]
+            self.vocab = corpus.vocab_for(
+                scans, Vocab(origin.checkpoint["vocab"]) if origin else None,
+                source=str(origin.path) if origin else None)
+            ids, *val = [corpus.cached_ids(path, scan, self.vocab, cache_dir, what=what,
+                                           on_read=reading.update)
+                         for (path, what), scan in zip(texts, scans)]
+        self.train_ids, self.val_ids = split(ids, c.val_fraction) if not val else (ids, val[0])
+        if len(self.val_ids) < 2:
+            raise DataError(f"the validation text has {len(self.val_ids)} character(s); it "
+                            "needs at least 2: raise --val-fraction or give a longer --val-file")
+        self.scan = scans[0]
+        self.batches = make_batches(self.train_ids, c.batching, c.batch_size, c.seq_length,
+                                    c.seed, rows=group.rows(c.batch_size),
+                                    pin=self.device.type == "cuda")
+        lo, hi = group.share(len(self.val_ids) - 1)  # this rank scores val_ids[lo + 1:hi + 1]
+        self.val_part = self.val_ids[lo:hi + 1]
+
+    def _restore(self, ckpt: dict[str, Any], started: float) -> RunState:
+        """The optimiser, the batches' position, the RNG and the state of a resumed run."""
+        c = self.c
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.batches.load_state_dict(ckpt["data_state"])
+        state = RunState.from_checkpoint(ckpt, started)
+        state.hidden = self.group.my_rows(to_device(ckpt.get("hidden"), self.device),
+                                          c.batch_size)
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        if "schedule" not in ckpt and state.step >= c.warmup_steps:
+            state.decay_from = {"start": 0.0, "start_lr": c.lr}  # saved before schedules were
+        if cfg.changes(ckpt["train_config"], c, ignore=tuple(
+                k for k in cfg.fields_of("train") if k not in SCHEDULE_SETTINGS)):
+            # A new budget or schedule: decay afresh from here, from the rate the run
+            # had reached (or from the new --lr, or from lr once warmup is over).
+            same_lr = ckpt["train_config"].get("lr") == c.lr
+            state.decay_from = {"start": None, "start_lr": self.optimizer.param_groups[0]["lr"]
+                                if same_lr and state.step >= c.warmup_steps else c.lr}
+        return state
+
+    def describe(self) -> dict[str, Any]:
+        """The facts of the run a user sees before the first step."""
+        return {"text": str(self.text_path), "chars": self.scan.chars,
+                "vocab_size": len(self.vocab), "train_chars": len(self.train_ids),
+                "val_chars": len(self.val_ids), "model": self.model_config.describe(),
+                "parameters": self.model.num_parameters(), "device": str(self.device),
+                "dtype": self.c.dtype, "batching": self.c.batching,
+                "batch_size": self.c.batch_size, "seq_length": self.c.seq_length,
+                "budget": str(self.budget), "run_dir": str(self.run_dir),
+                "resumed_at": self.state.step, "processes": self.group.world_size}
+
+    def progress(self) -> float:
+        """Of the budget, counting the time the final evaluation will need."""
+        s = self.state
+        return self.budget.progress(s.step, self.batches.epoch, s.elapsed() + self.eval_seconds)
+
+    def train_step(self, progress: float) -> float:
+        """One optimiser step at this point of the budget; the mean loss of its batch."""
+        c, s = self.c, self.state
+        t_step = time.time()
+        if s.step >= c.warmup_steps and (s.decay_from is None or s.decay_from["start"] is None):
+            s.decay_from = {"start": min(progress, 1.0),
+                            "start_lr": s.decay_from["start_lr"] if s.decay_from else c.lr}
+        lr = lr_at(s.step, progress, c, **(s.decay_from or {}))
+        for param_group in self.optimizer.param_groups:
+            param_group["lr"] = lr
+        batch = self.batches.next()
+        if batch.fresh:
+            s.hidden = None
+        window = batch.window.to(self.device, non_blocking=True)      # (B, T + 1)
+        x, y = window[:, :-1], window[:, 1:]                           # (B, T) each
+        with autocast(self.device, c.dtype):
+            logits, hidden = self.replica(x, s.hidden)                # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        s.hidden = detach_hidden(hidden)
+        (loss_value,) = self.group.mean(loss.item())                   # over the whole batch
+        if not math.isfinite(loss_value):
+            last = self.run_dir / files.LAST
+            kept = f"; last good checkpoint: {last}" if last.exists() else ""
+            raise CharRNNError(f"training diverged: loss is {loss_value} at step "
+                               f"{s.step + 1}{kept}; lower --lr or set --grad-clip")
+        s.record_step(loss_value, x.numel() * self.group.world_size, time.time() - t_step)
+        return loss_value
+
+    def evaluate(self) -> str:
+        """Score the validation text, add the metrics row, save the checkpoints (best.pt
+        when the loss is the lowest yet) and the metrics; the line to report."""
+        started = time.time()
+        scored = len(self.val_part) - 1
+        total = evaluate(self.model, self.val_part, self.device) * scored if scored > 0 else 0.0
+        total, count = self.group.sum(total, scored)                  # over all the ranks
+        self.eval_seconds = time.time() - started
+        s = self.state
+        improved = s.record_eval(total / count, self.batches.epoch,
+                                 self.optimizer.param_groups[0]["lr"])
+        self.save(best=improved)
+        row = s.history[-1]
+        if self.group.main:
+            files.write_metrics(self.run_dir, s.history)
+            if self.c.tensorboard:
+                from charrnn.tblog import log_eval
+                log_eval(self.run_dir, row)
+        return (f"step {s.step}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
+                f"nats/char ({row['val_bpc']:.3f} bits/char)  best {s.best_val:.4f}")
+
+    def save(self, best: bool = False) -> Path:
+        """Write last.pt (and best.pt); every rank calls this, rank 0 writes."""
+        payload = self.checkpoint()
+        last = self.run_dir / files.LAST
+        if self.group.main:
+            if best:
+                save_checkpoint(payload, self.run_dir / files.BEST)
+            save_checkpoint(payload, last)
+        return last
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What a checkpoint holds (the layout is in ``charrnn.checkpoint``)."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model_config": cfg.to_dict(self.model_config), "train_config": cfg.to_dict(self.c),
+            "vocab": self.vocab.chars,
+            "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer_state": to_device(self.optimizer.state_dict(), CPU),
+            "data_state": self.batches.state_dict(),
+            "hidden": to_device(self.group.gather_rows(self.state.hidden), CPU),
+            "rng": rng, "epoch": self.batches.epoch, **self.state.to_checkpoint(),
+            "corpus": {"path": str(self.text_path), "chars": self.scan.chars,
+                       "sha256": self.scan.sha256},
+            "world_size": self.group.world_size,
+        }
+
+    def sample(self) -> str:
+        text = generate(self.model, self.vocab, self.c.sample_length,
+                        seed=self.c.seed + self.state.step)[0]
+        return f"--- sample at step {self.state.step} ---\n{text}\n---"
+
+    def _estimate_eval_seconds(self) -> float:
+        """How long the full validation pass will take, from timing a slice of it (with
+        a margin): the time budget keeps that much for the final evaluation."""
+        probe = self.val_part[:4 * EVAL_CHUNK + 1]
+        evaluate(self.model, self.val_part[:EVAL_CHUNK + 1], self.device)  # warm-up call
+        start = time.time()
+        evaluate(self.model, probe, self.device)
+        return 1.25 * (time.time() - start) * len(self.val_part) / len(probe)
+
+    def result(self) -> RunResult:
+        s = self.state
+        return RunResult(run_dir=self.run_dir, step=s.step, elapsed=s.elapsed(),
+                         best_val_loss=s.best_val, val_loss=s.val_loss,
+                         chars_per_s=s.rate(s.session_chars, s.session_seconds),
+                         first_step_s=s.first_step_s, rank=self.group.rank)
+
+
+# ------------------------------------------------------------------------------ the loop
+def train(text_path: str | Path, model_config: cfg.ModelConfig,
+          train_config: cfg.TrainConfig, *, resume: str | Path | Origin | None = None,
+          init_from: str | Path | Origin | None = None, overwrite: bool = False,
+          progress: bool = True, start_time: float | None = None,
+          on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Train a CharRNN on the text at ``text_path``; see the module docstring.
+
+    ``resume``: a run folder or checkpoint to continue exactly (model, optimiser,
+    schedule, data position, hidden state, RNG), in its own folder unless
+    ``train_config.out`` names another; ``init_from``: one whose weights start a new
+    run. Either may be an ``Origin`` already opened. ``overwrite`` lets a new run
+    replace the checkpoints and metrics already in its folder. ``start_time``
+    (``time.time()``) makes the wall-clock budget count the process's start-up too;
+    ``on_start`` is called with ``Run.describe()`` just before the first step. Under
+    torchrun every process calls this, and they train as one data-parallel group (see
+    ``charrnn.distributed``).
+    """
+    origin = resume if isinstance(resume, Origin) else init_from if isinstance(
+        init_from, Origin) else Origin.open(resume, init_from)
+    group, device = distributed.join(resolve_device(train_config.device))
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: no CUDA GPU is available here (torch "
-                              f"{torch.__version__}); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: there are only {torch.cuda.device_count()} "
-                              "CUDA device(s); use cuda:0")
-    elif device.type != "cpu":
-        raise ConfigError(f"unsupported device '{name}'; use auto, cpu, cuda or cuda:N")
-    return device
+        result = _train(group, device, Path(text_path), model_config, train_config, origin,
+                        overwrite=overwrite, progress=progress and group.main,
+                        started=time.time() if start_time is None else start_time,
+                        on_start=on_start if group.main else None)
+        group.barrier()  # leave together: a rank tearing down while rank 0 still saves can abort
+        return result
+    finally:
+        distributed.leave(group)
 
 
-def autocast(device: torch.device, dtype: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=(dtype == "bfloat16"))
+def _train(group: distributed.Group, device: torch.device, text_path: Path,
+           model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None, *,
+           overwrite: bool, progress: bool, started: float,
+           on_start: Callable[[dict[str, Any]], None] | None) -> RunResult:
+    if model_config.bidirectional:
+        raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
+                          "direction would read the characters it must predict; drop it")
+    if origin is not None:
+        _check_same_model(origin.checkpoint["model_config"], model_config, str(origin.path))
+    check_dtype(c.dtype, device)
+    run = Run(group, device, text_path, model_config, c, origin, overwrite=overwrite,
+              progress=progress, started=started)
+    if on_start is not None:
+        on_start(run.describe())
+    s = run.state
+    with _catch_stop_signals() as stop, _Bar(progress, run) as bar:
+        while True:
+            # All ranks take the same decisions: on the mean of their clocks, and on
+            # a stop request that reached any of them.
+            progress_now, stopping = group.mean(run.progress(), float(stop.signum is not None))
+            if stopping:
+                raise TrainingInterrupted(str(run.save()), stop.signum or signal.SIGTERM)
+            if progress_now >= 1.0:
+                break
+            loss = run.train_step(progress_now)
+            if s.step % c.eval_every == 0:
+                bar.say(run.evaluate())
+            if progress and c.sample_every and s.step % c.sample_every == 0:
+                bar.say(run.sample())
+            bar.show(loss)
+        if not s.evaluated:
+            bar.say(run.evaluate())
+    return run.result()
 
 
-@torch.no_grad()
-def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device,
-             on_chunk: Callable[[int], None] | None = None) -> float:
-    """Mean nats per character of predicting ``ids[1:]`` from ``ids[:-1]`` in one
-    deterministic pass that carries the hidden state across chunks (float32).
-    ``on_chunk`` is told how many characters each chunk scored (for a progress bar)."""
-    was_training = model.training
-    model.eval()
-    total, count, hidden = 0.0, 0, None
-    for start in range(0, len(ids) - 1, EVAL_CHUNK):
-        chunk = torch.from_numpy(ids[start:start + EVAL_CHUNK + 1].astype(np.int64))
-        chunk = chunk.to(device).unsqueeze(0)                        # (1, T' + 1)
-        x, y = chunk[:, :-1], chunk[:, 1:]                           # (1, T'), T' <= T
-        logits, hidden = model(x, hidden)                            # (1, T, V)
-        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
-                                 reduction="sum").item()
-        count += y.numel()
-        if on_chunk is not None:
-            on_chunk(y.numel())
-    model.train(was_training)
-    return total / count
+class _Bar:
+    """The progress bar: one line redrawn in place, only on a terminal. Elsewhere (a
+    log file, a pipe) the evaluation lines alone report progress, one plain line each."""
+
+    def __init__(self, progress: bool, run: Run) -> None:
+        self.progress, self.run = progress, run
+        self.bar = tqdm(total=run.budget.total_steps, initial=run.state.step, unit="step",
+                        dynamic_ncols=True, disable=not (progress and sys.stderr.isatty()),
+                        file=sys.stderr, leave=True)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.close()
+
+    def say(self, message: str) -> None:
+        """A line on stderr, through the bar so that it is not torn."""
+        if self.progress:
+            self.bar.write(message, file=sys.stderr)
+
+    def show(self, loss: float) -> None:
+        s, c = self.run.state, self.run.c
+        val = "-" if math.isnan(s.val_loss) else f"{s.val_loss:.3f}"
+        left = f" left {max(0.0, c.max_time - s.elapsed()):.0f}s" if c.max_time else ""
+        rate = (s.rate(s.window_chars, s.window_seconds) if s.window_chars
+                else s.history[-1]["chars_per_s"])   # an evaluation just began a new window
+        self.bar.set_postfix_str(f"loss {loss:.3f} val {val} {rate:,.0f} chars/s{left}",
+                                 refresh=False)
+        self.bar.update(1)
 
 
-def _estimate_eval_seconds(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
-    """How long the full validation pass will take, from timing a slice of it (with a
-    margin): the time budget keeps that much for the final evaluation."""
-    probe = ids[:4 * EVAL_CHUNK + 1]
-    evaluate(model, ids[:EVAL_CHUNK + 1], device)  # warm: the first call pays for set-up
-    start = time.time()
-    evaluate(model, probe, device)
-    return 1.25 * (time.time() - start) * len(ids) / len(probe)
-
-
-# Settings that shape the learning-rate schedule: a resume that changes one of them
-# starts the decay afresh from where the run stands, instead of jumping along the old one.
-SCHEDULE_SETTINGS = ("lr", "decay", "min_lr_ratio", "warmup_steps", "max_steps", "epochs",
-                     "max_time")
-
-
-def lr_at(step: int, progress: float, c: cfg.TrainConfig, start: float = 0.0,
-          start_lr: float | None = None) -> float:
-    """The learning rate of step ``step`` (0-based) at ``progress`` (0 -> 1) of the budget.
-
-    Linear warmup over the first ``warmup_steps`` steps, reaching ``lr``; then a cosine
-    (or a straight line) from ``start_lr`` (default ``lr``) down to ``lr * min_lr_ratio``,
-    spread over the budget left after ``start``, the progress at which the decay began
-    (the end of warmup; or where a resume with a new budget took the run up)."""
-    if step < c.warmup_steps:
-        return c.lr * (step + 1) / c.warmup_steps
-    span = 1.0 - start
-    done = min(max((progress - start) / span, 0.0), 1.0) if span > 0 else 1.0
-    left = 0.5 * (1.0 + math.cos(math.pi * done)) if c.decay == "cosine" else 1.0 - done
-    floor = c.lr * c.min_lr_ratio
-    return floor + ((c.lr if start_lr is None else start_lr) - floor) * left
-
-
-def make_optimizer(model: CharRNN, c: cfg.TrainConfig) -> torch.optim.Optimizer:
-    """Weight decay on weight matrices only, never on biases or the embedding table."""
-    embedding = model.embedding.weight
-    decay = [p for p in model.parameters() if p.dim() >= 2 and p is not embedding]
-    other = [p for p in model.parameters() if p.dim() < 2 or p is embedding]
-    groups = [{"params": decay, "weight_decay": c.weight_decay},
-              {"params": other, "weight_decay": 0.0}]
-    if c.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=c.lr)
-    if c.optimizer == "adam":  # L2 penalty in the gradient, as torch's Adam does it
-        return torch.optim.Adam(groups, lr=c.lr)
-    if c.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=c.lr, momentum=0.9)
-    if c.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=c.lr)
-    return torch.optim.Adagrad(groups, lr=c.lr)
+def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> None:
+    diffs = cfg.changes(saved, current)
+    if diffs:
+        raise ConfigError(f"model settings differ from {source}: {'; '.join(diffs)}; "
+                          "drop those flags (the checkpoint fixes the model)")
 
 
 class _StopRequest:
@@ -182,363 +550,3 @@ def _catch_stop_signals():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-
-
-def _default_run_dir(text_path: Path, cell: str) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{stamp}-{text_path.stem}-{cell}"
-
-
-RUN_FILES = (BEST, LAST, "metrics.csv")  # what a run folder holds once a run has saved
-
-
-def _check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
-    """The results of an earlier run in ``run_dir``, which a new run may replace only
-    when asked to (``overwrite``); otherwise a one-line error says what to do instead."""
-    held = [run_dir / name for name in RUN_FILES if (run_dir / name).exists()]
-    if held and not overwrite:
-        names = ", ".join(path.name for path in held)
-        raise ConfigError(f"run folder {run_dir} already holds a run ({names}); continue it "
-                          f"with --resume {run_dir}, train into a new folder with --out, or "
-                          "replace it with --overwrite")
-    return held
-
-
-def _prepare_run_dir(run_dir: Path, model_config, train_config, checkpoint_bytes: int,
-                     replaced: list[Path]) -> None:
-    """Create the folder, remove the ``replaced`` results of an earlier run, write
-    config.toml and check the free space, so that an unwritable or full place fails
-    before any training time is spent. Temporary files that a killed run left behind
-    are removed (the checkpoints they were to replace are intact)."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*run_dir.glob(".*.tmp"), *replaced]:
-            stale.unlink()
-        (run_dir / "config.toml").write_text(cfg.to_toml(model_config, train_config),
-                                             encoding="utf-8")
-        free = shutil.disk_usage(run_dir).free
-    except OSError as e:
-        raise CharRNNError(f"cannot write to run folder {run_dir}: {e.strerror}; "
-                           "choose another with --out") from None
-    # best.pt and last.pt, plus the temporary copy written before each replace.
-    need = 3 * checkpoint_bytes
-    if free < need:
-        raise CharRNNError(f"only {free / 1e6:.1f} MB free in {run_dir}, checkpoints need "
-                           f"about {need / 1e6:.1f} MB; free some space or choose --out")
-
-
-def _write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=METRICS_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    tmp = run_dir / ".metrics.csv.tmp"
-    try:
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-        tmp.replace(run_dir / "metrics.csv")
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise CharRNNError(f"could not write {run_dir / 'metrics.csv'}: {e.strerror}; "
-                           "the checkpoints are kept") from None
-
-
-def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> None:
-    diffs = cfg.changes(saved, current)
-    if diffs:
-        raise ConfigError(f"model settings differ from {source}: {'; '.join(diffs)}; "
-                          "drop those flags (the checkpoint fixes the model)")
-
-
-def train(text_path: str | Path, model_config: cfg.ModelConfig,
-          train_config: cfg.TrainConfig, **options: Any) -> RunResult:
-    """Train a CharRNN on the text at ``text_path``; see the module docstring.
-
-    Options: ``resume``, a loaded checkpoint to continue exactly (model, optimiser,
-    schedule, data position, hidden state, RNG), and ``resume_path``, its file;
-    ``init_from``, a loaded checkpoint whose weights start a new run; ``overwrite``, let
-    a new run replace the checkpoints and metrics already in its folder; ``progress``;
-    ``start_time`` (``time.time()``), so that the wall-clock budget counts the process's
-    start-up too; ``on_start``, called with a dict describing the run just before the
-    first step (for the CLI to show). Under torchrun every process calls this, and
-    they train as one data-parallel group (see ``charrnn.distributed``).
-    """
-    group, device = distributed.join(resolve_device(train_config.device))
-    try:
-        result = _train(group, device, text_path, model_config, train_config, **options)
-        group.barrier()  # leave together: a rank tearing down while rank 0 still saves can abort
-        return result
-    finally:
-        distributed.leave(group)
-
-
-def _train(group: distributed.Group, device: torch.device, text_path: str | Path,
-           model_config: cfg.ModelConfig, c: cfg.TrainConfig, *, resume: dict | None = None,
-           resume_path: str | Path | None = None, init_from: dict | None = None,
-           overwrite: bool = False, progress: bool = True, start_time: float | None = None,
-           on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    t0 = time.time() if start_time is None else start_time
-    progress = progress and group.main
-    if model_config.bidirectional:
-        raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
-                          "direction would read the characters it must predict; drop it")
-    source = resume if resume is not None else init_from
-    source_name = str(resume_path or "the checkpoint")
-    if source is not None:
-        _check_same_model(source["model_config"], model_config, source_name)
-    if c.dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("--dtype bfloat16: this GPU does not support bfloat16; "
-                          "use --dtype float32")
-
-    # --- data --------------------------------------------------------------------
-    text_path = Path(text_path)
-    run_dir = Path(c.out) if c.out else (
-        Path(resume_path).parent if resume_path else _default_run_dir(text_path, model_config.cell))
-    replaced = _check_run_dir_is_free(run_dir, overwrite) if resume is None else []
-    cache_dir = Path(c.cache_dir) if c.cache_dir else run_dir.parent / ".cache"
-    texts = [(text_path, "training text")] + ([(Path(c.val_file), "validation file")]
-                                              if c.val_file else [])
-    reading = corpus.ReadingBar(progress, [path for path, _ in texts])
-    with group.first_on_each_machine(), reading:
-        scans = [corpus.cached_scan(path, cache_dir, what=what, on_read=reading.update)
-                 for path, what in texts]
-        vocab = corpus.vocab_for(scans, Vocab(source["vocab"]) if source else None,
-                                 source=source_name)
-        ids, *val = [corpus.cached_ids(path, scan, vocab, cache_dir, what=what,
-                                       on_read=reading.update)
-                     for (path, what), scan in zip(texts, scans)]
-    train_ids, val_ids = split(ids, c.val_fraction) if not val else (ids, val[0])
-    if len(val_ids) < 2:
-        raise DataError(f"the validation text has {len(val_ids)} character(s); it needs at "
-                        "least 2: raise --val-fraction or give a longer --val-file")
-    batches = make_batches(train_ids, c.batching, c.batch_size, c.seq_length, c.seed,
-                           rows=group.rows(c.batch_size), pin=device.type == "cuda")
-    lo, hi = group.share(len(val_ids) - 1)   # this rank scores the targets val_ids[lo + 1:hi + 1]
-    val_part = val_ids[lo:hi + 1]
-
-    # --- model and optimiser -----------------------------------------------------
-    torch.manual_seed(c.seed)
-    model = CharRNN(len(vocab), model_config)
-    if source is not None:
-        model.load_state_dict(source["model_state"])
-    model.to(device).train()
-    optimizer = make_optimizer(model, c)
-    # ``replica`` runs the training steps: under torchrun it averages the gradients
-    # over the processes during backward. ``model`` is the plain module underneath.
-    replica = DistributedDataParallel(model) if group.active else model
-
-    step, elapsed_before, best_val, history = 0, 0.0, math.inf, []
-    hidden: Hidden | None = None
-    decay_from: dict[str, float] | None = None   # {"start", "start_lr"} once warmup is over
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer_state"])
-        batches.load_state_dict(resume["data_state"])
-        step = int(resume["step"])
-        elapsed_before = float(resume["elapsed"])
-        best_val = float(resume["best_val_loss"])
-        history = list(resume["metrics"])
-        hidden = group.my_rows(_to_device(resume.get("hidden"), device), c.batch_size)
-        torch.set_rng_state(resume["rng"]["torch"])
-        # (A checkpoint from before the schedule was saved: its decay began at 0.)
-        decay_from = resume.get("schedule", {"start": 0.0, "start_lr": c.lr}
-                                if step >= c.warmup_steps else None)
-        if cfg.changes(resume["train_config"], c, ignore=tuple(
-                k for k in cfg.fields_of("train") if k not in SCHEDULE_SETTINGS)):
-            # A new budget or schedule: decay afresh from here, from the rate the run
-            # had reached (or from the new --lr, or from lr once warmup is over).
-            same_lr = resume["train_config"].get("lr") == c.lr
-            decay_from = {"start": None, "start_lr": optimizer.param_groups[0]["lr"]
-                          if same_lr and step >= c.warmup_steps else c.lr}
-        if device.type == "cuda" and "cuda" in resume["rng"]:
-            torch.cuda.set_rng_state(resume["rng"]["cuda"], device)
-    if group.active:  # a different dropout mask on each process
-        torch.manual_seed(c.seed + step + group.rank)
-
-    if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
-        _prepare_run_dir(run_dir, model_config, c, checkpoint_bytes=12 * model.num_parameters(),
-                         replaced=replaced)
-    max_steps = c.budget_steps()
-    step_budgets = [max_steps] if max_steps else []
-    if c.epochs:
-        step_budgets.append(math.ceil(c.epochs * batches.steps_per_epoch))
-    total_steps = min(step_budgets) if step_budgets else None  # None: a time budget only
-
-    def checkpoint_payload(val_loss: float) -> dict[str, Any]:
-        """What a checkpoint holds (every rank calls this: the hidden state is gathered)."""
-        whole_hidden = group.gather_rows(hidden)
-        rng = {"torch": torch.get_rng_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        return {
-            "model_config": cfg.to_dict(model_config), "train_config": cfg.to_dict(c),
-            "vocab": vocab.chars,
-            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer_state": _to_device(optimizer.state_dict(), torch.device("cpu")),
-            "data_state": batches.state_dict(),
-            "hidden": _to_device(whole_hidden, torch.device("cpu")),
-            "rng": rng, "step": step, "epoch": batches.epoch, "elapsed": elapsed(),
-            "best_val_loss": best_val, "val_loss": val_loss, "metrics": history,
-            "loss_window": [loss_sum, loss_count], "schedule": decay_from,
-            "corpus": {"path": str(text_path), "chars": scans[0].chars,
-                       "sha256": scans[0].sha256},
-            "world_size": group.world_size,
-        }
-
-    def elapsed() -> float:
-        return elapsed_before + time.time() - t0
-
-    def budget_progress(reserve: float) -> float:
-        fractions = [step / max_steps if max_steps else 0.0,
-                     batches.epoch / c.epochs if c.epochs else 0.0]
-        if c.max_time:
-            fractions.append((elapsed() + reserve) / c.max_time)
-        return max(fractions)
-
-    if on_start is not None and group.main:
-        budgets = [f"{max_steps} steps" if max_steps else "", f"{c.epochs:g} epochs" if c.epochs
-                   else "", f"{c.max_time:g}s" if c.max_time else ""]
-        on_start({"text": str(text_path), "chars": scans[0].chars, "vocab_size": len(vocab),
-                  "train_chars": len(train_ids), "val_chars": len(val_ids),
-                  "model": _describe_model(model_config), "parameters": model.num_parameters(),
-                  "device": str(device), "dtype": c.dtype, "batching": c.batching,
-                  "batch_size": c.batch_size, "seq_length": c.seq_length,
-                  "budget": " or ".join(b for b in budgets if b), "run_dir": str(run_dir),
-                  "resumed_at": step, "processes": group.world_size})
-
-    # --- the loop ----------------------------------------------------------------
-    # The bar redraws one line in place: only on a terminal. Elsewhere (a log file, a
-    # pipe) the evaluation lines alone report progress, one plain line each.
-    bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-               disable=not (progress and sys.stderr.isatty()), file=sys.stderr, leave=True)
-    def say(message: str) -> None:  # through the bar, so it is not torn; on stderr
-        if progress:
-            bar.write(message, file=sys.stderr)
-
-    loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
-    if resume is not None and "loss_window" in resume:
-        loss_sum, loss_count = float(resume["loss_window"][0]), int(resume["loss_window"][1])
-    eval_seconds = _estimate_eval_seconds(model, val_part, device) if c.max_time else 0.0
-    val_loss = history[-1]["val_loss"] if history else math.nan
-    first_step_s = math.nan
-    session = [0, 0.0]  # characters and seconds of training (not evaluation) in this call
-    last_eval_step = step if history else -1
-    last_path = run_dir / LAST
-
-    def run_eval() -> None:
-        nonlocal best_val, val_loss, eval_seconds, loss_sum, loss_count, train_time
-        nonlocal chars_seen, last_eval_step
-        t_eval = time.time()
-        scored = len(val_part) - 1
-        total = evaluate(model, val_part, device) * scored if scored > 0 else 0.0
-        total, count = group.sum(total, scored)                  # over all the ranks
-        val_loss = total / count
-        eval_seconds = time.time() - t_eval
-        rate = chars_seen / train_time if train_time else math.nan
-        session[0] += chars_seen
-        session[1] += train_time
-        history.append({"step": step, "elapsed_s": round(elapsed(), 3),
-                        "epoch": round(batches.epoch, 4),
-                        "lr": optimizer.param_groups[0]["lr"],
-                        "train_loss": loss_sum / loss_count if loss_count else math.nan,
-                        "val_loss": val_loss, "val_bpc": val_loss / LN2,
-                        "chars_per_s": round(rate, 1)})
-        improved = val_loss < best_val
-        best_val = min(best_val, val_loss)
-        payload = checkpoint_payload(val_loss)
-        if group.main:
-            if improved:
-                save_checkpoint(payload, run_dir / BEST)
-            save_checkpoint(payload, last_path)
-            _write_metrics(run_dir, history)
-            if c.tensorboard:
-                from charrnn.tblog import log_eval
-                log_eval(run_dir, history[-1])
-        say(f"step {step}: train {history[-1]['train_loss']:.4f}  val {val_loss:.4f} "
-                  f"nats/char ({val_loss / LN2:.3f} bits/char)  best {best_val:.4f}")
-        loss_sum, loss_count, train_time, chars_seen = 0.0, 0, 0.0, 0
-        last_eval_step = step
-
-    with _catch_stop_signals() as stop:
-        while True:
-            # All ranks take the same decisions: on the mean of their clocks, and on
-            # a stop request that reached any of them.
-            progress_now, stopping = group.mean(budget_progress(reserve=eval_seconds),
-                                                float(stop.signum is not None))
-            if stopping:
-                payload = checkpoint_payload(val_loss)
-                if group.main:
-                    save_checkpoint(payload, last_path)
-                bar.close()
-                raise TrainingInterrupted(str(last_path), stop.signum or signal.SIGTERM)
-            if progress_now >= 1.0:
-                break
-            t_step = time.time()
-            if step >= c.warmup_steps and (decay_from is None or decay_from["start"] is None):
-                decay_from = {"start": min(progress_now, 1.0),
-                              "start_lr": decay_from["start_lr"] if decay_from else c.lr}
-            lr = lr_at(step, progress_now, c, **(decay_from or {}))
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = lr
-            batch = batches.next()
-            if batch.fresh:
-                hidden = None
-            window = batch.window.to(device, non_blocking=True)      # (B, T + 1)
-            x, y = window[:, :-1], window[:, 1:]                      # (B, T) each
-            with autocast(device, c.dtype):
-                logits, hidden = replica(x, hidden)                  # (B, T, V)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-            optimizer.step()
-            hidden = detach_hidden(hidden)
-            (loss_value,) = group.mean(loss.item())                  # over the whole batch
-            if not math.isfinite(loss_value):
-                kept = f"; last good checkpoint: {last_path}" if last_path.exists() else ""
-                raise CharRNNError(f"training diverged: loss is {loss_value} at step "
-                                   f"{step + 1}{kept}; lower --lr or set --grad-clip")
-            step += 1
-            if math.isnan(first_step_s):
-                first_step_s = time.time() - t0
-            train_time += time.time() - t_step
-            chars_seen += x.numel() * group.world_size
-            loss_sum += loss_value
-            loss_count += 1
-            rate = chars_seen / max(train_time, 1e-9)   # before an evaluation resets it
-            if step % c.eval_every == 0:
-                run_eval()
-            if progress and c.sample_every and step % c.sample_every == 0:
-                text_sample = "".join(generate(model, vocab, c.sample_length, seed=c.seed + step))
-                say(f"--- sample at step {step} ---\n{text_sample}\n---")
-            bar.set_postfix_str(f"loss {loss_value:.3f} val "
-                                f"{'-' if math.isnan(val_loss) else f'{val_loss:.3f}'} "
-                                f"{rate:,.0f} chars/s"
-                                + (f" left {max(0.0, c.max_time - elapsed()):.0f}s"
-                                   if c.max_time else ""), refresh=False)
-            bar.update(1)
-        if last_eval_step != step:
-            run_eval()
-    bar.close()
-    return RunResult(run_dir=run_dir, step=step, elapsed=elapsed(), best_val_loss=best_val,
-                     val_loss=val_loss,
-                     chars_per_s=session[0] / session[1] if session[1] else math.nan,
-                     first_step_s=first_step_s, rank=group.rank)
-
-
-def _describe_model(m: cfg.ModelConfig) -> str:
-    cell = f"rnn-{m.nonlinearity}" if m.cell == "rnn" else m.cell
-    extra = [f"proj {m.proj_size}" if m.proj_size else "", f"dropout {m.dropout:g}"
-             if m.dropout else "", "tied" if m.tie_weights else ""]
-    return (f"{m.num_layers}x{m.hidden_size} {cell}, embedding {m.embedding_dim}"
-            + "".join(f", {e}" for e in extra if e))
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    """Tensors inside nested dicts / lists / tuples moved to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj

@@ -11,6 +11,10 @@ vocabulary is never read as markup. No torch here: the reports are plain dicts.
 
 from __future__ import annotations
 
+import math
+import shlex
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -20,11 +24,44 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.data import escape_char
+
 # At most this many rows of the metrics history are shown (evenly spaced, last included).
 MAX_METRIC_ROWS = 12
 
 # Metric columns in this order first, then any other keys as they come.
 METRIC_ORDER = ("step", "elapsed", "train_loss", "val_loss", "chars_per_s")
+
+
+# ----------------------------------------------------------------------------- train
+
+def render_train_start(info: dict[str, Any], console: Console) -> None:
+    """What ``train.Run.describe`` says before the first step."""
+    console.print(Text.assemble(("charrnn train", "bold"), f" {info['text']}: "
+                                f"{info['chars']:,} characters, vocabulary {info['vocab_size']}, "
+                                f"train {info['train_chars']:,} / val {info['val_chars']:,}"))
+    console.print(Text(f"model: {info['model']} ({info['parameters']:,} parameters) on "
+                       f"{info['device']} {info['dtype']}; {info['batching']} batches of "
+                       f"{info['batch_size']}x{info['seq_length']}; budget {info['budget']}"))
+    if info["processes"] > 1:
+        console.print(f"data parallel: {info['processes']} processes, "
+                      f"{info['batch_size'] // info['processes']} rows of each batch apiece")
+    console.print(Text(f"run folder: {info['run_dir']}"))
+
+
+def render_train_end(result: dict[str, Any], console: Console, runs_dir: Path) -> None:
+    """The summary of ``train.RunResult.to_dict``, and the command that samples from it
+    (naming the run when ``sample`` would not find it under ``runs_dir`` by itself)."""
+    r = {k: math.nan if v is None else v for k, v in result.items()}
+    console.print(Text.assemble(
+        ("done", "bold"), f": {r['step']} steps in {r['elapsed_s']:.0f}s (first step after "
+        f"{r['first_step_s']:.1f}s), {r['chars_per_s']:,.0f} chars/s; val loss "
+        f"{r['val_loss']:.4f} nats/char ({r['val_bpc']:.3f} bits/char), best "
+        f"{r['best_val_loss']:.4f}"))
+    console.print(Text(f"checkpoints: {r['best']}, {r['last']}"))
+    run_dir = Path(r["run_dir"])
+    where = "" if run_dir.resolve().parent == runs_dir.resolve() else f" {shlex.quote(str(run_dir))}"
+    console.print(Text(f"next: charrnn sample{where} --len 200"))
 
 
 # ----------------------------------------------------------------------------- inspect
@@ -206,7 +243,7 @@ def _checkpoint_summary(info: dict[str, Any]) -> Group:
     lines = []
     head = Text.assemble(("checkpoint ", "bold"),
                          f"step {_value(info.get('step'))} · "
-                         f"elapsed {_duration(info.get('elapsed'))}")
+                         f"elapsed {duration(info.get('elapsed'))}")
     params = info.get("num_parameters")
     if params is not None:
         head.append(f" · {params:,} parameters")
@@ -301,7 +338,7 @@ def _metric(key: str, value: Any) -> str:
     if value is None:
         return "—"
     if key == "elapsed":
-        return _duration(value)
+        return duration(value)
     if key == "chars_per_s" and isinstance(value, (int, float)):
         return f"{value:,.0f}"
     return _value(value)
@@ -319,10 +356,10 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def _duration(seconds: Any) -> str:
-    """``42.0s``, ``3m 05s``, ``1h 02m``."""
-    if not isinstance(seconds, (int, float)):
-        return "—"
+def duration(seconds: Any, missing: str = "—") -> str:
+    """``42.0s``, ``3m 05s``, ``1h 02m``; ``missing`` for no number."""
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return missing
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -370,16 +407,6 @@ def glyph(ch: str) -> str:
     if ch == "\t":
         return "⇥"
     return ch if ch.isprintable() else "·"
-
-
-def escape_char(ch: str) -> str:
-    """A character as it can be shown on one line: ``\\n``, ``␣`` for space, ``\\x07``."""
-    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", " ": "␣", "\\": "\\\\"}
-    if ch in named:
-        return named[ch]
-    if ch.isprintable():
-        return ch
-    return ch.encode("unicode_escape").decode("ascii")
 
 
 def shown(ch: str | None) -> str:
@@ -507,3 +534,47 @@ def _prediction_table(report: dict[str, Any]) -> Table:
 
 def _hex(rgb: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+# ----------------------------------------------------------------------------- runs
+# Columns of ``runs_table``; where a terminal is too narrow for all of them, the first
+# ones named in DROPPED_FIRST go first. The run's path always stays.
+RUN_COLUMNS = (("updated", "left"), ("corpus", "left"), ("model", "left"), ("params", "right"),
+               ("steps", "right"), ("best val", "right"), ("elapsed", "right"), ("run", "left"))
+DROPPED_FIRST = ("params", "corpus", "updated", "elapsed", "model")
+
+
+def runs_table(summaries: list, width: int | None = None) -> Table:
+    """A table of ``runs.RunSummary``s, the one with the lowest best val loss marked; no
+    wider than ``width`` characters when given (less useful columns left out)."""
+    losses = [s.best_val_loss for s in summaries if s.best_val_loss is not None]
+    lowest = min(losses) if losses else None
+    rows, styles = [], []
+    for s in summaries:
+        best = "?" if s.best_val_loss is None else f"{s.best_val_loss:.4f}"
+        marked = s.best_val_loss is not None and s.best_val_loss == lowest
+        rows.append((datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M"),
+                     Path(s.corpus).name if s.corpus else "?", s.model,
+                     f"{s.parameters:,}" if s.parameters else "?",
+                     f"{s.steps:,}" if s.steps is not None else "?",
+                     f"{best}{' *' if marked else '  '}", duration(s.elapsed_s, "?"),
+                     str(s.path)))
+        styles.append("bold" if marked else None)
+    # Each column as wide as its widest cell, 2 spaces between: leave out columns until
+    # the table fits.
+    widths = [max(len(name), *(len(row[k]) for row in rows))
+              for k, (name, _) in enumerate(RUN_COLUMNS)]
+    keep = list(range(len(RUN_COLUMNS)))
+    for name in DROPPED_FIRST:
+        if width is None or sum(widths[k] + 2 for k in keep) - 2 <= width:
+            break
+        keep.remove([n for n, _ in RUN_COLUMNS].index(name))
+    table = Table(box=None, pad_edge=False, header_style="bold",
+                  caption="* lowest best val loss (nats/char); each run's best.pt holds "
+                          "its best" if lowest is not None else None, caption_justify="left")
+    for name, justify in (RUN_COLUMNS[k] for k in keep):
+        table.add_column(name, justify=justify, no_wrap=name != "run",
+                         overflow="fold" if name == "run" else "ellipsis")
+    for row, style in zip(rows, styles):
+        table.add_row(*(Text(row[k]) for k in keep), style=style)
+    return table

@@ -51,7 +51,7 @@ def test_resume_refuses_changed_model_settings(tiny_run, small_text):
     _, config = tiny_configs(max_steps=30)
     bigger = ModelConfig(**{**ckpt["model_config"], "hidden_size": 64})
     with pytest.raises(ConfigError, match="hidden_size 32 -> 64"):
-        train(small_text, bigger, config, resume=ckpt, progress=False)
+        train(small_text, bigger, config, resume=tiny_run / "last.pt", progress=False)
 
 
 def test_init_from_needs_the_checkpoints_characters(tiny_run, tmp_path):
@@ -60,8 +60,8 @@ def test_init_from_needs_the_checkpoints_characters(tiny_run, tmp_path):
     other.write_text("Ω≈ç" * 2000, encoding="utf-8")
     model, config = tiny_configs()
     with pytest.raises(Exception, match=r"3 character\(s\) that the checkpoint's vocabulary lacks"):
-        train(other, ModelConfig(**ckpt["model_config"]), config, init_from=ckpt,
-              progress=False)
+        train(other, ModelConfig(**ckpt["model_config"]), config,
+              init_from=tiny_run / "best.pt", progress=False)
 
 
 def test_vocab_of_a_checkpoint_round_trips(tiny_run):
@@ -166,8 +166,8 @@ def test_an_interrupted_and_resumed_run_equals_the_straight_run(batching, small_
     saved = load_checkpoint(stopped.value.checkpoint)
     assert saved["step"] == 15
 
-    resumed = train(small_text, model, stopped_config, resume=saved,
-                    resume_path=stopped.value.checkpoint, progress=False)
+    resumed = train(small_text, model, stopped_config, resume=stopped.value.checkpoint,
+                    progress=False)
     assert resumed.step == 30
     a, b = metrics_rows(tmp_path / "straight"), metrics_rows(tmp_path / "resumed")
     assert [r["step"] for r in a] == [r["step"] for r in b] == ["10", "20", "30"]
@@ -275,7 +275,7 @@ def test_resuming_removes_the_temporary_files_a_killed_save_left(tiny_run, small
         path.write_bytes((run_dir / "last.pt").read_bytes()[:1000])
     saved = load_checkpoint(run_dir / "last.pt")
     _, config = tiny_configs(max_steps=22)
-    train(small_text, ModelConfig(**saved["model_config"]), config, resume=saved,
-          resume_path=run_dir / "last.pt", progress=False)
+    train(small_text, ModelConfig(**saved["model_config"]), config, resume=run_dir,
+          progress=False)
     assert not any(path.exists() for path in torn)
     assert load_checkpoint(run_dir / "last.pt")["step"] == 22

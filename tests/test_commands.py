@@ -164,7 +164,7 @@ def test_train_json_is_the_only_thing_on_stdout(small_text, tmp_path, capsys):
                           "--json"], capsys)
     assert code == 0, err
     summary = json.loads(out)
-    from charrnn.runs import read_metrics
+    from charrnn.files import read_metrics
 
     rows = read_metrics(out_dir)
     assert summary["step"] == 6 and summary["run_dir"] == str(out_dir)
@@ -190,7 +190,7 @@ def test_tensorboard_logs_each_evaluation(small_text, tmp_path, capsys):
     assert list(out_dir.glob("events.out.tfevents.*"))
     events = EventAccumulator(str(out_dir))
     events.Reload()
-    from charrnn.runs import read_metrics
+    from charrnn.files import read_metrics
 
     rows = read_metrics(out_dir)
     val = events.Scalars("loss/val")

@@ -169,7 +169,7 @@ def test_a_checkpoint_vocabulary_encodes_a_text_that_uses_part_of_it(tmp_path):
     assert vocab is wider and list(ids) == [2, 0, 1]
     write(path, "caqb")
     with pytest.raises(DataError, match=r"1 character\(s\) that the checkpoint's vocabulary "
-                                        r"lacks: 'q'"):
+                                        r"lacks: q;"):
         corpus.prepare(path, tmp_path / "cache", vocab=wider)
 
 

@@ -15,7 +15,9 @@ import torch
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import StreamBatches
 from charrnn.sample import generate
-from charrnn.train import evaluate, resolve_device, train
+from charrnn.device import resolve_device
+from charrnn.scoring import evaluate
+from charrnn.train import train
 
 from conftest import tiny_configs
 

@@ -11,8 +11,8 @@ import pytest
 from charrnn import scoring
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import load_text
-from charrnn.runs import read_metrics
-from charrnn.train import evaluate
+from charrnn.files import read_metrics
+from charrnn.scoring import evaluate
 
 from conftest import run
 

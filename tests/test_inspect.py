@@ -364,7 +364,7 @@ def test_default_model_flops():
     assert flops["forward"] == 1_737_216 and flops["training"] == 5_211_648
 
 
-# Tensors of state per parameter that each optimiser keeps (train.make_optimizer's).
+# Tensors of state per parameter that each optimiser keeps (optim.make_optimizer's).
 STATE_COPIES = {"adamw": 2, "adam": 2, "sgd": 1, "rmsprop": 1, "adagrad": 1}
 
 

@@ -58,7 +58,7 @@ def test_without_a_run_the_newest_under_runs_is_drawn(two_runs, tmp_path, monkey
 def test_the_curves_hold_the_metrics(two_runs, tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from charrnn.runs import read_metrics
+    from charrnn.files import read_metrics
 
     rows = read_metrics(two_runs[0])
     drawn = {}

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from charrnn import files
 from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import main
@@ -73,7 +74,7 @@ def test_an_unwritable_run_folder_fails_before_training(small_text, tmp_path, ca
 
 
 def test_too_little_free_space_fails_before_training(small_text, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module.shutil, "disk_usage",
+    monkeypatch.setattr(files.shutil, "disk_usage",
                         lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     model, config = tiny_configs(out=str(tmp_path / "run"))
     with pytest.raises(CharRNNError, match=r"only 0\.0 MB free in .*checkpoints need about"):

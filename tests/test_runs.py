@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from charrnn.runs import find_runs, peek_checkpoint, read_metrics, summarize
+from charrnn.checkpoint import peek_checkpoint
+from charrnn.files import read_metrics
+from charrnn.runs import find_runs, summarize
 
 from conftest import run
 
@@ -159,7 +161,8 @@ def test_a_narrow_terminal_drops_columns_but_never_the_run(runs_dir, width):
 
     from rich.console import Console
 
-    from charrnn.runs import list_runs, runs_table
+    from charrnn.runs import list_runs
+    from charrnn.views import runs_table
 
     screen = StringIO()
     Console(file=screen, width=width, highlight=False).print(

@@ -11,7 +11,7 @@ from charrnn.config import ModelConfig, TrainConfig, to_dict
 from charrnn.data import Vocab
 from charrnn.errors import DataError
 from charrnn.model import CharRNN
-from charrnn.sample import choose, generate
+from charrnn.sample import choose, generate, stream
 
 from conftest import CELLS, run
 
@@ -21,38 +21,43 @@ def trained(tiny_run):
     return model_from_checkpoint(load_checkpoint(tiny_run / "best.pt"))
 
 
-def text_of(steps) -> list[str]:
-    columns = list(steps)
-    return ["".join(col[i] for col in columns) for i in range(len(columns[0]))]
-
-
 def test_exact_length_and_same_seed_same_text(trained):
     model, vocab = trained
-    a = text_of(generate(model, vocab, 120, seed=7))
-    b = text_of(generate(model, vocab, 120, seed=7))
-    c = text_of(generate(model, vocab, 120, seed=8))
+    a = generate(model, vocab, 120, seed=7)
+    b = generate(model, vocab, 120, seed=7)
+    c = generate(model, vocab, 120, seed=8)
     assert len(a[0]) == 120 and a == b and a != c
     assert set(a[0]) <= set(vocab.chars)
 
 
 def test_a_batch_of_samples_has_one_text_per_sample(trained):
     model, vocab = trained
-    texts = text_of(generate(model, vocab, 50, prime="ROMEO:", num_samples=5, seed=1))
+    texts = generate(model, vocab, 50, prime="ROMEO:", num_samples=5, seed=1)
     assert len(texts) == 5 and all(len(t) == 50 for t in texts)
     assert len(set(texts)) > 1  # independent draws
 
 
+def test_streaming_one_sample_draws_what_generate_draws(trained):
+    model, vocab = trained
+    for prime, seed in (("ROMEO:", 5), (None, 6)):
+        streamed = stream(model, vocab, 80, prime=prime, seed=seed, temperature=0.7)
+        assert "".join(streamed) == generate(model, vocab, 80, prime=prime, seed=seed,
+                                             temperature=0.7)[0]
+    with pytest.raises(DataError, match="prime text"):
+        stream(model, vocab, 10, prime="Hello ü€")   # refused before the first character
+
+
 def test_greedy_equals_top_k_one_and_is_deterministic(trained):
     model, vocab = trained
-    greedy = text_of(generate(model, vocab, 60, prime="The ", greedy=True))
-    top1 = text_of(generate(model, vocab, 60, prime="The ", top_k=1, seed=123))
+    greedy = generate(model, vocab, 60, prime="The ", greedy=True)
+    top1 = generate(model, vocab, 60, prime="The ", top_k=1, seed=123)
     assert greedy == top1
 
 
 def test_the_prime_changes_what_follows(trained):
     model, vocab = trained
-    a = text_of(generate(model, vocab, 40, prime="KING", greedy=True))
-    b = text_of(generate(model, vocab, 40, prime="ka ka ka ", greedy=True))
+    a = generate(model, vocab, 40, prime="KING", greedy=True)
+    b = generate(model, vocab, 40, prime="ka ka ka ", greedy=True)
     assert a != b
 
 

@@ -21,7 +21,9 @@ from charrnn.config import ModelConfig, TrainConfig, read_toml
 from charrnn.data import load_text
 from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
-from charrnn.train import evaluate, lr_at, train
+from charrnn.optim import lr_at, make_optimizer
+from charrnn.scoring import evaluate
+from charrnn.train import train
 
 from conftest import run, tiny_configs
 
@@ -97,11 +99,9 @@ def test_extending_a_finished_run_carries_on_down_from_its_rate(small_text, tmp_
     model, config = tiny_configs(max_steps=12, eval_every=1, warmup_steps=2,
                                  out=str(tmp_path / "run"))
     train(small_text, model, config, progress=False)
-    saved = load_checkpoint(tmp_path / "run" / "last.pt")
     _, longer = tiny_configs(max_steps=18, eval_every=1, warmup_steps=2,
                              out=str(tmp_path / "run"))
-    train(small_text, model, longer, resume=saved, resume_path=tmp_path / "run" / "last.pt",
-          progress=False)
+    train(small_text, model, longer, resume=tmp_path / "run", progress=False)
     lrs = [r["lr"] for r in load_checkpoint(tmp_path / "run" / "last.pt")["metrics"]]
     assert len(lrs) == 18
     reached = lrs[11]                                   # step 12, where the run had ended
@@ -283,7 +283,7 @@ def test_adamw_decays_weight_matrices_only_and_decoupled_from_the_gradient():
     model = CharRNN(7, ModelConfig(cell="lstm", embedding_dim=4, hidden_size=5,
                                    num_layers=1))
     config = TrainConfig(optimizer="adamw", lr=0.1, weight_decay=0.5)
-    optimizer = train_module.make_optimizer(model, config)
+    optimizer = make_optimizer(model, config)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)

@@ -1,0 +1,51 @@
+"""Where tensors live and in what precision: ``--device`` and ``--dtype``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from charrnn.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when there is a GPU; asking for a missing GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA GPU is available here (torch "
+                              f"{torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: there are only {torch.cuda.device_count()} "
+                              "CUDA device(s); use cuda:0")
+    elif device.type != "cpu":
+        raise ConfigError(f"unsupported device '{name}'; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def check_dtype(dtype: str, device: torch.device) -> None:
+    if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("--dtype bfloat16: this GPU does not support bfloat16; "
+                          "use --dtype float32")
+
+
+def autocast(device: torch.device, dtype: str):
+    """The forward pass in ``dtype`` (``bfloat16``: mixed precision, float32 weights)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=(dtype == "bfloat16"))
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Tensors inside nested dicts / lists / tuples moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj

@@ -1,0 +1,163 @@
+"""Files on disk: the layout of a run folder, its text files, and writes never half done.
+
+A run folder holds ``config.toml`` (the resolved settings), ``metrics.csv`` (one row per
+evaluation), ``best.pt`` (lowest validation loss) and ``last.pt`` (latest state, enough
+to resume exactly). Every file charrnn writes (checkpoints, metrics, corpus caches,
+downloads, plots) goes through ``atomic_write``: a crash at any moment leaves the old
+file or the new one, whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import secrets
+import shutil
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from charrnn.errors import CharRNNError, ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+CONFIG, METRICS, BEST, LAST = "config.toml", "metrics.csv", "best.pt", "last.pt"
+RESULTS = (BEST, LAST, METRICS)     # what a run has written once it has saved
+RUN_FILES = (CONFIG, *RESULTS)      # any of them makes a folder a run folder
+METRICS_FIELDS = ("step", "elapsed_s", "epoch", "lr", "train_loss", "val_loss", "val_bpc",
+                  "chars_per_s")
+
+
+@contextlib.contextmanager
+def atomic_write(target: str | Path, *, fix: str, what: str = "",
+                 error: type[CharRNNError] = CharRNNError) -> Iterator[IO[bytes]]:
+    """A binary file to write ``target`` through: a temporary file beside it, flushed to
+    disk and renamed over ``target`` when the block ends without an exception (the
+    folder's entry is synced too); removed otherwise. An ``OSError`` becomes one line,
+    ``error("cannot write {what}{target}: {reason}; {fix}")``."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")  # one per writer
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as e:
+        raise error(f"cannot write {what}{target}: {e.strerror or e}; {fix}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the platform allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------ run folders
+def default_run_dir(text_path: Path, cell: str, root: Path = Path("runs")) -> Path:
+    """``runs/<date>-<time>-<text>-<cell>``."""
+    return root / f"{datetime.now():%Y%m%d-%H%M%S}-{text_path.stem}-{cell}"
+
+
+def is_run(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / name).is_file() for name in RUN_FILES)
+
+
+def check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
+    """The results of an earlier run in ``run_dir``, which a new run may replace only
+    when asked to (``overwrite``); otherwise a one-line error says what to do instead."""
+    held = [run_dir / name for name in RESULTS if (run_dir / name).exists()]
+    if held and not overwrite:
+        names = ", ".join(path.name for path in held)
+        raise ConfigError(f"run folder {run_dir} already holds a run ({names}); continue it "
+                          f"with --resume {run_dir}, train into a new folder with --out, or "
+                          "replace it with --overwrite")
+    return held
+
+
+def prepare_run_dir(run_dir: Path, config_toml: str, checkpoint_bytes: int,
+                    replaced: list[Path]) -> None:
+    """Create the folder, remove the ``replaced`` results of an earlier run, write
+    config.toml and check the free space, so that an unwritable or full place fails
+    before any training time is spent. Temporary files that a killed run left behind
+    are removed (the checkpoints they were to replace are intact)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*run_dir.glob(".*.tmp"), *replaced]:
+            stale.unlink()
+        (run_dir / CONFIG).write_text(config_toml, encoding="utf-8")
+        free = shutil.disk_usage(run_dir).free
+    except OSError as e:
+        raise CharRNNError(f"cannot write to run folder {run_dir}: {e.strerror}; "
+                           "choose another with --out") from None
+    # best.pt and last.pt, plus the temporary copy written before each replace.
+    need = 3 * checkpoint_bytes
+    if free < need:
+        raise CharRNNError(f"only {free / 1e6:.1f} MB free in {run_dir}, checkpoints need "
+                           f"about {need / 1e6:.1f} MB; free some space or choose --out")
+
+
+def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=METRICS_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(run_dir / METRICS, fix="the checkpoints are kept") as f:
+        f.write(buffer.getvalue().encode("utf-8"))
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's ``metrics.csv`` (or the file itself) as numbers."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CharRNNError(f"{path} does not exist; give a run folder written by charrnn "
+                           "train (charrnn runs lists them)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CharRNNError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames or not {"step", "val_loss"} <= set(reader.fieldnames):
+        raise CharRNNError(f"{path} is not a charrnn metrics file: it needs the columns step "
+                           "and val_loss")
+    rows = []
+    for number, row in enumerate(reader, start=2):
+        try:
+            rows.append({k: float(v) if v not in ("", None) else math.nan
+                         for k, v in row.items() if k is not None})
+        except ValueError:
+            raise CharRNNError(f"{path} line {number} holds a value that is not a number; "
+                               "the file is damaged") from None
+    return rows
+
+
+def read_config(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The ``[model]`` and ``[train]`` tables of a run's ``config.toml`` ({} if absent)."""
+    path = Path(run_dir) / CONFIG
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, dict)}
