@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from charrnn import checkpoint as checkpoint_module
+from charrnn import files
 from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.config import ModelConfig, TrainConfig, to_dict
@@ -186,6 +187,43 @@ def test_an_interrupted_and_resumed_run_equals_the_straight_run(batching, small_
     assert moments and all(torch.equal(s["exp_avg_sq"], t["exp_avg_sq"]) for s, t in moments)
     assert first["data_state"].keys() == again["data_state"].keys()
     assert first["data_state"]["position"] == again["data_state"]["position"] == 30
+
+
+def test_a_run_resumed_from_the_checkpoint_of_an_evaluation_equals_the_straight_run(
+        small_text, tmp_path, monkeypatch):
+    """A crash just after the evaluation at step 20 saved last.pt (before metrics.csv
+    was written): resumed from that checkpoint, the step-30 row averages steps 21-30
+    only, as in the straight run, and every loss and weight comes out the same."""
+    model = ModelConfig(cell="gru", embedding_dim=16, hidden_size=32, num_layers=1)
+    settings = dict(max_steps=30, eval_every=10, warmup_steps=4)
+    _, straight = tiny_configs(**settings, out=str(tmp_path / "straight"))
+    train(small_text, model, straight, progress=False)
+
+    class Crash(Exception):
+        pass
+
+    writes, real = [], files.write_metrics
+
+    def write_then_crash(run_dir, rows):
+        writes.append(rows[-1]["step"])
+        if len(writes) == 2:
+            raise Crash
+        real(run_dir, rows)
+
+    monkeypatch.setattr(files, "write_metrics", write_then_crash)
+    _, config = tiny_configs(**settings, out=str(tmp_path / "resumed"))
+    with pytest.raises(Crash):
+        train(small_text, model, config, progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 20
+    train(small_text, model, config, resume=tmp_path / "resumed", progress=False)
+    a, b = metrics_rows(tmp_path / "straight"), metrics_rows(tmp_path / "resumed")
+    for column in ("step", "lr", "train_loss", "val_loss"):
+        assert [r[column] for r in a] == [r[column] for r in b], column
+    first, again = (load_checkpoint(tmp_path / name / "last.pt")
+                    for name in ("straight", "resumed"))
+    for name, tensor in first["model_state"].items():
+        assert torch.equal(tensor, again["model_state"][name]), name
 
 
 @pytest.mark.slow
