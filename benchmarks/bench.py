@@ -107,7 +107,7 @@ def charrnn_loop(text: Path, c: ModelConfig, batch: int, seq: int, steps: int,
                  dtype: str, out: Path) -> float:
     config = TrainConfig(batch_size=batch, seq_length=seq, max_steps=steps, eval_every=10**9,
                          sample_every=0, device="cpu", dtype=dtype, out=str(out))
-    return train(text, c, config, progress=False).chars_per_s
+    return train(text, c, config, progress=False, overwrite=True).chars_per_s
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -115,10 +115,9 @@ def charrnn_loop(text: Path, c: ModelConfig, batch: int, seq: int, steps: int,
 def sampling(vocab: Vocab, c: ModelConfig, batch: int, length: int) -> float:
     torch.manual_seed(0)
     model = CharRNN(len(vocab), c).eval()
-    list(generate(model, vocab, 50, num_samples=batch, seed=0))
+    generate(model, vocab, 50, num_samples=batch, seed=0)   # warm-up
     start = time.perf_counter()
-    for _ in generate(model, vocab, length, num_samples=batch, seed=0):
-        pass
+    generate(model, vocab, length, num_samples=batch, seed=0)
     return batch * length / (time.perf_counter() - start)
 
 

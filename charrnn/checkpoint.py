@@ -69,10 +69,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             warnings.simplefilter("ignore")
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found:
-            raise CheckpointError(f"{path} is not a charrnn checkpoint: it names {found[1]}, "
-                                  "which could run code when loaded; refused") from None
+        # torch refuses (weights_only) anything but tensors and plain data: say so, and
+        # name what the file asked for when torch does.
+        # (Random bytes also fail as a pickle: outside a zip archive, as torch.save
+        # writes it, only a named global is taken as a sign of crafted content.)
+        found = re.search(r"(?:[Uu]nsupported global:? (?:GLOBAL )?|GLOBAL )([\w.]+)|"
+                          r"Unsupported operand (\d+)", str(e))
+        crafted = zipfile.is_zipfile(path) and str(e).startswith("Weights only load failed")
+        if (found and found[1]) or crafted:
+            what = (f"names {found[1]}" if found and found[1] else
+                    f"uses pickle operation {found[2]}" if found else "holds pickled objects")
+            raise CheckpointError(f"{path} is not a charrnn checkpoint: it {what}, which could "
+                                  "run code when loaded; refused without running any of it"
+                                  ) from None
         raise CheckpointError(f"{path} is not a readable checkpoint (not a torch file, "
                               "truncated or corrupted); refused without running any of it"
                               ) from None
@@ -136,6 +145,12 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint"
     except Exception as e:  # a config or state that does not fit the model
         detail = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path} does not hold a usable model: {detail[:200]}") from None
+    broken = next((name for name, t in model.state_dict().items()
+                   if not torch.isfinite(t).all()), None)
+    if broken is not None:
+        raise CheckpointError(f"{path} holds weights that are not finite (NaN or Inf in "
+                              f"{broken}); use a checkpoint saved before the run diverged, "
+                              "e.g. its best.pt")
     return model.eval(), vocab
 
 
@@ -149,7 +164,9 @@ def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs",
         for candidate in (name, LAST if name == BEST else BEST):
             if (target / candidate).is_file():
                 return target / candidate
-        raise CheckpointError(f"run folder {target} has no {BEST} or {LAST}")
+        raise CheckpointError(f"run folder {target} has no {BEST} or {LAST}: it stopped "
+                              "before its first evaluation saved one; start it again with "
+                              f"charrnn train TEXT --out {target}")
     return target
 
 

@@ -163,6 +163,10 @@ def train(
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Let a new run replace the checkpoints and metrics of the run "
         "already in its --out folder.", rich_help_panel=RUN)] = False,
+    allow_changed_text: Annotated[bool, typer.Option(
+        "--allow-changed-text", help="Let --resume go on with a text other than the one "
+        "the run was trained on (its vocabulary must still hold every character).",
+        rich_help_panel=RUN)] = False,
     quiet: Quiet = False,
     as_json: Json = False,
     settings: Optional[dict] = None,
@@ -191,7 +195,8 @@ def train(
     result = run_training(resolve_text(text), model_config, train_config,
                           resume=origin if resume else None,
                           init_from=origin if init_from else None, overwrite=overwrite,
-                          progress=not quiet, start_time=STARTED,
+                          allow_changed_text=allow_changed_text, progress=not quiet,
+                          start_time=STARTED,
                           on_start=None if quiet else lambda info: views.render_train_start(
                               info, err))
     if result.rank == 0:  # under torchrun, rank 0 reports for the group
@@ -233,8 +238,11 @@ def sample(
         raise ConfigError(f"--temperature must be greater than 0, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+    from charrnn.files import check_output
     from charrnn.sample import generate, stream
 
+    if output is not None:
+        check_output(output, "--output")
     model, vocab, path = _load_model(checkpoint, runs_dir, device)
     _say_which(checkpoint, "sampling from", path)
     choice = dict(prime=prime, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -571,7 +579,7 @@ def runs_(
     if as_json:
         print(json.dumps([s.to_dict() for s in summaries], indent=2))
     elif not summaries:
-        err.print(f"no runs under {folder} yet; start one with: charrnn train TEXT")
+        err.print(Text(f"no runs under {folder} yet; start one with: charrnn train TEXT"))
     else:
         # A terminal gets a table that fits it; a pipe or a file gets every column whole.
         out = Console(highlight=False)
@@ -610,7 +618,7 @@ def plot(
     labels = [str(p) if names.count(n) > 1 else n for p, n in zip(run_dirs, names)]
     runs = [(label, read_metrics(p)) for label, p in zip(labels, run_dirs)]
     path = plot_runs(runs, output, width=width, height=height, title=title)
-    err.print(f"wrote {path} ({width}x{height} pixels; {len(runs)} run(s))")
+    err.print(Text(f"wrote {path} ({width}x{height} pixels; {len(runs)} run(s))"))
 
 
 def _complete_corpus(incomplete: str) -> list[str]:
@@ -652,11 +660,12 @@ def download(
     if timeout <= 0:
         raise ConfigError(f"--timeout must be greater than 0, got {timeout:g}")
     if not quiet:
-        err.print(f"{entry.name}: {entry.about}")
+        err.print(Text(f"{entry.name}: {entry.about}"))
     result = fetch(name, to, url=url, force=force, timeout=timeout, progress=not quiet)
     if not quiet:
-        err.print(f"downloaded {result.size:,} bytes from {url or entry.url}; sha256 verified"
-                  if result.fetched else f"{result.path} is already there; sha256 verified")
+        err.print(Text(f"downloaded {result.size:,} bytes from {url or entry.url}; sha256 "
+                       "verified" if result.fetched else
+                       f"{result.path} is already there; sha256 verified"))
     print(result.path)
 
 
@@ -702,8 +711,8 @@ def prepare(
         how = ("already cached, unchanged" if not stages else
                "checked again, content unchanged" if "encode" not in stages else
                f"encoded in {seconds:.2f}s, {result['mb_per_s']:,} MB/s")
-        err.print(escape(f"{text}: {scan.chars:,} characters, {len(vocab)} distinct, "
-                         f"{ids.dtype} ids ({how})"))
+        err.print(Text(f"{text}: {scan.chars:,} characters, {len(vocab)} distinct, "
+                       f"{ids.dtype} ids ({how})"))
     print(ids_path)
 
 
@@ -739,18 +748,17 @@ def main(argv: list[str] | None = None) -> None:
     except CharRNNError as e:
         rank = os.environ.get("RANK", "0")  # set by torchrun: name the process that failed
         where = "" if rank == "0" else f" (rank {rank})"
-        err.print(f"[bold red]error{where}:[/bold red] {escape(str(e))}", soft_wrap=True)
+        err.print(Text.assemble((f"error{where}:", "bold red"), f" {e}"))
         sys.exit(1)
     except TrainingInterrupted as e:
         if os.environ.get("RANK", "0") == "0":
-            err.print(escape(f"interrupted: saved {e.checkpoint}; continue with "
-                             f"charrnn train --resume {Path(e.checkpoint).parent}"),
-                      soft_wrap=True)
+            err.print(Text(f"interrupted: saved {e.checkpoint}; continue with charrnn train "
+                           f"--resume {Path(e.checkpoint).parent}" if e.checkpoint else
+                           "interrupted before training began; nothing was saved"))
         sys.exit(128 + e.signum)
     except _UsageError as e:
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else " (see 'charrnn --help')"
-        err.print(f"[bold red]usage error:[/bold red] {escape(e.format_message())}{hint}",
-                  soft_wrap=True)
+        err.print(Text.assemble(("usage error:", "bold red"), f" {e.format_message()}{hint}"))
         sys.exit(2)
     except typer.Abort:
         err.print("aborted")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from charrnn.errors import ConfigError
+from charrnn.files import read_small_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -260,16 +261,7 @@ def _check_model(c: ModelConfig) -> None:
 def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
     """The ``[model]`` and ``[train]`` tables of a config file, keys unchecked."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a directory; give a .toml file") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    text = read_small_text(path, what="config file", error=ConfigError)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -22,12 +22,14 @@ class CheckpointError(CharRNNError):
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped by a signal after ``last.pt`` was saved.
+    """Training stopped by a signal: after ``last.pt`` was saved, or (``checkpoint``
+    None) before the first step, when there was nothing to save.
 
     Not a ``CharRNNError``: the CLI maps it to 128 + the signal number.
     """
 
-    def __init__(self, checkpoint: str, signum: int) -> None:
-        super().__init__(f"interrupted; saved {checkpoint}")
+    def __init__(self, checkpoint: str | None, signum: int) -> None:
+        super().__init__(f"interrupted; saved {checkpoint}" if checkpoint
+                         else "interrupted before training began")
         self.checkpoint = checkpoint
         self.signum = signum

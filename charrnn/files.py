@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import math
 import os
@@ -73,6 +74,51 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def check_output(path: str | Path, flag: str) -> Path:
+    """``path``, if an output option (``flag``) may write there: not a folder, in a
+    folder that exists, and not a run's own file (a checkpoint, its config.toml or
+    metrics.csv), which no output ever replaces."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot write {flag} {path}: it is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot write {flag} {path}: the folder {path.parent} does not "
+                          "exist; create it or write elsewhere")
+    if path.exists() and (path.suffix == ".pt" or path.name in RUN_FILES):
+        kind = "checkpoint" if path.suffix == ".pt" else path.name
+        raise ConfigError(f"cannot write {flag} {path}: it would replace a run's {kind}; "
+                          "choose another file name")
+    return path
+
+
+SMALL_FILE_LIMIT = 64 * 2**20   # a config or a metrics table is far smaller than this
+
+
+def read_small_text(path: str | Path, *, what: str, error: type[CharRNNError] = CharRNNError,
+                    limit: int = SMALL_FILE_LIMIT) -> str:
+    """The UTF-8 text (a byte-order mark is dropped) of a small regular file: a config,
+    a metrics table. Devices, pipes and files over ``limit`` bytes are refused, so that
+    nothing reads without end."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise error(f"{what} {path} is not a regular file (a device or a pipe); give a file")
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} {path} is a directory; give a file") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if len(data) > limit:
+        raise error(f"{what} {path} is larger than {limit // 2**20} MB; it cannot be a {what}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text (byte {e.start})") from None
+
+
 # ------------------------------------------------------------------------ run folders
 def default_run_dir(text_path: Path, cell: str, root: Path = Path("runs")) -> Path:
     """``runs/<date>-<time>-<text>-<cell>``."""
@@ -81,6 +127,34 @@ def default_run_dir(text_path: Path, cell: str, root: Path = Path("runs")) -> Pa
 
 def is_run(folder: Path) -> bool:
     return folder.is_dir() and any((folder / name).is_file() for name in RUN_FILES)
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for one training process: while it is held, another is refused
+    at once. The lock is the kernel's (``flock`` on the folder itself), so it ends with
+    the process that held it, however that ended: a killed run never blocks the next,
+    and nothing is left in the folder."""
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError as e:
+        raise CharRNNError(f"cannot write to run folder {run_dir}: {e.strerror}; "
+                           "choose another with --out") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CharRNNError(f"run folder {run_dir} is in use by another charrnn train; "
+                               "wait for it to end, or train into another folder with --out"
+                               ) from None
+        yield
+    finally:
+        os.close(fd)   # and with it the lock
+        if created:    # a run that failed before it wrote anything leaves no empty folder
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
 
 
 def check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
@@ -131,13 +205,10 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
     path = Path(path)
     if path.is_dir():
         path = path / METRICS
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists():
         raise CharRNNError(f"{path} does not exist; give a run folder written by charrnn "
-                           "train (charrnn runs lists them)") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CharRNNError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+                           "train (charrnn runs lists them)")
+    text = read_small_text(path, what="metrics file")
     reader = csv.DictReader(text.splitlines())
     if not reader.fieldnames or not {"step", "val_loss"} <= set(reader.fieldnames):
         raise CharRNNError(f"{path} is not a charrnn metrics file: it needs the columns step "
@@ -155,9 +226,8 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
 
 def read_config(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """The ``[model]`` and ``[train]`` tables of a run's ``config.toml`` ({} if absent)."""
-    path = Path(run_dir) / CONFIG
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = tomllib.loads(read_small_text(Path(run_dir) / CONFIG, what="config file"))
+    except (CharRNNError, tomllib.TOMLDecodeError):
         return {}
     return {k: v for k, v in data.items() if isinstance(v, dict)}

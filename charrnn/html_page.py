@@ -17,6 +17,7 @@ from typing import Any
 
 from charrnn import views
 from charrnn.errors import ConfigError
+from charrnn.files import atomic_write, check_output
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
@@ -62,24 +63,15 @@ def page(report: dict[str, Any], *, title: str = "charrnn activations") -> str:
 
 def check_path(path: str | Path) -> Path:
     """``path`` if a page can be written there; else a ``ConfigError`` saying why."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"--html {path} is a directory; give a file name such as "
-                          f"{path / 'activations.html'}")
-    if not path.parent.is_dir():
-        raise ConfigError(f"--html {path}: the folder {path.parent} does not exist; create "
-                          "it or write the page elsewhere")
-    return path
+    return check_output(path, "--html")
 
 
 def write_page(report: dict[str, Any], path: str | Path, **kwargs: Any) -> Path:
-    """Write ``page(report)`` to ``path`` (UTF-8)."""
+    """Write ``page(report)`` to ``path`` (UTF-8), whole or not at all."""
     path = check_path(path)
-    try:
-        path.write_text(page(report, **kwargs), encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"cannot write the HTML page {path}: {e.strerror}; give a path in "
-                          "an existing, writable folder") from None
+    with atomic_write(path, what="the HTML page ", error=ConfigError,
+                      fix="give a path in an existing, writable folder") as f:
+        f.write(page(report, **kwargs).encode("utf-8"))
     return path
 
 

@@ -92,7 +92,7 @@ def describe(config: ModelConfig, *, vocab_size: int, seq_length: int, batch_siz
                   "batch_first": batch_first},
         "dims": sizes,
         "parameters": parameters,
-        "num_parameters": sum(p["numel"] for p in parameters),
+        "num_parameters": model.num_parameters(),
         "num_parameters_per_layer": _per_layer(parameters),
         "equations": equations(config, sizes),
         "costs": _costs(model, config, sizes, train_config or TrainConfig()),

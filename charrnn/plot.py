@@ -15,9 +15,10 @@ import math
 from pathlib import Path
 
 from charrnn.errors import CharRNNError
-from charrnn.files import atomic_write
+from charrnn.files import atomic_write, check_output
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100   # default image size in pixels, and pixels per inch
+MAX_SIDE = 10_000                     # pixels: a larger image is a mistake, not a plot
 FORMATS = ("png", "svg", "pdf")
 
 
@@ -40,8 +41,10 @@ def plot_runs(runs: list[tuple[str, list[dict[str, float]]]], out: str | Path, *
     if fmt not in FORMATS:
         raise CharRNNError(f"cannot tell the image format of {out}; end the name with "
                            f"{', '.join('.' + f for f in FORMATS)}")
-    if width < 100 or height < 100:
-        raise CharRNNError(f"the image must be at least 100x100 pixels, got {width}x{height}")
+    if not (100 <= width <= MAX_SIDE and 100 <= height <= MAX_SIDE):
+        raise CharRNNError(f"the image must be at least 100x100 pixels and at most "
+                           f"{MAX_SIDE}x{MAX_SIDE}, got {width}x{height}")
+    check_output(out, "--output")
     if not runs:
         raise CharRNNError("nothing to plot: give at least one run folder")
     for label, rows in runs:
@@ -74,9 +77,6 @@ def plot_runs(runs: list[tuple[str, list[dict[str, float]]]], out: str | Path, *
 
 
 def _save(fig, out: Path, fmt: str, dpi: int) -> Path:
-    folder = out.parent
-    if not folder.is_dir():
-        raise CharRNNError(f"cannot write {out}: folder {folder} does not exist")
     with atomic_write(out, fix="choose another file with --output") as f:
         fig.savefig(f, format=fmt, dpi=dpi)
     return out

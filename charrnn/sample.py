@@ -101,22 +101,29 @@ def default_prime(vocab: Vocab) -> str:
 
 
 def generate(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = None,
-             num_samples: int = 1, seed: int | None = None, **choice: Any) -> list[str]:
+             num_samples: int = 1, seed: int | None = None, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None,
+             greedy: bool = False) -> list[str]:
     """The ``length`` new characters of each of ``num_samples`` samples, drawn together
-    as one batch (the prime is not repeated). ``choice``: ``choose``'s keywords."""
-    steps = _steps(model, vocab, length, prime, num_samples, seed, choice)
-    ids = torch.stack(list(steps), dim=1)                         # length x (B,) -> (B, length)
+    as one batch (the prime is not repeated); ``choose`` says how each is drawn."""
+    steps = list(_steps(model, vocab, length, prime, num_samples, seed, dict(
+        temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)))
+    if not steps:
+        return [""] * num_samples
+    ids = torch.stack(steps, dim=1)                               # length x (B,) -> (B, length)
     return [vocab.decode(row) for row in ids]
 
 
 def stream(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = None,
-           seed: int | None = None, **choice: Any) -> Iterator[str]:
+           seed: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+           top_p: float | None = None, greedy: bool = False) -> Iterator[str]:
     """One sample's new characters, yielded as they are drawn.
 
     Like ``generate``, the prime is checked here, before the first character (a prime
     with characters outside the vocabulary raises ``DataError``). The same seed gives
     the same text; no seed draws from a fresh random state."""
-    steps = _steps(model, vocab, length, prime, 1, seed, choice)
+    steps = _steps(model, vocab, length, prime, 1, seed, dict(
+        temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy))
     return (vocab.chars[int(idx)] for idx in steps)
 
 

@@ -86,7 +86,8 @@ def known_ids(text: str, vocab: Vocab, *, skip_unknown: bool, what: str
         count = len(text) - len(kept)
         if not skip_unknown:
             raise DataError(f"{what} has {count:,} character(s) the model's vocabulary lacks "
-                            f"({len(unknown)} distinct: {list_chars(unknown, 10)}); pass --skip-unknown "
+                            f"({len(unknown)} distinct: {list_chars(unknown, 10)}); pass "
+                            "--skip-unknown "
                             "to score the text without them")
         text = kept
     return vocab.encode(text, what=what), unknown, count

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +31,21 @@ from tqdm import tqdm
 
 from charrnn import config as cfg
 from charrnn import corpus, distributed, files
-from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from charrnn.checkpoint import (load_checkpoint, model_from_checkpoint, resolve_checkpoint,
+                                save_checkpoint)
 from charrnn.data import Vocab, make_batches, split
 from charrnn.device import autocast, check_dtype, resolve_device, to_device
-from charrnn.errors import CharRNNError, ConfigError, DataError, TrainingInterrupted
+from charrnn.errors import (CharRNNError, CheckpointError, ConfigError, DataError,
+                            TrainingInterrupted)
 from charrnn.model import CharRNN, Hidden, detach_hidden
 from charrnn.optim import SCHEDULE_SETTINGS, lr_at, make_optimizer
 from charrnn.sample import generate
 from charrnn.scoring import EVAL_CHUNK, LN2, evaluate
 
 CPU = torch.device("cpu")
+# What a checkpoint needs, beyond the model, to be resumed.
+RESUME_KEYS = ("optimizer_state", "data_state", "rng", "step", "elapsed", "best_val_loss",
+               "metrics")
 
 
 @dataclass
@@ -90,7 +95,19 @@ class Origin:
             return None
         path = resolve_checkpoint(resume or init_from,
                                   name=files.LAST if resume is not None else files.BEST)
-        return cls(path, load_checkpoint(path), resume is not None)
+        ckpt = load_checkpoint(path)
+        model_from_checkpoint(ckpt, path)   # the checks that sample, eval and inspect make
+        if resume is not None:
+            missing = [key for key in RESUME_KEYS if key not in ckpt]
+            try:
+                cfg.build("train", ckpt["train_config"])
+            except ConfigError as e:
+                missing.append(f"valid training settings ({e})")
+            if missing:
+                raise CheckpointError(f"{path} cannot be resumed: it has no {', '.join(missing)}"
+                                      f"; start a new run from its weights with --init-from "
+                                      f"{path}")
+        return cls(path, ckpt, resume is not None)
 
     def settings(self) -> dict[str, dict[str, Any]]:
         """The settings the run inherits (flags and a --config file override them): the
@@ -106,9 +123,24 @@ class Origin:
 
     @property
     def text(self) -> Path | None:
-        """The training text of the run, as its checkpoint names it."""
-        path = (self.checkpoint.get("corpus") or {}).get("path")
-        return Path(path) if path else None
+        """The training text of the run. Checkpoints name it by its absolute path; one
+        relative path (older checkpoints) is also looked for beside the runs folder."""
+        saved = (self.checkpoint.get("corpus") or {}).get("path")
+        if not saved:
+            return None
+        path = Path(saved)
+        beside = self.path.parent.parent.parent / path     # runs/<run>/last.pt -> ./
+        return beside if not path.exists() and beside.exists() else path
+
+    def check_text(self, scan: corpus.Scan, text: Path, allow_changed: bool) -> None:
+        """A resume reads the text it was trained on, unless the user allows another."""
+        saved = self.checkpoint.get("corpus") or {}
+        if not self.resume or allow_changed or saved.get("sha256") in (None, scan.sha256):
+            return
+        raise DataError(f"the training text {text} is not the one {self.path} was trained on "
+                        f"({saved.get('chars', 0):,} -> {scan.chars:,} characters, sha256 "
+                        f"{saved['sha256'][:12]}... -> {scan.sha256[:12]}...); resume with "
+                        "that text, or pass --allow-changed-text to go on with this one")
 
 
 # ------------------------------------------------------------------ budget and state
@@ -220,12 +252,12 @@ class Run:
 
     def __init__(self, group: distributed.Group, device: torch.device, text_path: Path,
                  model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None,
-                 *, overwrite: bool, progress: bool, started: float) -> None:
+                 run_dir: Path, stop: _StopRequest, *, overwrite: bool,
+                 allow_changed_text: bool, progress: bool, started: float) -> None:
         self.group, self.device, self.text_path = group, device, text_path
-        self.model_config, self.c = model_config, c
+        self.model_config, self.c, self.run_dir, self.stop = model_config, c, run_dir, stop
+        self.allow_changed_text = allow_changed_text
         resume = origin.checkpoint if origin is not None and origin.resume else None
-        self.run_dir = Path(c.out) if c.out else (
-            origin.path.parent if resume else files.default_run_dir(text_path, model_config.cell))
         replaced = files.check_run_dir_is_free(self.run_dir, overwrite) if not resume else []
         self._read_texts(origin, progress)
 
@@ -238,8 +270,8 @@ class Run:
         # ``replica`` runs the training steps: under torchrun it averages the gradients
         # over the processes during backward. ``model`` is the plain module underneath.
         self.replica = DistributedDataParallel(self.model) if group.active else self.model
-        self.state = RunState(started=started) if resume is None else self._restore(resume,
-                                                                                  started)
+        self.state = RunState(started=started) if resume is None else self._restore(
+            resume, started, origin.path)
         if group.active:  # a different dropout mask on each process
             torch.manual_seed(c.seed + self.state.step + group.rank)
         if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
@@ -271,23 +303,31 @@ class Run:
             raise DataError(f"the validation text has {len(self.val_ids)} character(s); it "
                             "needs at least 2: raise --val-fraction or give a longer --val-file")
         self.scan = scans[0]
+        if origin is not None:
+            origin.check_text(self.scan, self.text_path, self.allow_changed_text)
         self.batches = make_batches(self.train_ids, c.batching, c.batch_size, c.seq_length,
                                     c.seed, rows=group.rows(c.batch_size),
                                     pin=self.device.type == "cuda")
         lo, hi = group.share(len(self.val_ids) - 1)  # this rank scores val_ids[lo + 1:hi + 1]
         self.val_part = self.val_ids[lo:hi + 1]
 
-    def _restore(self, ckpt: dict[str, Any], started: float) -> RunState:
+    def _restore(self, ckpt: dict[str, Any], started: float, path: Path) -> RunState:
         """The optimiser, the batches' position, the RNG and the state of a resumed run."""
         c = self.c
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
-        self.batches.load_state_dict(ckpt["data_state"])
-        state = RunState.from_checkpoint(ckpt, started)
-        state.hidden = self.group.my_rows(to_device(ckpt.get("hidden"), self.device),
-                                          c.batch_size)
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer_state"])
+            self.batches.load_state_dict(ckpt["data_state"])
+            state = RunState.from_checkpoint(ckpt, started)
+            state.hidden = self.group.my_rows(to_device(ckpt.get("hidden"), self.device),
+                                              c.batch_size)
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as e:
+            detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{path} cannot be resumed: its training state is damaged "
+                                  f"({detail}); start a new run from its weights with "
+                                  f"--init-from {path}") from None
         if "schedule" not in ckpt and state.step >= c.warmup_steps:
             state.decay_from = {"start": 0.0, "start_lr": c.lr}  # saved before schedules were
         if cfg.changes(ckpt["train_config"], c, ignore=tuple(
@@ -341,43 +381,63 @@ class Run:
         s.hidden = detach_hidden(hidden)
         (loss_value,) = self.group.mean(loss.item())                   # over the whole batch
         if not math.isfinite(loss_value):
-            last = self.run_dir / files.LAST
-            kept = f"; last good checkpoint: {last}" if last.exists() else ""
-            raise CharRNNError(f"training diverged: loss is {loss_value} at step "
-                               f"{s.step + 1}{kept}; lower --lr or set --grad-clip")
+            s.step += 1   # (the step that diverged, for the message)
+            raise self._diverged(f"loss is {loss_value}")
         s.record_step(loss_value, x.numel() * self.group.world_size, time.time() - t_step)
         return loss_value
 
-    def evaluate(self) -> str:
+    def evaluate(self, final: bool = False) -> str:
         """Score the validation text, add the metrics row, save the checkpoints (best.pt
-        when the loss is the lowest yet) and the metrics; the line to report."""
+        when the loss is the lowest yet) and the metrics; the line to report. A save
+        that fails is reported and tried again at the next evaluation (the previous
+        checkpoint stays whole); at the end of the run it is an error."""
         started = time.time()
         scored = len(self.val_part) - 1
         total = evaluate(self.model, self.val_part, self.device) * scored if scored > 0 else 0.0
         total, count = self.group.sum(total, scored)                  # over all the ranks
         self.eval_seconds = time.time() - started
+        if not math.isfinite(total / count):
+            raise self._diverged(f"the validation loss is {total / count}")
         s = self.state
         improved = s.record_eval(total / count, self.batches.epoch,
                                  self.optimizer.param_groups[0]["lr"])
-        self.save(best=improved)
         row = s.history[-1]
-        if self.group.main:
-            files.write_metrics(self.run_dir, s.history)
-            if self.c.tensorboard:
-                from charrnn.tblog import log_eval
-                log_eval(self.run_dir, row)
-        return (f"step {s.step}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
+        line = (f"step {s.step}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
                 f"nats/char ({row['val_bpc']:.3f} bits/char)  best {s.best_val:.4f}")
+        try:
+            self.save(best=improved)
+            if self.group.main:
+                files.write_metrics(self.run_dir, s.history)
+        except CharRNNError as e:
+            if final:
+                raise
+            return f"{line}\nwarning: {e}; training goes on, the next evaluation saves again"
+        if self.group.main and self.c.tensorboard:
+            from charrnn.tblog import log_eval
+            log_eval(self.run_dir, row)
+        return line
 
     def save(self, best: bool = False) -> Path:
-        """Write last.pt (and best.pt); every rank calls this, rank 0 writes."""
+        """Write last.pt (and best.pt); every rank calls this, rank 0 writes. Weights
+        that are no longer finite are never saved. A stop signal waits for the save."""
+        bad = next((name for name, p in self.model.named_parameters()
+                    if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise self._diverged(f"{bad} holds NaN or Inf")
         payload = self.checkpoint()
         last = self.run_dir / files.LAST
         if self.group.main:
-            if best:
-                save_checkpoint(payload, self.run_dir / files.BEST)
-            save_checkpoint(payload, last)
+            with self.stop.hold():
+                if best:
+                    save_checkpoint(payload, self.run_dir / files.BEST)
+                save_checkpoint(payload, last)
         return last
+
+    def _diverged(self, what: str) -> CharRNNError:
+        last = self.run_dir / files.LAST
+        kept = f"; last good checkpoint: {last}" if last.exists() else ""
+        return CharRNNError(f"training diverged: {what} at step {self.state.step}{kept}; "
+                            "lower --lr or set --grad-clip")
 
     def checkpoint(self) -> dict[str, Any]:
         """What a checkpoint holds (the layout is in ``charrnn.checkpoint``)."""
@@ -392,7 +452,7 @@ class Run:
             "data_state": self.batches.state_dict(),
             "hidden": to_device(self.group.gather_rows(self.state.hidden), CPU),
             "rng": rng, "epoch": self.batches.epoch, **self.state.to_checkpoint(),
-            "corpus": {"path": str(self.text_path), "chars": self.scan.chars,
+            "corpus": {"path": str(self.text_path.resolve()), "chars": self.scan.chars,
                        "sha256": self.scan.sha256},
             "world_size": self.group.world_size,
         }
@@ -423,7 +483,8 @@ class Run:
 def train(text_path: str | Path, model_config: cfg.ModelConfig,
           train_config: cfg.TrainConfig, *, resume: str | Path | Origin | None = None,
           init_from: str | Path | Origin | None = None, overwrite: bool = False,
-          progress: bool = True, start_time: float | None = None,
+          allow_changed_text: bool = False, progress: bool = True,
+          start_time: float | None = None,
           on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Train a CharRNN on the text at ``text_path``; see the module docstring.
 
@@ -431,7 +492,8 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     schedule, data position, hidden state, RNG), in its own folder unless
     ``train_config.out`` names another; ``init_from``: one whose weights start a new
     run. Either may be an ``Origin`` already opened. ``overwrite`` lets a new run
-    replace the checkpoints and metrics already in its folder. ``start_time``
+    replace the checkpoints and metrics already in its folder; ``allow_changed_text``
+    lets a resume go on with a text other than the one it was trained on. ``start_time``
     (``time.time()``) makes the wall-clock budget count the process's start-up too;
     ``on_start`` is called with ``Run.describe()`` just before the first step. Under
     torchrun every process calls this, and they train as one data-parallel group (see
@@ -442,7 +504,8 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
     group, device = distributed.join(resolve_device(train_config.device))
     try:
         result = _train(group, device, Path(text_path), model_config, train_config, origin,
-                        overwrite=overwrite, progress=progress and group.main,
+                        overwrite=overwrite, allow_changed_text=allow_changed_text,
+                        progress=progress and group.main,
                         started=time.time() if start_time is None else start_time,
                         on_start=on_start if group.main else None)
         group.barrier()  # leave together: a rank tearing down while rank 0 still saves can abort
@@ -453,7 +516,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
 
 def _train(group: distributed.Group, device: torch.device, text_path: Path,
            model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None, *,
-           overwrite: bool, progress: bool, started: float,
+           overwrite: bool, allow_changed_text: bool, progress: bool, started: float,
            on_start: Callable[[dict[str, Any]], None] | None) -> RunResult:
     if model_config.bidirectional:
         raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
@@ -461,16 +524,27 @@ def _train(group: distributed.Group, device: torch.device, text_path: Path,
     if origin is not None:
         _check_same_model(origin.checkpoint["model_config"], model_config, str(origin.path))
     check_dtype(c.dtype, device)
-    run = Run(group, device, text_path, model_config, c, origin, overwrite=overwrite,
-              progress=progress, started=started)
-    if on_start is not None:
-        on_start(run.describe())
-    s = run.state
-    with _catch_stop_signals() as stop, _Bar(progress, run) as bar:
+    run_dir = Path(c.out) if c.out else (origin.path.parent if origin and origin.resume else
+                                         files.default_run_dir(text_path, model_config.cell))
+    with _catch_stop_signals() as stop, files.locked(run_dir) if group.main else nullcontext():
+        run = Run(group, device, text_path, model_config, c, origin, run_dir, stop,
+                  overwrite=overwrite, allow_changed_text=allow_changed_text,
+                  progress=progress, started=started)
+        if on_start is not None:
+            on_start(run.describe())
+        _loop(run, progress)
+    return run.result()
+
+
+def _loop(run: Run, progress: bool) -> None:
+    s, c, stop = run.state, run.c, run.stop
+    stop.training = True
+    with _Bar(progress, run) as bar:
         while True:
             # All ranks take the same decisions: on the mean of their clocks, and on
             # a stop request that reached any of them.
-            progress_now, stopping = group.mean(run.progress(), float(stop.signum is not None))
+            progress_now, stopping = run.group.mean(run.progress(),
+                                                    float(stop.signum is not None))
             if stopping:
                 raise TrainingInterrupted(str(run.save()), stop.signum or signal.SIGTERM)
             if progress_now >= 1.0:
@@ -482,8 +556,7 @@ def _train(group: distributed.Group, device: torch.device, text_path: Path,
                 bar.say(run.sample())
             bar.show(loss)
         if not s.evaluated:
-            bar.say(run.evaluate())
-    return run.result()
+            bar.say(run.evaluate(final=True))
 
 
 class _Bar:
@@ -526,16 +599,42 @@ def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> Non
 
 
 class _StopRequest:
-    """SIGINT / SIGTERM set a flag that the loop reads after each step, so a stop
-    never lands in the middle of an optimiser update. A second signal stops at once."""
+    """What SIGINT, SIGTERM and SIGHUP do. Before the first step (reading and encoding
+    the texts, building the model) a signal stops at once: nothing is saved yet, and
+    what was being written is removed. Then it sets a flag that the loop reads after
+    each step, so that a stop never lands in the middle of an optimiser update; a
+    second signal stops at once, but never in the middle of a save."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self.training = False
+        self._saving = False
+        self._again = False
 
     def __call__(self, signum, frame) -> None:
-        if self.signum is not None:
+        if not self.training:
+            raise TrainingInterrupted(None, signum)
+        if self.signum is None:
+            self.signum = signum
+        elif self._saving:
+            self._again = True
+        else:
             raise KeyboardInterrupt
-        self.signum = signum
+
+    @contextmanager
+    def hold(self):
+        """A save: a second signal waits until it is whole."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
+        if self._again:
+            raise KeyboardInterrupt
+
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 
 
 @contextmanager
@@ -544,7 +643,7 @@ def _catch_stop_signals():
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     try:
         yield stop
     finally:

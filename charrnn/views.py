@@ -60,7 +60,8 @@ def render_train_end(result: dict[str, Any], console: Console, runs_dir: Path) -
         f"{r['best_val_loss']:.4f}"))
     console.print(Text(f"checkpoints: {r['best']}, {r['last']}"))
     run_dir = Path(r["run_dir"])
-    where = "" if run_dir.resolve().parent == runs_dir.resolve() else f" {shlex.quote(str(run_dir))}"
+    found = run_dir.resolve().parent == runs_dir.resolve()   # sample looks there by itself
+    where = "" if found else f" {shlex.quote(str(run_dir))}"
     console.print(Text(f"next: charrnn sample{where} --len 200"))
 
 
@@ -356,12 +357,12 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def duration(seconds: Any, missing: str = "—") -> str:
-    """``42.0s``, ``3m 05s``, ``1h 02m``; ``missing`` for no number."""
+def duration(seconds: Any, missing: str = "—", tenths: bool = True) -> str:
+    """``42.0s`` (or ``42s``), ``3m 05s``, ``1h 02m``; ``missing`` for no number."""
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
         return missing
-    if seconds < 60:
-        return f"{seconds:.1f}s"
+    if round(seconds, 1 if tenths else 0) < 60:
+        return f"{seconds:.1f}s" if tenths else f"{round(seconds)}s"
     minutes, secs = divmod(int(round(seconds)), 60)
     if minutes < 60:
         return f"{minutes}m {secs:02d}s"
@@ -557,7 +558,7 @@ def runs_table(summaries: list, width: int | None = None) -> Table:
                      Path(s.corpus).name if s.corpus else "?", s.model,
                      f"{s.parameters:,}" if s.parameters else "?",
                      f"{s.steps:,}" if s.steps is not None else "?",
-                     f"{best}{' *' if marked else '  '}", duration(s.elapsed_s, "?"),
+                     f"{best}{' *' if marked else '  '}", duration(s.elapsed_s, "?", tenths=False),
                      str(s.path)))
         styles.append("bold" if marked else None)
     # Each column as wide as its widest cell, 2 spaces between: leave out columns until

@@ -68,8 +68,9 @@ def test_an_unwritable_run_folder_fails_before_training(small_text, tmp_path, ca
         main(["train", str(small_text), *TINY_FLAGS, "--out", str(blocker / "run")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 1
-    # The encoded corpus is cached beside the run folder, so that write fails first.
-    assert err.startswith(f"error: cannot write the corpus cache {blocker / '.cache'}")
+    # The run folder is made (and held) first, before the text is read.
+    assert err.startswith(f"error: cannot write to run folder {blocker / 'run'}: Not a "
+                          "directory; choose another with --out")
     assert "Not a directory" in err and len(err.strip().splitlines()) == 1
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from charrnn.checkpoint import peek_checkpoint
 from charrnn.files import read_metrics
-from charrnn.runs import find_runs, summarize
+from charrnn.runs import find_runs, list_runs, summarize
 
 from conftest import run
 
@@ -117,6 +117,10 @@ def test_runs_table_on_stdout_marks_the_best(runs_dir, capsys, monkeypatch):
     assert "*" in body[1] and "*" not in body[0]           # older has the lowest loss
     assert "small.txt" in body[1] and "2x32 lstm" in body[1]
     assert "lowest best val loss" in out
+    # elapsed in whole seconds under a minute, as the summaries say
+    for line, summary in zip(body, list_runs(runs_dir, "time")):
+        if summary.elapsed_s is not None and summary.elapsed_s < 59.5:
+            assert line.split()[-2] == f"{round(summary.elapsed_s)}s", line
 
 
 def test_one_run_folder_lists_itself(tiny_run, capsys):

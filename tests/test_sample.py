@@ -28,6 +28,7 @@ def test_exact_length_and_same_seed_same_text(trained):
     c = generate(model, vocab, 120, seed=8)
     assert len(a[0]) == 120 and a == b and a != c
     assert set(a[0]) <= set(vocab.chars)
+    assert generate(model, vocab, 0, num_samples=2) == ["", ""]
 
 
 def test_a_batch_of_samples_has_one_text_per_sample(trained):

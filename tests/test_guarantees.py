@@ -1,0 +1,297 @@
+"""What a run folder promises whatever the user does: two trainings never share one, a
+changed text is not resumed silently, no output option writes over a run's files, and
+damaged or hostile checkpoints are refused in one line."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import time
+import zipfile
+
+import pytest
+import torch
+
+from charrnn import train as train_module
+from charrnn.checkpoint import load_checkpoint, save_checkpoint
+from charrnn.errors import CharRNNError, CheckpointError, TrainingInterrupted
+from charrnn.train import train
+
+from conftest import TINY_FLAGS, charrnn, run, start_training, tiny_configs, wait_for
+
+
+def test_a_run_folder_in_use_is_refused_at_once_and_freed_when_its_process_dies(
+        small_text, tmp_path):
+    out = tmp_path / "run"
+    first = start_training(small_text, out, "--max-steps", "100000", "--eval-every", "5")
+    try:
+        wait_for(out / "metrics.csv", first)
+        config_before = (out / "config.toml").read_bytes()
+        for argv in (["train", str(small_text), *TINY_FLAGS, "--out", str(out), "--overwrite"],
+                     ["train", "--resume", str(out), "-q"]):
+            second = charrnn(*argv, cwd=tmp_path)
+            assert second.returncode == 1, second.stderr
+            assert second.stderr.strip() == (
+                f"error: run folder {out} is in use by another charrnn train; wait for it to "
+                "end, or train into another folder with --out")
+        assert (out / "config.toml").read_bytes() == config_before
+    finally:
+        first.kill()            # SIGKILL: no handler runs, the kernel drops the lock
+        first.wait()
+    resumed = charrnn("train", "--resume", str(out), "--max-steps", "1", "-q", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    code, _, err = run(["train", "empty.txt", *TINY_FLAGS], capsys)
+    assert code == 1 and "empty" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def damaged(ckpt: dict, path, **changes) -> None:
+    save_checkpoint({**ckpt, **changes}, path)
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "inspect", "resume", "init-from"])
+def test_a_checkpoint_with_non_finite_weights_is_refused_by_every_command(
+        command, tiny_run, small_text, tmp_path, capsys):
+    ckpt = load_checkpoint(tiny_run / "last.pt")
+    state = dict(ckpt["model_state"])
+    state["head.bias"] = state["head.bias"].clone()
+    state["head.bias"][3] = math.nan
+    folder = tmp_path / "run"
+    folder.mkdir()
+    damaged(ckpt, folder / "last.pt", model_state=state)
+    argv = {"sample": ["sample", str(folder / "last.pt")],
+            "eval": ["eval", str(folder / "last.pt"), str(small_text)],
+            "inspect": ["inspect", str(folder / "last.pt")],
+            "resume": ["train", "--resume", str(folder), "-q"],
+            "init-from": ["train", str(small_text), "--init-from", str(folder / "last.pt"),
+                          "--out", str(tmp_path / "new"), "-q"]}[command]
+    code, out, err = run(argv, capsys)
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1:] == [     # after the note of what eval scores
+        f"error: {folder / 'last.pt'} holds weights that are not finite (NaN or Inf in "
+        "head.bias); use a checkpoint saved before the run diverged, e.g. its best.pt"]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("optimizer_state", None), ("optimizer_state", {"state": {}, "param_groups": []}),
+    ("data_state", "junk"), ("step", "seven"), ("metrics", 3), ("rng", {}),
+    ("train_config", {"lr": "fast"}),
+])
+def test_resume_refuses_a_damaged_training_state_in_one_line(key, value, tiny_run, tmp_path,
+                                                             capsys):
+    ckpt = load_checkpoint(tiny_run / "last.pt")
+    folder = tmp_path / "run"
+    folder.mkdir()
+    if value is None:
+        ckpt.pop(key)
+    else:
+        ckpt[key] = value
+    save_checkpoint(ckpt, folder / "last.pt")
+    code, out, err = run(["train", "--resume", str(folder), "-q"], capsys)
+    assert code == 1 and out == "", err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {folder / 'last.pt'} cannot be "
+                                                   "resumed")
+    assert f"--init-from {folder / 'last.pt'}" in lines[0]
+
+
+def crafted(tmp_path, name: str, pickle_bytes: bytes):
+    """A file laid out as torch.save writes it, its data.pkl replaced."""
+    torch.save({"a": 1}, tmp_path / "plain.pt")
+    path = tmp_path / name
+    with zipfile.ZipFile(tmp_path / "plain.pt") as source, zipfile.ZipFile(path, "w") as out:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            out.writestr(item, pickle_bytes if item.filename.endswith("data.pkl") else data)
+    return path
+
+
+@pytest.mark.parametrize("pickle_bytes, named", [
+    (b"\x80\x02cposix\nsystem\nq\x00X\x04\x00\x00\x00trueq\x01\x85q\x02Rq\x03.", "posix.system"),
+    (b"\x80\x02(cos\nsystem\nS'true'\ni.", "os.system"),
+    (b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01u\x82\x01.", "pickle operation 130"),
+])
+def test_a_checkpoint_refused_for_its_pickled_content_says_so(pickle_bytes, named, tmp_path):
+    path = crafted(tmp_path, "evil.pt", pickle_bytes)
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path)
+    assert str(refused.value) == (f"{path} is not a charrnn checkpoint: it "
+                                  f"{'uses' if 'operation' in named else 'names'} {named}, "
+                                  "which could run code when loaded; refused without running "
+                                  "any of it")
+
+
+# ------------------------------------------------------------------ resuming the right text
+def test_resume_refuses_a_changed_text_unless_allowed(small_text, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text(small_text.read_text(encoding="utf-8"), encoding="utf-8")
+    out = tmp_path / "run"
+    code, _, err = run(["train", str(text), *TINY_FLAGS, "--max-steps", "10", "--out",
+                        str(out)], capsys)
+    assert code == 0, err
+    with open(text, "a", encoding="utf-8") as f:
+        f.write("one more line\n")
+    before = (out / "last.pt").read_bytes()
+    code, _, err = run(["train", "--resume", str(out), "--max-steps", "15", "-q"], capsys)
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith(
+        f"error: the training text {text.resolve()} is not the one {out / 'last.pt'} was "
+        "trained on (")
+    assert "pass --allow-changed-text" in err and (out / "last.pt").read_bytes() == before
+    code, _, err = run(["train", "--resume", str(out), "--max-steps", "15", "-q",
+                        "--allow-changed-text"], capsys)
+    assert code == 0, err
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 15
+
+
+def test_a_relative_text_path_resumes_from_another_folder(small_text, tmp_path, capsys,
+                                                          monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "text.txt").write_text(small_text.read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(work)
+    code, _, err = run(["train", "text.txt", *TINY_FLAGS, "--max-steps", "10", "--out", "run"],
+                       capsys)
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["train", "--resume", "work/run", "--max-steps", "12", "-q"], capsys)
+    assert code == 0, err
+    assert torch.load(work / "run" / "last.pt", weights_only=True)["step"] == 12
+
+
+def test_resuming_a_folder_stopped_before_its_first_checkpoint_says_what_to_do(
+        tmp_path, capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.toml").write_text("[model]\n[train]\n", encoding="utf-8")
+    code, _, err = run(["train", "--resume", str(folder)], capsys)
+    assert code == 1 and err.strip() == (
+        f"error: run folder {folder} has no best.pt or last.pt: it stopped before its first "
+        f"evaluation saved one; start it again with charrnn train TEXT --out {folder}")
+
+
+# ------------------------------------------------------------- outputs never replace a run
+@pytest.mark.parametrize("argv, victim", [
+    (["sample", "{run}", "-o", "{copy}/last.pt"], "last.pt"),
+    (["sample", "{run}", "-o", "{copy}/metrics.csv"], "metrics.csv"),
+    (["sample", "{run}", "-o", "{copy}/best.pt", "--num-samples", "2"], "best.pt"),
+    (["inspect", "{run}", "--activations", "Romeo", "--html", "{copy}/config.toml"],
+     "config.toml"),
+])
+def test_no_output_option_writes_over_a_runs_files(argv, victim, tiny_run, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    before = (copy / victim).read_bytes()
+    code, out, err = run([a.format(run=tiny_run, copy=copy) for a in argv], capsys)
+    assert code == 1 and out == ""
+    kind = "checkpoint" if victim.endswith(".pt") else victim
+    assert err.strip().endswith(f"{copy / victim}: it would replace a run's {kind}; choose "
+                                "another file name")
+    assert (copy / victim).read_bytes() == before
+
+
+# ------------------------------------------------------------------------------ signals
+def test_sighup_saves_and_stops_like_sigterm(small_text, tmp_path):
+    out = tmp_path / "run"
+    proc = start_training(small_text, out, "--max-steps", "100000", "--eval-every", "5")
+    wait_for(out / "metrics.csv", proc)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGHUP, err
+    assert err.strip().splitlines()[-1] == (f"interrupted: saved {out / 'last.pt'}; continue "
+                                            f"with charrnn train --resume {out}")
+    assert load_checkpoint(out / "last.pt")["step"] >= 5
+
+
+def test_a_signal_while_the_corpus_is_encoded_stops_at_once_and_leaves_no_partial_file(
+        tmp_path):
+    big = tmp_path / "big.txt"
+    line = "To be, or not to be, that is the question: ÿ\n".encode()
+    big.write_bytes(line * (120_000_000 // len(line)))     # 120 MB: encoding takes a while
+    cache = tmp_path / "cache"
+    proc = start_training(big, tmp_path / "run", "--cache-dir", str(cache))
+    deadline = time.monotonic() + 300
+    while not list(cache.glob(".*.npy.*.tmp")):             # the ids being written
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip() == "interrupted before training began; nothing was saved"
+    assert not list(cache.glob("*.tmp")) and not list(cache.glob(".*.tmp"))
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_a_second_signal_waits_for_the_save_in_progress():
+    stop = train_module._StopRequest()
+    stop.training = True
+    stop(signal.SIGINT, None)                     # the first: a request, read after the step
+    assert stop.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+        with stop.hold():
+            stop(signal.SIGINT, None)             # the second, during a save: held back
+            saved = True                          # ... the save finishes
+    assert saved
+    with pytest.raises(KeyboardInterrupt):
+        stop(signal.SIGINT, None)                 # outside a save: at once
+    early = train_module._StopRequest()           # before training: nothing to save
+    with pytest.raises(TrainingInterrupted):
+        early(signal.SIGTERM, None)
+
+
+# ------------------------------------------------------------------- saves that fail
+def test_a_failed_save_is_reported_and_training_goes_on(small_text, tmp_path, capsys,
+                                                        monkeypatch):
+    real, calls = train_module.save_checkpoint, []
+
+    def flaky(payload, path):
+        calls.append(payload["step"])
+        if payload["step"] == 10:
+            raise CheckpointError(f"cannot write checkpoint {path}: No space left on device; "
+                                  "the previous checkpoint, if any, is kept")
+        return real(payload, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", flaky)
+    out = tmp_path / "run"
+    code, _, err = run(["train", str(small_text), *TINY_FLAGS[:-1], "--max-steps", "30",
+                        "--eval-every", "10", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert ("warning: cannot write checkpoint " in err
+            and "training goes on, the next evaluation saves again" in err)
+    assert load_checkpoint(out / "last.pt")["step"] == 30
+    assert [row["step"] for row in load_checkpoint(out / "last.pt")["metrics"]] == [10, 20, 30]
+
+
+def test_a_non_finite_validation_loss_is_never_saved(small_text, tmp_path, monkeypatch):
+    real, calls = train_module.evaluate, []
+
+    def turns_nan(model, ids, device, **kwargs):
+        calls.append(1)
+        return math.nan if len(calls) == 2 else real(model, ids, device, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", turns_nan)
+    model, config = tiny_configs(max_steps=30, eval_every=10, out=str(tmp_path / "run"))
+    with pytest.raises(CharRNNError, match=r"training diverged: the validation loss is nan at "
+                                           r"step 20; last good checkpoint: .*last\.pt"):
+        train(small_text, model, config, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 10
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["step"] == 10
+
+
+# ------------------------------------------------------------- user strings print as typed
+@pytest.mark.parametrize("name", ["x[bold]y", "a[/]b", "[red]"])
+def test_paths_print_literally(name, small_text, tmp_path, capsys):
+    out = tmp_path / name
+    code, _, err = run(["train", str(small_text), *TINY_FLAGS[:-1], "--max-steps", "3",
+                        "--out", str(out)], capsys)
+    assert code == 0, err
+    assert f"run folder: {out}" in err and f"checkpoints: {out}/best.pt" in err
+    code, out_text, err = run(["sample", str(out), "--len", "5"], capsys)
+    assert code == 0 and f"sampling from {out}/best.pt" in err and len(out_text) == 5
