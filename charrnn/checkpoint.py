@@ -101,13 +101,15 @@ def _check_crc(path: Path) -> None:
     not verify: check them, so that flipped bytes in the weights are caught here."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
         return  # not a whole zip archive: torch.load below says what is wrong
     with archive:
         try:
             bad = archive.testzip()
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-            bad = f"a record header ({e})"
+        except Exception as e:  # noqa: BLE001 - a flipped bit in the zip directory can
+            # raise almost anything from zipfile and zlib (unsupported method, bad
+            # version, "encrypted", a zlib error): all of them mean a damaged file.
+            bad = f"a record header ({type(e).__name__}: {str(e)[:80]})"
     if bad is not None:
         raise CheckpointError(f"{path} is corrupted (checksum mismatch in {bad}); "
                               "use another checkpoint, e.g. last.pt or best.pt of the run")

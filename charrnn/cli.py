@@ -13,7 +13,9 @@ import functools
 import itertools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from inspect import Parameter, Signature, signature
 from pathlib import Path
@@ -140,9 +142,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")]
-        = False) -> None:
+        = False,
+        debug: Annotated[bool, typer.Option(
+            "--debug", help="Show the Python traceback of an unexpected error (or set "
+            "CHARRNN_DEBUG=1).")] = False) -> None:
     """Train a character-level RNN / LSTM / GRU on your own text, sample from it, and
     see exactly what PyTorch's recurrent modules compute."""
+    if debug:
+        os.environ["CHARRNN_DEBUG"] = "1"
 
 
 @app.command(epilog="Example: charrnn train shakespeare.txt --cell lstm --max-time 300",
@@ -741,29 +748,101 @@ def config_show(
         print(cfg.to_toml(model_config, train_config), end="")
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP outside training (which saves first, see ``train``): unwinds
+    like Ctrl-C, so that what was being written is removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame) -> None:
+    raise _Stopped(signum)
+
+
+class _PipeClosed(BaseException):
+    """The reader of stdout went away (``charrnn sample | head``)."""
+
+
+class _PipeAwareStdout:
+    """stdout, whose writes raise ``_PipeClosed`` when the reader has gone, past the
+    command-line library (which would turn a broken pipe into exit status 1)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise _PipeClosed from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise _PipeClosed from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line and an exit code."""
+    """Entry point, and the one place where every outcome becomes an exit status and at
+    most one line on stderr: 0 done; 1 an error (a ``CharRNNError`` says what to do; an
+    unexpected one is named, with the traceback under --debug or CHARRNN_DEBUG=1); 2 a
+    bad command line; 128 + N stopped by signal N (130: Ctrl-C)."""
+    handlers = {signum: signal.signal(signum, _stop) for signum in (
+        signal.SIGTERM, getattr(signal, "SIGHUP", None)) if signum is not None
+        and threading.current_thread() is threading.main_thread()}
+    rank = os.environ.get("RANK", "0")  # set by torchrun: name the process that failed
+    where = "" if rank == "0" else f" (rank {rank})"
+    stdout = sys.stdout
+    sys.stdout = _PipeAwareStdout(stdout)
     try:
         code = app(args=argv, prog_name="charrnn", standalone_mode=False)
+        sys.stdout.flush()
     except CharRNNError as e:
-        rank = os.environ.get("RANK", "0")  # set by torchrun: name the process that failed
-        where = "" if rank == "0" else f" (rank {rank})"
-        err.print(Text.assemble((f"error{where}:", "bold red"), f" {e}"))
-        sys.exit(1)
+        _fail(f"error{where}:", str(e))
     except TrainingInterrupted as e:
-        if os.environ.get("RANK", "0") == "0":
+        if rank == "0":
             err.print(Text(f"interrupted: saved {e.checkpoint}; continue with charrnn train "
                            f"--resume {Path(e.checkpoint).parent}" if e.checkpoint else
                            "interrupted before training began; nothing was saved"))
         sys.exit(128 + e.signum)
     except _UsageError as e:
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else " (see 'charrnn --help')"
-        err.print(Text.assemble(("usage error:", "bold red"), f" {e.format_message()}{hint}"))
-        sys.exit(2)
-    except typer.Abort:
+        _fail("usage error:", e.format_message() + hint, status=2)
+    except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
-    except BrokenPipeError:
-        sys.stderr.close()  # a reader such as `head` closed the pipe: not an error
+    except _Stopped as e:
+        err.print(f"stopped by signal {e.signum}")
+        sys.exit(128 + e.signum)
+    except (BrokenPipeError, _PipeClosed):
+        # A reader such as `head` has all it wanted: not an error. Later writes (and
+        # the flush at exit) go nowhere instead of failing.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
         sys.exit(0)
+    except MemoryError:
+        _fail(f"error{where}:", "out of memory; use a smaller model (--hidden-size, "
+              "--num-layers), a smaller --batch-size or --seq-length, or a shorter text")
+    except Exception as e:  # noqa: BLE001 - a bug: one line, unless asked for the traceback
+        if os.environ.get("CHARRNN_DEBUG", "") not in ("", "0"):
+            raise
+        if isinstance(e, OSError) and e.strerror:
+            _fail(f"error{where}:", f"{e.strerror}" + (f": {e.filename}" if e.filename else ""))
+        _fail(f"error{where}:", f"unexpected {type(e).__name__}: {str(e)[:300]}; this is a "
+              "bug in charrnn: run the command again with --debug to see where, and report it")
+    finally:
+        sys.stdout = stdout
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(label: str, message: str, status: int = 1) -> None:
+    err.print(Text.assemble((label, "bold red"), " ", " ".join(message.split("\n"))))
+    sys.exit(status)

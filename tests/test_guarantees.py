@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import shutil
 import signal
+import subprocess
+import sys
 import time
 import zipfile
 
@@ -18,7 +20,7 @@ from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.errors import CharRNNError, CheckpointError, TrainingInterrupted
 from charrnn.train import train
 
-from conftest import TINY_FLAGS, charrnn, run, start_training, tiny_configs, wait_for
+from conftest import TINY_FLAGS, charrnn, child_env, run, start_training, tiny_configs, wait_for
 
 
 def test_a_run_folder_in_use_is_refused_at_once_and_freed_when_its_process_dies(
@@ -295,3 +297,51 @@ def test_paths_print_literally(name, small_text, tmp_path, capsys):
     assert f"run folder: {out}" in err and f"checkpoints: {out}/best.pt" in err
     code, out_text, err = run(["sample", str(out), "--len", "5"], capsys)
     assert code == 0 and f"sampling from {out}/best.pt" in err and len(out_text) == 5
+
+
+# ------------------------------------------------------------- one way out of every command
+def test_sample_into_a_closed_pipe_ends_quietly(tiny_run):
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", str(tiny_run),
+                             "--len", "1000000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=child_env())
+    assert len(proc.stdout.read(10)) == 10        # like `head -c 10`, then the reader goes
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Error" not in err and "Exception" not in err
+
+
+def test_an_unexpected_error_is_one_line_unless_debug_asks(tmp_path, capsys, monkeypatch):
+    from charrnn import runs
+
+    def broken(*args, **kwargs):
+        raise TypeError("boom")
+
+    monkeypatch.setattr(runs, "list_runs", broken)
+    code, out, err = run(["runs", str(tmp_path)], capsys)
+    assert code == 1 and out == ""
+    assert err.strip() == ("error: unexpected TypeError: boom; this is a bug in charrnn: run "
+                           "the command again with --debug to see where, and report it")
+    monkeypatch.delenv("CHARRNN_DEBUG", raising=False)
+    with pytest.raises(TypeError, match="boom"):
+        run(["--debug", "runs", str(tmp_path)], capsys)
+
+
+def test_sigterm_stops_any_command_and_leaves_no_partial_file(tmp_path):
+    big = tmp_path / "big.txt"
+    line = "To be, or not to be, that is the question: ÿ\n".encode()
+    big.write_bytes(line * (120_000_000 // len(line)))
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "prepare", str(big),
+                             "--cache-dir", str(cache), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=child_env())
+    deadline = time.monotonic() + 300
+    while not list(cache.glob(".*.tmp")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and out == ""
+    assert err.strip() == f"stopped by signal {int(signal.SIGTERM)}"
+    assert not list(cache.glob(".*.tmp"))
