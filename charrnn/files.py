@@ -126,7 +126,11 @@ def default_run_dir(text_path: Path, cell: str, root: Path = Path("runs")) -> Pa
 
 
 def is_run(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / name).is_file() for name in RUN_FILES)
+    """A folder holding any of a run's files (or one that cannot be looked into)."""
+    try:
+        return folder.is_dir() and any((folder / name).is_file() for name in RUN_FILES)
+    except OSError:
+        return True
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from torch import nn
 
 from charrnn import reference
 from charrnn.checkpoint import count_parameters, model_from_checkpoint
-from charrnn.config import ModelConfig, TrainConfig, build
+from charrnn.config import OPTIMIZERS, ModelConfig, TrainConfig, build
 from charrnn.data import Vocab, escape_char  # a vocabulary shown as text
 from charrnn.errors import DataError
 from charrnn.model import CharRNN, make_rnn
@@ -36,6 +36,7 @@ from charrnn.scoring import LN2
 # The example forward pass of a model built from flags: L steps, N sequences, V characters
 # (tiny-shakespeare's).
 EXAMPLE_L, EXAMPLE_N, EXAMPLE_V = 5, 3, 65
+MAX_EXAMPLE = 100_000   # L or N of the example pass: more says nothing and takes long
 
 # A reference check passes when |reference - torch| <= TOLERANCE * max(1, |torch|max).
 TOLERANCE = 1e-5
@@ -523,8 +524,10 @@ def describe_trained(ckpt: dict[str, Any], path: str | Path, *, seq_length: int 
     windows unless ``seq_length`` / ``batch_size`` say otherwise, with what
     ``describe_checkpoint`` finds in the file under ``"checkpoint"``."""
     model, vocab = model_from_checkpoint(ckpt, path)
-    trained = ckpt.get("train_config") or {}
-    optimizer = trained.get("optimizer")
+    trained = _typed(ckpt.get("train_config"), dict) or {}
+    optimizer = trained.get("optimizer") if trained.get("optimizer") in OPTIMIZERS else None
+    trained = {k: v for k, v in trained.items() if k in ("seq_length", "batch_size")
+               and isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_EXAMPLE}
     report = describe(model.config, vocab_size=len(vocab),
                       seq_length=seq_length or trained.get("seq_length", EXAMPLE_L),
                       batch_size=batch_size or trained.get("batch_size", EXAMPLE_N),
@@ -536,28 +539,33 @@ def describe_trained(ckpt: dict[str, Any], path: str | Path, *, seq_length: int 
 
 
 def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict[str, Any]:
-    """The facts of a loaded checkpoint dict worth showing; missing keys become None.
+    """The facts of a loaded checkpoint dict worth showing; missing keys, and values of
+    a type charrnn never writes, become None (or empty).
 
     With ``corpus`` (a text), the vocabulary gets ``counts``: how often each character
     occurs in it, in id order."""
     vocab = ckpt.get("vocab")
+    metrics = ckpt.get("metrics")
     info: dict[str, Any] = {
-        "format_version": ckpt.get("format_version"),
-        "charrnn_version": ckpt.get("charrnn_version"),
-        "torch_version": ckpt.get("torch_version"),
+        "format_version": _typed(ckpt.get("format_version"), int),
+        "charrnn_version": _typed(ckpt.get("charrnn_version"), str),
+        "torch_version": _typed(ckpt.get("torch_version"), str),
         "vocab": None if vocab is None else {
             "size": len(vocab),
             "chars": [escape_char(ch) for ch in vocab],
         },
-        "model_config": dict(ckpt.get("model_config") or {}),
-        "train_config": dict(ckpt.get("train_config") or {}),
-        "step": ckpt.get("step"),
-        "elapsed": ckpt.get("elapsed"),
-        "best_val_loss": ckpt.get("best_val_loss"),
-        "val_loss": ckpt.get("val_loss"),
+        "model_config": dict(_typed(ckpt.get("model_config"), dict) or {}),
+        "train_config": dict(_typed(ckpt.get("train_config"), dict) or {}),
+        "step": _typed(ckpt.get("step"), int),
+        "elapsed": _typed(ckpt.get("elapsed"), float),
+        "best_val_loss": _typed(ckpt.get("best_val_loss"), float),
+        "val_loss": _typed(ckpt.get("val_loss"), float),
         "num_parameters": count_parameters(ckpt.get("model_state")),
-        "metrics": [dict(row) for row in ckpt.get("metrics") or []],
-        "corpus": dict(ckpt.get("corpus") or {}),
+        "metrics": [{k: v for k, v in row.items() if isinstance(v, (int, float))}
+                    for row in (metrics if isinstance(metrics, list) else [])
+                    if isinstance(row, dict)],
+        "corpus": {k: v for k, v in (_typed(ckpt.get("corpus"), dict) or {}).items()
+                   if isinstance(v, (str, int))},
     }
     if vocab and corpus is not None:
         info["vocab"]["counts"] = char_counts(Vocab(vocab), corpus)
@@ -565,6 +573,15 @@ def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict
         loss = info[key]
         info[key.replace("loss", "bpc")] = None if loss is None else loss / LN2
     return info
+
+
+def _typed(value: Any, kind: type) -> Any:
+    """``value`` if it is a ``kind`` (an int counts as a float; a bool as neither)."""
+    if isinstance(value, bool):
+        return None
+    if kind is float and isinstance(value, int):
+        return float(value)
+    return value if isinstance(value, kind) else None
 
 
 def char_counts(vocab: Vocab, text: str) -> list[int]:

@@ -33,9 +33,12 @@ class RunSummary:
     last_val_loss: float | None = None
     elapsed_s: float | None = None
     checkpoints: list[str] = field(default_factory=list)
+    problem: str | None = None         # why the folder could not be read, if it could not
 
     @property
     def model(self) -> str:
+        if self.problem is not None:
+            return "damaged"
         if self.cell is None:
             return "?"
         return f"{self.num_layers}x{self.hidden_size} {self.cell}"
@@ -58,9 +61,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
     summary = RunSummary(path=str(run_dir), updated=max((p.stat().st_mtime for p in files),
                                                         default=run_dir.stat().st_mtime))
     summary.checkpoints = [p.name for p in files if p.suffix == ".pt"]
-    model = read_config(run_dir).get("model", {})
-    summary.cell, summary.num_layers, summary.hidden_size = (
-        model.get("cell"), model.get("num_layers"), model.get("hidden_size"))
+    _set_model(summary, read_config(run_dir).get("model", {}))
     rows: list[dict[str, float]] = []
     if (run_dir / METRICS).is_file():
         try:
@@ -72,15 +73,16 @@ def summarize(run_dir: str | Path) -> RunSummary:
         summary.evaluations = len(rows)
         summary.best_val_loss = min(losses) if losses else None
         summary.last_val_loss = rows[-1].get("val_loss")
-        summary.steps = int(rows[-1]["step"])
-        summary.elapsed_s = rows[-1].get("elapsed_s")
+        step, elapsed = rows[-1]["step"], rows[-1].get("elapsed_s", math.nan)
+        summary.steps = int(step) if math.isfinite(step) else None
+        summary.elapsed_s = elapsed if math.isfinite(elapsed) else None
     for name in (LAST, BEST):  # last.pt knows the newest step, even between evaluations
         ckpt = peek_checkpoint(run_dir / name) if (run_dir / name).is_file() else None
         if ckpt is None:
             continue
         corpus = ckpt.get("corpus") if isinstance(ckpt.get("corpus"), dict) else {}
-        summary.corpus = corpus.get("path")
-        summary.corpus_chars = corpus.get("chars")
+        summary.corpus = _of(corpus.get("path"), str)
+        summary.corpus_chars = _of(corpus.get("chars"), int)
         summary.parameters = count_parameters(ckpt.get("model_state"))
         if isinstance(ckpt.get("step"), int) and name == LAST:
             summary.steps = max(summary.steps or 0, ckpt["step"])
@@ -90,11 +92,35 @@ def summarize(run_dir: str | Path) -> RunSummary:
         if summary.best_val_loss is None and isinstance(best, float) and math.isfinite(best):
             summary.best_val_loss = best
         if summary.cell is None and isinstance(ckpt.get("model_config"), dict):
-            mc = ckpt["model_config"]
-            summary.cell, summary.num_layers, summary.hidden_size = (
-                mc.get("cell"), mc.get("num_layers"), mc.get("hidden_size"))
+            _set_model(summary, ckpt["model_config"])
         break
     return summary
+
+
+def _of(value: Any, kind: type) -> Any:
+    """``value`` when it has the type charrnn writes there, else None."""
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _set_model(summary: RunSummary, model: Any) -> None:
+    model = model if isinstance(model, dict) else {}
+    summary.cell = _of(model.get("cell"), str)
+    summary.num_layers = _of(model.get("num_layers"), int)
+    summary.hidden_size = _of(model.get("hidden_size"), int)
+
+
+def _summarize_or_mark(run_dir: Path) -> RunSummary:
+    """``summarize``, or for a folder that cannot be read, a summary that says why (one
+    damaged folder does not hide the others)."""
+    try:
+        return summarize(run_dir)
+    except Exception as e:  # noqa: BLE001 - any damage: mark this run, list the rest
+        try:
+            updated = run_dir.stat().st_mtime
+        except OSError:
+            updated = 0.0
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        return RunSummary(path=str(run_dir), updated=updated, problem=reason[:200])
 
 
 def find_runs(root: str | Path = "runs") -> list[Path]:
@@ -117,7 +143,7 @@ def list_runs(root: str | Path = "runs", sort: str = "time") -> list[RunSummary]
     """Summaries of the runs under ``root``: newest first, or lowest best val loss first."""
     if sort not in SORTS:
         raise CharRNNError(f"unknown sort '{sort}'; use one of {', '.join(SORTS)}")
-    summaries = [summarize(p) for p in find_runs(root)]
+    summaries = [_summarize_or_mark(p) for p in find_runs(root)]
     if sort == "loss":
         return sorted(summaries, key=lambda s: (s.best_val_loss is None,
                                                 s.best_val_loss or 0.0, -s.updated))

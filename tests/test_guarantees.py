@@ -4,6 +4,7 @@ damaged or hostile checkpoints are refused in one line."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -345,3 +347,56 @@ def test_sigterm_stops_any_command_and_leaves_no_partial_file(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM and out == ""
     assert err.strip() == f"stopped by signal {int(signal.SIGTERM)}"
     assert not list(cache.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("key, value", [
+    ("metrics", 3), ("metrics", ["x", {"step": "a", "val_loss": 2.0}]), ("corpus", [1, 2]),
+    ("train_config", "adam"), ("train_config", {"seq_length": 10**12, "optimizer": 5}),
+    ("best_val_loss", "low"), ("val_loss", [1.0]), ("step", "ten"), ("elapsed", {"s": 1}),
+    ("charrnn_version", 7), ("format_version", True),
+])
+def test_inspect_shows_a_checkpoint_with_unusual_metadata(key, value, tiny_run, tmp_path,
+                                                          capsys):
+    ckpt = load_checkpoint(tiny_run / "last.pt")
+    ckpt[key] = value
+    path = tmp_path / "odd.pt"
+    torch.save(ckpt, path)              # as written by another program: no checks on the way
+    for extra in ([], ["--json"]):
+        code, out, err = run(["inspect", str(path), *extra], capsys)
+        assert (code, "Traceback" in err) == (0, False) or (
+            code == 1 and len(err.strip().splitlines()) == 1), err
+        assert code == 0 or key == "format_version", err
+
+
+def test_one_damaged_run_folder_is_marked_and_the_others_listed(tiny_run, tmp_path, capsys,
+                                                                monkeypatch):
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs_dir / "good")
+    odd = runs_dir / "odd"                       # files of the wrong shape everywhere
+    odd.mkdir()
+    (odd / "config.toml").write_text('[model]\ncell = [1]\nnum_layers = "two"\n',
+                                     encoding="utf-8")
+    (odd / "metrics.csv").write_text("step,val_loss,elapsed_s\nnan,1.5,x\n", encoding="utf-8")
+    (odd / "last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    broken = runs_dir / "broken"
+    broken.mkdir()
+    (broken / "config.toml").write_text("[model]\n", encoding="utf-8")
+    from charrnn import runs
+
+    real = runs.summarize
+
+    def fails_on_broken(run_dir):
+        if run_dir.name == "broken":
+            raise PermissionError(13, "Permission denied")
+        return real(run_dir)
+
+    monkeypatch.setattr(runs, "summarize", fails_on_broken)
+    code, out, err = run(["runs", str(runs_dir), "--json"], capsys)
+    assert code == 0, err
+    listed = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert set(listed) == {"good", "odd", "broken"}
+    assert listed["broken"]["problem"] == "Permission denied"
+    assert listed["broken"]["model"] == "damaged" and listed["good"]["problem"] is None
+    assert listed["odd"]["cell"] is None and listed["odd"]["steps"] is None
+    code, out, err = run(["runs", str(runs_dir)], capsys)
+    assert code == 0 and "damaged" in out and "good" in out
