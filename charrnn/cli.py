@@ -241,6 +241,8 @@ def sample(
 ) -> None:
     """Generate text from a trained model (text on stdout, nothing else)."""
     _check_at_least(1, {"--len": length, "--top-k": top_k, "--num-samples": num_samples})
+    if num_samples > MAX_SAMPLES:
+        raise ConfigError(f"--num-samples must be at most {MAX_SAMPLES:,}, got {num_samples}")
     if temperature <= 0:
         raise ConfigError(f"--temperature must be greater than 0, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
@@ -270,6 +272,9 @@ def sample(
             out.write("\n")
     if output:
         err.print(Text(f"wrote {num_samples} sample(s) to {output}"))
+
+
+MAX_SAMPLES = 10_000   # samples drawn together in one batch
 
 
 def _check_at_least(low: int, values: dict[str, int | None]) -> None:
@@ -317,6 +322,7 @@ DESCRIBE_FLAGS = ("equations", "verify", "corpus")
 STACK_FLAGS = ("cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layers",
                "proj_size", "bidirectional")
 FORWARD, NEURONS = "Forward pass", "Neurons"
+MAX_EXAMPLE_CHARS = 1_000_000
 
 BatchFirst = Annotated[bool, typer.Option(
     "--batch-first/--no-batch-first", help="Tensor layout: (N, L, H) or (L, N, H).",
@@ -409,6 +415,10 @@ def inspect(
     typed = [name for name in ctx.params if ctx.get_parameter_source(name).name != "DEFAULT"]
     _check_at_least(1, {"--seq-length": seq_length, "--batch-size": batch_size,
                         "--vocab-size": vocab_size})
+    if (seq_length or 1) * (batch_size or 1) > MAX_EXAMPLE_CHARS or (vocab_size or 0) > 1 << 21:
+        raise ConfigError(f"the example forward pass is for reading: keep --seq-length x "
+                          f"--batch-size within {MAX_EXAMPLE_CHARS:,} and --vocab-size within "
+                          f"{1 << 21:,}")
     _check_view_flags(typed, given_checkpoint=checkpoint is not None,
                       neurons=activations is not None)
     if activations is not None:
@@ -664,8 +674,9 @@ def download(
     from charrnn.download import corpus, download as fetch
 
     entry = corpus(name)
-    if timeout <= 0:
-        raise ConfigError(f"--timeout must be greater than 0, got {timeout:g}")
+    if not 0 < timeout <= 3600:
+        raise ConfigError(f"--timeout must be greater than 0 and at most 3600 seconds, got "
+                          f"{timeout:g}")
     if not quiet:
         err.print(Text(f"{entry.name}: {entry.about}"))
     result = fetch(name, to, url=url, force=force, timeout=timeout, progress=not quiet)

@@ -35,6 +35,12 @@ DECAYS = ("cosine", "linear")
 DEFAULT_MAX_STEPS = 3000
 
 
+# Upper bounds far beyond any model or run that makes sense, so that a slip of the
+# keyboard (1e9 for 1e3) is refused at once instead of exhausting memory or time.
+BIG_SIZE = 1 << 20        # features, characters per window, windows per batch
+BIG_COUNT = 10**12        # steps
+
+
 def _opt(help: str, *, choices: tuple[str, ...] = (), min: float | None = None,
          max: float | None = None, min_exclusive: bool = False) -> dict:
     """Field metadata: the help text and the range a value must lie in."""
@@ -51,15 +57,15 @@ class ModelConfig:
     nonlinearity: str = field(default="tanh", metadata=_opt(
         "activation of the plain rnn cell: tanh or relu", choices=NONLINEARITIES))
     embedding_dim: int = field(default=64, metadata=_opt(
-        "size of each character's embedding (the RNN's input_size)", min=1))
+        "size of each character's embedding (the RNN's input_size)", min=1, max=BIG_SIZE))
     hidden_size: int = field(default=256, metadata=_opt(
-        "features in each layer's hidden state h", min=1))
+        "features in each layer's hidden state h", min=1, max=BIG_SIZE))
     num_layers: int = field(default=2, metadata=_opt(
-        "recurrent layers stacked on each other", min=1))
+        "recurrent layers stacked on each other", min=1, max=1024))
     dropout: float = field(default=0.0, metadata=_opt(
         "dropout between recurrent layers and before the head", min=0.0, max=0.99))
     proj_size: int = field(default=0, metadata=_opt(
-        "LSTM only: project h to this size (0 = no projection)", min=0))
+        "LSTM only: project h to this size (0 = no projection)", min=0, max=BIG_SIZE))
     tie_weights: bool = field(default=False, metadata=_opt(
         "share the embedding matrix with the output head (needs embedding_dim equal "
         "to the head's input size)"))
@@ -82,9 +88,10 @@ class TrainConfig:
     """The data windows, optimiser, schedule, budgets and bookkeeping of a run."""
 
     seq_length: int = field(default=64, metadata=_opt(
-        "characters per training window (steps of backpropagation through time)", min=1))
+        "characters per training window (steps of backpropagation through time)", min=1,
+        max=BIG_SIZE))
     batch_size: int = field(default=32, metadata=_opt(
-        "windows per optimiser step", min=1))
+        "windows per optimiser step", min=1, max=BIG_SIZE))
     batching: str = field(default="stream", metadata=_opt(
         "stream: contiguous streams with hidden state carried between windows; "
         "random: random windows from a zero state", choices=BATCHINGS))
@@ -102,21 +109,23 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata=_opt(
         "clip the global gradient norm to this (0 = no clipping)", min=0.0))
     warmup_steps: int = field(default=100, metadata=_opt(
-        "steps of linear learning-rate warmup", min=0))
+        "steps of linear learning-rate warmup", min=0, max=BIG_COUNT))
     max_steps: int | None = field(default=None, metadata=_opt(
         f"stop after this many optimiser steps (default {DEFAULT_MAX_STEPS} when no "
-        "other budget is set)", min=1))
+        "other budget is set)", min=1, max=BIG_COUNT))
     epochs: float | None = field(default=None, metadata=_opt(
-        "stop after this many passes over the training text", min=0.0, min_exclusive=True))
+        "stop after this many passes over the training text", min=0.0, max=1e6,
+        min_exclusive=True))
     max_time: float | None = field(default=None, metadata=_opt(
         "stop after this many seconds of wall time, evaluation included", min=0.0,
-        min_exclusive=True))
+        max=1e8, min_exclusive=True))
     eval_every: int = field(default=250, metadata=_opt(
-        "evaluate on the validation text every this many steps (and at the end)", min=1))
+        "evaluate on the validation text every this many steps (and at the end)", min=1,
+        max=BIG_COUNT))
     sample_every: int = field(default=500, metadata=_opt(
-        "print a short sample every this many steps (0 = never)", min=0))
+        "print a short sample every this many steps (0 = never)", min=0, max=BIG_COUNT))
     sample_length: int = field(default=200, metadata=_opt(
-        "characters in each progress sample", min=1))
+        "characters in each progress sample", min=1, max=100_000))
     val_fraction: float = field(default=0.1, metadata=_opt(
         "last fraction of the text held out for validation", min=0.0, max=0.5,
         min_exclusive=True))
@@ -127,7 +136,7 @@ class TrainConfig:
     cache_dir: str | None = field(default=None, metadata=_opt(
         "folder for the encoded corpus (default: .cache/ beside the run folder)"))
     seed: int = field(default=1337, metadata=_opt(
-        "seed for initialisation, batching, dropout and samples", min=0))
+        "seed for initialisation, batching, dropout and samples", min=0, max=2**63 - 1))
     device: str = field(default="auto", metadata=_opt(
         "auto, cpu, cuda or cuda:N"))
     dtype: str = field(default="float32", metadata=_opt(
@@ -217,7 +226,7 @@ def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
         bound = f"greater than {low:g}" if meta["min_exclusive"] else f"at least {low:g}"
         raise ConfigError(f"{key} must be {bound}, got {value!r}")
     if high is not None and value > high:
-        raise ConfigError(f"{key} must be at most {high:g}, got {value!r}")
+        raise ConfigError(f"{key} must be at most {high:,}, got {value!r}")
     return value
 
 

@@ -28,7 +28,7 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
-from charrnn.data import CharSet, Vocab, list_chars, text_pieces
+from charrnn.data import CharSet, Vocab, check_regular, list_chars, text_pieces
 from charrnn.errors import CharRNNError, DataError
 from charrnn.files import atomic_write
 
@@ -176,6 +176,7 @@ class ReadingBar:
 
 
 def _stat(path: Path, what: str) -> os.stat_result:
+    check_regular(path, what)
     try:
         return path.stat()
     except FileNotFoundError:

@@ -29,6 +29,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def memory_available(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on ``device`` (None: cannot tell)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits(need: int, device: torch.device, what: str, fix: str) -> None:
+    """A one-line ``ConfigError`` before any work when ``need`` bytes will not fit."""
+    have = memory_available(device)
+    if have is not None and need > have:
+        raise ConfigError(f"{what} needs about {need / 1e9:,.1f} GB of memory, more than the "
+                          f"{have / 1e9:,.1f} GB free on {device.type}; {fix}")
+
+
 def check_dtype(dtype: str, device: torch.device) -> None:
     if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("--dtype bfloat16: this GPU does not support bfloat16; "

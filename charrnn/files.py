@@ -102,7 +102,7 @@ def read_small_text(path: str | Path, *, what: str, error: type[CharRNNError] = 
     path = Path(path)
     try:
         if path.exists() and not path.is_dir() and not path.is_file():
-            raise error(f"{what} {path} is not a regular file (a device or a pipe); give a file")
+            raise error(f"{what} {path} is not a regular file (a pipe or a device); give a file")
         with open(path, "rb") as f:
             data = f.read(limit + 1)
     except FileNotFoundError:

@@ -29,7 +29,8 @@ from charrnn.checkpoint import count_parameters, model_from_checkpoint
 from charrnn.config import OPTIMIZERS, ModelConfig, TrainConfig, build
 from charrnn.data import Vocab, escape_char  # a vocabulary shown as text
 from charrnn.errors import DataError
-from charrnn.model import CharRNN, make_rnn
+from charrnn.device import check_fits
+from charrnn.model import CharRNN, make_rnn, parameter_count
 from charrnn.optim import make_optimizer
 from charrnn.scoring import LN2
 
@@ -108,6 +109,9 @@ def describe(config: ModelConfig, *, vocab_size: int, seq_length: int, batch_siz
 
 def _build(config: ModelConfig, vocab_size: int, batch_first: bool, seed: int) -> CharRNN:
     """A freshly initialised model, without disturbing the global random state."""
+    params = parameter_count(vocab_size, config)
+    check_fits(8 * params, torch.device("cpu"), f"building this model ({params:,} "
+               "parameters)", "make it smaller (--hidden-size, --num-layers)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CharRNN(vocab_size, config)

@@ -61,6 +61,32 @@ class CharRNN(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+def parameter_count(vocab_size: int, c: ModelConfig) -> int:
+    """What ``CharRNN(vocab_size, c).num_parameters()`` will be, without building it."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[c.cell]
+    directions = 2 if c.bidirectional else 1
+    h_out = c.proj_size or c.hidden_size
+    total = vocab_size * c.embedding_dim                                # embedding
+    for layer in range(c.num_layers):
+        inputs = c.embedding_dim if layer == 0 else h_out * directions
+        per_direction = gates * c.hidden_size * (inputs + h_out + 2)     # W_ih, W_hh, biases
+        per_direction += h_out * c.hidden_size if c.proj_size else 0     # W_hr
+        total += directions * per_direction
+    total += vocab_size * (h_out * directions + 1)                      # head
+    return total - (vocab_size * c.embedding_dim if c.tie_weights else 0)
+
+
+def training_bytes(vocab_size: int, c: ModelConfig, batch_size: int, seq_length: int) -> int:
+    """Roughly the memory a training step takes: float32 weights, gradients and two
+    optimiser moments, and the activations kept for backward (each layer's gates and
+    states, the logits and their gradient) for every character of the batch."""
+    directions = 2 if c.bidirectional else 1
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[c.cell]
+    per_char = (c.embedding_dim + c.num_layers * directions * (gates + 3) * c.hidden_size
+                + 3 * vocab_size)
+    return 4 * (4 * parameter_count(vocab_size, c) + batch_size * seq_length * per_char)
+
+
 def detach_hidden(hidden: Hidden | None) -> Hidden | None:
     """Cut the graph between windows while keeping the state's values."""
     if hidden is None:

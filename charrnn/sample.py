@@ -79,7 +79,9 @@ def choose(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None 
     top-k and nucleus (top-p) truncated distribution."""
     if greedy:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    # Shifted so that the largest is 0: a tiny temperature then sends the others to
+    # -inf (never inf - inf), and the draw tends to the argmax as it should.
+    logits = (logits.float() - logits.float().amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]          # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -34,10 +34,10 @@ from charrnn import corpus, distributed, files
 from charrnn.checkpoint import (load_checkpoint, model_from_checkpoint, resolve_checkpoint,
                                 save_checkpoint)
 from charrnn.data import Vocab, make_batches, split
-from charrnn.device import autocast, check_dtype, resolve_device, to_device
+from charrnn.device import autocast, check_dtype, check_fits, resolve_device, to_device
 from charrnn.errors import (CharRNNError, CheckpointError, ConfigError, DataError,
                             TrainingInterrupted)
-from charrnn.model import CharRNN, Hidden, detach_hidden
+from charrnn.model import CharRNN, Hidden, detach_hidden, parameter_count, training_bytes
 from charrnn.optim import SCHEDULE_SETTINGS, lr_at, make_optimizer
 from charrnn.sample import generate
 from charrnn.scoring import EVAL_CHUNK, LN2, evaluate
@@ -259,8 +259,10 @@ class Run:
         self.allow_changed_text = allow_changed_text
         resume = origin.checkpoint if origin is not None and origin.resume else None
         replaced = files.check_run_dir_is_free(self.run_dir, overwrite) if not resume else []
+        self._check_fits(vocab_size=1)   # before the texts are read: the smallest it can be
         self._read_texts(origin, progress)
 
+        self._check_fits(len(self.vocab))
         torch.manual_seed(c.seed)
         self.model = CharRNN(len(self.vocab), model_config)
         if origin is not None:
@@ -280,6 +282,13 @@ class Run:
                                   replaced=replaced)
         self.budget = Budget(c, self.batches.steps_per_epoch)
         self.eval_seconds = self._estimate_eval_seconds() if c.max_time else 0.0
+
+    def _check_fits(self, vocab_size: int) -> None:
+        c, params = self.c, parameter_count(vocab_size, self.model_config)
+        check_fits(training_bytes(vocab_size, self.model_config, c.batch_size, c.seq_length),
+                   self.device, f"training this model ({params:,} parameters) on batches of "
+                   f"{c.batch_size}x{c.seq_length}", "make it smaller (--hidden-size, "
+                   "--num-layers) or the batches (--batch-size, --seq-length)")
 
     def _read_texts(self, origin: Origin | None, progress: bool) -> None:
         """Scan and encode the texts (cached beside the runs), build the vocabulary

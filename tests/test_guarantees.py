@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -400,3 +402,75 @@ def test_one_damaged_run_folder_is_marked_and_the_others_listed(tiny_run, tmp_pa
     assert listed["odd"]["cell"] is None and listed["odd"]["steps"] is None
     code, out, err = run(["runs", str(runs_dir)], capsys)
     assert code == 0 and "damaged" in out and "good" in out
+
+
+# --------------------------------------------------------------------------- special files
+@pytest.mark.parametrize("argv", [
+    ["train", "{fifo}", *TINY_FLAGS], ["eval", "{run}", "{fifo}"], ["prepare", "{fifo}"],
+    ["inspect", "{run}", "--activations", "{fifo}"],
+    ["train", "{text}", "--config", "/dev/zero"], ["plot", "/dev/zero"],
+])
+def test_pipes_and_devices_are_refused_before_anything_waits_on_them(argv, tiny_run,
+                                                                     small_text, tmp_path,
+                                                                     capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)                     # nobody writes: opening it would wait for ever
+    args = [a.format(fifo=fifo, run=tiny_run, text=small_text) for a in argv]
+    code, out, err = run(args, capsys)
+    assert code == 1 and out == ""
+    assert err.strip().endswith("is not a regular file (a pipe or a device); save the text "
+                                "to a file first, e.g. command > text.txt") or err.strip(
+    ).endswith("is not a regular file (a pipe or a device); give a file"), err
+
+
+# ------------------------------------------------------------------------ extreme values
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "{text}", "--hidden-size", "60000", "--num-layers", "20"],
+     r"training this model \(561,6\d\d,\d{3},\d{3} parameters\) on batches of 32x64 needs about "
+     r"[\d,.]+ GB of memory, more than the [\d,.]+ GB free on cpu; make it smaller"),
+    (["train", "{text}", "--batch-size", "1000000", "--seq-length", "1000000"],
+     "needs about .* GB of memory"),
+    (["train", "{text}", "--hidden-size", "1000000000"], "hidden_size must be at most 1,048,576"),
+    (["train", "{text}", "--num-layers", "1000000"], "num_layers must be at most 1,024"),
+    (["train", "{text}", "--epochs", "1e308"], "epochs must be at most 1,000,000"),
+    (["train", "{text}", "--seed", str(2**64)], "seed must be at most 9,223,372,036,854,775,807"),
+    (["inspect", "--hidden-size", "60000", "--num-layers", "1000"],
+     "building this model .* needs about"),
+    (["inspect", "--seq-length", "1000000000"], "keep --seq-length x --batch-size within"),
+    (["sample", "{run}", "--num-samples", "1000000000"], "--num-samples must be at most 10,000"),
+    (["plot", "{run}", "--width", "60000", "--height", "60000"], "at most 10000x10000"),
+    (["download", "tinyshakespeare", "--timeout", "inf"], "--timeout must be greater than 0 "
+                                                          "and at most 3600 seconds, got inf"),
+])
+def test_extreme_values_are_refused_before_any_work(argv, expected, small_text, tiny_run,
+                                                    tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    code, out, err = run([a.format(text=small_text, run=tiny_run) for a in argv], capsys)
+    assert code == 1 and out == "", err
+    assert re.search(expected, err.strip().splitlines()[-1]), err
+    assert time.monotonic() - started < 30        # refused, not attempted
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_vanishing_temperature_draws_the_most_likely_character(tiny_run, capsys):
+    code, cold, err = run(["sample", str(tiny_run), "--len", "40", "--temperature", "1e-40",
+                           "--seed", "3"], capsys)
+    assert code == 0, err
+    code, greedy, _ = run(["sample", str(tiny_run), "--len", "40", "--greedy"], capsys)
+    assert cold == greedy
+
+
+def test_parameter_count_without_building_matches_the_module():
+    from charrnn.config import build
+    from charrnn.model import CharRNN, parameter_count
+
+    for values in (dict(cell="lstm"), dict(cell="gru", num_layers=3),
+                   dict(cell="rnn", nonlinearity="relu", num_layers=2),
+                   dict(cell="lstm", proj_size=32, hidden_size=64, embedding_dim=32,
+                        tie_weights=True),
+                   dict(cell="gru", bidirectional=True, num_layers=3, hidden_size=16,
+                        embedding_dim=32, tie_weights=True),
+                   dict(cell="lstm", bidirectional=True, proj_size=8, hidden_size=16)):
+        config = build("model", values)
+        assert parameter_count(67, config) == CharRNN(67, config).num_parameters(), values
