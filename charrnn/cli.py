@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import json
 import os
 import signal
@@ -233,8 +232,8 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(
         help="Same seed, same text \\[default: random].")] = None,
     num_samples: Annotated[int, typer.Option(
-        help="Independent samples, generated together as one batch, separated by a blank "
-        "line.")] = 1,
+        help="Independent samples, each written as it is drawn, separated by a blank line "
+        "(with --seed S, sample i uses seed S + i).")] = 1,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="Write the text to this file instead of stdout.")] = None,
     device: Device = "auto",
@@ -247,26 +246,30 @@ def sample(
         raise ConfigError(f"--temperature must be greater than 0, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+    from tqdm import tqdm
+
     from charrnn.files import check_output
-    from charrnn.sample import generate, stream
+    from charrnn.sample import stream
 
     if output is not None:
         check_output(output, "--output")
     model, vocab, path = _load_model(checkpoint, runs_dir, device)
     _say_which(checkpoint, "sampling from", path)
     choice = dict(prime=prime, temperature=temperature, top_k=top_k, top_p=top_p,
-                  greedy=greedy, seed=seed)
-    # The prime is checked before anything is written.
-    if num_samples == 1:   # each character as it comes, flushed a line at a time
-        pieces = itertools.chain([prime or ""], stream(model, vocab, length, **choice))
-    else:
-        texts = generate(model, vocab, length, num_samples=num_samples, **choice)
-        pieces = iter(["\n\n".join((prime or "") + text for text in texts)])
-    with _output(output) as out:
-        for piece in pieces:
-            out.write(piece)
-            if piece == "\n":
-                out.flush()
+                  greedy=greedy)
+    # Each sample is drawn and written as it comes (the prime was checked by the first).
+    samples = [stream(model, vocab, length, seed=None if seed is None else seed + i, **choice)
+               for i in range(num_samples)]
+    with _output(output) as out, tqdm(total=length * num_samples, unit="char", leave=False,
+                                      delay=1.0, file=sys.stderr, disable=out.isatty()
+                                      or not sys.stderr.isatty()) as bar:
+        for i, sample in enumerate(samples):
+            out.write(("\n\n" if i else "") + (prime or ""))
+            for ch in sample:
+                out.write(ch)
+                bar.update()
+                if ch == "\n":
+                    out.flush()
         # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
         if out.isatty():
             out.write("\n")
@@ -274,7 +277,7 @@ def sample(
         err.print(Text(f"wrote {num_samples} sample(s) to {output}"))
 
 
-MAX_SAMPLES = 10_000   # samples drawn together in one batch
+MAX_SAMPLES = 10_000
 
 
 def _check_at_least(low: int, values: dict[str, int | None]) -> None:

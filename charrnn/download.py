@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +27,7 @@ from charrnn.errors import CharRNNError
 from charrnn.files import atomic_write
 
 DEFAULT_DIR = Path("data")  # where `download` puts corpora and `train NAME` looks for them
+MIN_BYTES_PER_S = 1024   # slower than this for a whole --timeout: the download has stalled
 _BLOCK = 1 << 16            # bytes read per network call
 
 
@@ -179,14 +181,24 @@ def _fetch(url: str, out, *, timeout: float, progress: bool, expected_size: int,
     with response, tqdm(total=int(total) if total and total.isdigit() else expected_size,
                         disable=not progress, unit="B", unit_scale=True, leave=False, delay=0.5,
                         desc=target.name) as bar:
+        window_start, window_bytes = time.monotonic(), 0
         while True:
             try:
-                block = response.read(_BLOCK)
-            except (OSError, ValueError) as e:
+                block = response.read1(_BLOCK)       # whatever has come, without waiting
+            except (OSError, ValueError) as e:       # for a whole block
                 raise CharRNNError(f"the download from {where} broke off after {size:,} bytes "
                                    f"({_reason(e)}); try again") from None
             if not block:
                 break
+            window_bytes += len(block)
+            if time.monotonic() - window_start > timeout:   # a server that trickles
+                if window_bytes < MIN_BYTES_PER_S * timeout:
+                    raise CharRNNError(f"{where} sent only {window_bytes:,} bytes in the last "
+                                       f"{timeout:g}s; try again later, {by_hand}")
+                window_start, window_bytes = time.monotonic(), 0
+            if size + len(block) > expected_size:
+                raise CharRNNError(f"{where} sent more than the {expected_size:,} bytes of this "
+                                   f"corpus; nothing was saved, {by_hand}")
             out.write(block)
             digest.update(block)
             size += len(block)

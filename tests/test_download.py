@@ -189,3 +189,44 @@ def test_train_reads_a_corpus_by_name_shipped_or_downloaded(shakespeare, tmp_pat
     # (checkpoints name the text by its absolute path: a resume finds it from anywhere)
     assert summarize(tmp_path / "runs" / "named").corpus == str(
         (tmp_path / "data" / "tinyshakespeare.txt").resolve())
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """/slow: a byte every 0.2 s, for ever; /huge: more bytes than the corpus has."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        try:
+            if self.path == "/slow":
+                for _ in range(200):
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    threading.Event().wait(0.2)
+            else:
+                for _ in range(40):
+                    self.wfile.write(b"y" * 65536)
+        except OSError:          # the client gave up: as it should
+            pass
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/slow", "sent only"), ("/huge", "sent more than the 1,115,394 bytes of this corpus")])
+def test_a_trickling_or_endless_server_is_given_up_on(path, expected, tmp_path, capsys):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        to = tmp_path / "data"
+        code, out, err = run(["download", NAME, "--to", str(to), "-q", "--timeout", "1",
+                              "--url", f"http://127.0.0.1:{httpd.server_address[1]}{path}"],
+                             capsys)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert code == 1 and out == "" and expected in err and len(err.strip().splitlines()) == 1
+    assert not to.exists() or list(to.iterdir()) == []      # no partial file

@@ -474,3 +474,16 @@ def test_parameter_count_without_building_matches_the_module():
                    dict(cell="lstm", bidirectional=True, proj_size=8, hidden_size=16)):
         config = build("model", values)
         assert parameter_count(67, config) == CharRNN(67, config).num_parameters(), values
+
+
+def test_each_sample_is_drawn_and_written_in_turn(tiny_run, capsys):
+    from charrnn.checkpoint import model_from_checkpoint
+    from charrnn.sample import stream
+
+    code, out, err = run(["sample", str(tiny_run), "--len", "30", "--num-samples", "3",
+                          "--seed", "9", "--prime", "Th"], capsys)
+    assert code == 0, err
+    model, vocab = model_from_checkpoint(load_checkpoint(tiny_run / "best.pt"))
+    expected = ["Th" + "".join(stream(model, vocab, 30, prime="Th", seed=9 + i))
+                for i in range(3)]
+    assert out == "\n\n".join(expected)
