@@ -60,6 +60,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; give a .pt file or a run folder")
+    if not path.is_file():
+        raise CheckpointError(f"{path} is not a regular file (a pipe or a device); give a "
+                              ".pt file or a run folder")
+    try:
+        with open(path, "rb") as f:
+            zipped = f.read(2) == b"PK"     # torch.save writes a zip archive
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror}") from None
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it was never written "
                               "completely, use another checkpoint")
@@ -87,8 +95,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                               ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
             AttributeError, IndexError):
-        with open(path, "rb") as f:
-            zipped = f.read(2) == b"PK"
         what = ("truncated or damaged (its zip archive is incomplete)" if zipped
                 else "not a torch checkpoint file")
         raise CheckpointError(f"{path} is not a readable checkpoint: {what}; use another "

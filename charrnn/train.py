@@ -312,6 +312,8 @@ class Run:
             raise DataError(f"the validation text has {len(self.val_ids)} character(s); it "
                             "needs at least 2: raise --val-fraction or give a longer --val-file")
         self.scan = scans[0]
+        # Characters the training text lacks: the model cannot learn them.
+        self.val_only = "".join(sorted(set(scans[-1].vocab) - set(self.scan.vocab)))
         if origin is not None:
             origin.check_text(self.scan, self.text_path, self.allow_changed_text)
         self.batches = make_batches(self.train_ids, c.batching, c.batch_size, c.seq_length,
@@ -357,7 +359,8 @@ class Run:
                 "dtype": self.c.dtype, "batching": self.c.batching,
                 "batch_size": self.c.batch_size, "seq_length": self.c.seq_length,
                 "budget": str(self.budget), "run_dir": str(self.run_dir),
-                "resumed_at": self.state.step, "processes": self.group.world_size}
+                "resumed_at": self.state.step, "processes": self.group.world_size,
+                "val_only_chars": self.val_only}
 
     def progress(self) -> float:
         """Of the budget, counting the time the final evaluation will need."""

@@ -24,7 +24,7 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.data import escape_char
+from charrnn.data import escape_char, list_chars
 
 # At most this many rows of the metrics history are shown (evenly spaced, last included).
 MAX_METRIC_ROWS = 12
@@ -47,12 +47,23 @@ def render_train_start(info: dict[str, Any], console: Console) -> None:
         console.print(f"data parallel: {info['processes']} processes, "
                       f"{info['batch_size'] // info['processes']} rows of each batch apiece")
     console.print(Text(f"run folder: {info['run_dir']}"))
+    if info.get("val_only_chars"):
+        chars = info["val_only_chars"]
+        console.print(Text(f"note: {len(chars)} character(s) occur only in the validation "
+                           f"text ({list_chars(chars)}): the model never trains on them, so "
+                           "their predictions stay poor"))
 
 
 def render_train_end(result: dict[str, Any], console: Console, runs_dir: Path) -> None:
     """The summary of ``train.RunResult.to_dict``, and the command that samples from it
     (naming the run when ``sample`` would not find it under ``runs_dir`` by itself)."""
     r = {k: math.nan if v is None else v for k, v in result.items()}
+    if result["first_step_s"] is None:    # not a step in this call
+        console.print(Text.assemble(
+            ("done", "bold"), f": nothing to train, the run had already reached its budget at "
+            f"step {r['step']}; val loss {r['val_loss']:.4f} nats/char. To go on, give a "
+            "larger --max-steps, --epochs or --max-time"))
+        return
     console.print(Text.assemble(
         ("done", "bold"), f": {r['step']} steps in {r['elapsed_s']:.0f}s (first step after "
         f"{r['first_step_s']:.1f}s), {r['chars_per_s']:,.0f} chars/s; val loss "
