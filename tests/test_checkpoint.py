@@ -131,12 +131,12 @@ def test_any_flipped_byte_is_caught_or_harmless(tiny_run, tmp_path):
 
 def test_single_bit_flips_in_the_zip_directory_never_escape_as_tracebacks(tiny_run, tmp_path):
     """The directory at the end of the archive (record names, sizes, methods, flags) is
-    what zipfile trusts first: every bit of its last 1,500 bytes, flipped in turn."""
+    what zipfile trusts first: a bit of each of its last 1,500 bytes, flipped in turn."""
     original = (tiny_run / "best.pt").read_bytes()
     path = tmp_path / "damaged.pt"
     outcomes = {"refused": 0, "harmless": 0}
     for position in range(len(original) - 1500, len(original)):
-        for bit in (0, 5):
+        for bit in (position % 8,):
             damaged = bytearray(original)
             damaged[position] ^= 1 << bit
             path.write_bytes(bytes(damaged))
@@ -146,7 +146,7 @@ def test_single_bit_flips_in_the_zip_directory_never_escape_as_tracebacks(tiny_r
                 outcomes["refused"] += 1
             else:
                 outcomes["harmless"] += 1
-    assert outcomes["refused"] > 1000, outcomes
+    assert outcomes["refused"] > 500, outcomes
 
 
 def metrics_rows(run_dir) -> list[dict[str, str]]:

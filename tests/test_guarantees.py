@@ -24,11 +24,11 @@ from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.errors import CharRNNError, CheckpointError, TrainingInterrupted
 from charrnn.train import train
 
-from conftest import TINY_FLAGS, charrnn, child_env, run, start_training, tiny_configs, wait_for
+from conftest import TINY_FLAGS, child_env, run, start_training, tiny_configs, wait_for
 
 
 def test_a_run_folder_in_use_is_refused_at_once_and_freed_when_its_process_dies(
-        small_text, tmp_path):
+        small_text, tmp_path, capsys):
     out = tmp_path / "run"
     first = start_training(small_text, out, "--max-steps", "100000", "--eval-every", "5")
     try:
@@ -36,17 +36,16 @@ def test_a_run_folder_in_use_is_refused_at_once_and_freed_when_its_process_dies(
         config_before = (out / "config.toml").read_bytes()
         for argv in (["train", str(small_text), *TINY_FLAGS, "--out", str(out), "--overwrite"],
                      ["train", "--resume", str(out), "-q"]):
-            second = charrnn(*argv, cwd=tmp_path)
-            assert second.returncode == 1, second.stderr
-            assert second.stderr.strip() == (
+            code, _, err = run(argv, capsys)          # this process: the other one holds it
+            assert code == 1 and err.strip() == (
                 f"error: run folder {out} is in use by another charrnn train; wait for it to "
                 "end, or train into another folder with --out")
         assert (out / "config.toml").read_bytes() == config_before
     finally:
         first.kill()            # SIGKILL: no handler runs, the kernel drops the lock
         first.wait()
-    resumed = charrnn("train", "--resume", str(out), "--max-steps", "1", "-q", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    code, _, err = run(["train", "--resume", str(out), "--max-steps", "1", "-q"], capsys)
+    assert code == 0, err
 
 
 def test_a_run_that_fails_before_writing_leaves_no_folder(tmp_path, capsys, monkeypatch):
