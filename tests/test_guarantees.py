@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 import shutil
 import signal
@@ -507,3 +508,76 @@ def test_characters_only_in_the_validation_file_are_pointed_out(tmp_path, capsys
     assert code == 0, err
     assert ("note: 3 character(s) occur only in the validation text (x y z): the model never "
             "trains on them") in err
+
+
+# ---------------------------------------------- faults at random moments, twice, then resume
+FAULTS = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+FAULT_RUN = ["--max-steps", "40", "--eval-every", "4", "--val-fraction", "0.05",
+             "--warmup-steps", "6", "--dropout", "0.2"]
+
+
+def _step_reached(out) -> int:
+    rows = (out / "metrics.csv").read_text(encoding="utf-8").splitlines()[1:]
+    return int(rows[-1].split(",")[0]) if rows else 0
+
+
+def _faulted_run(text, out, rng, faults: int) -> list[str]:
+    """Start (or resume) the run and stop it with a random signal at a random moment
+    (start-up, reading, a step, an evaluation, a save), ``faults`` times; then let it
+    finish. What happened each time, for the failure message."""
+    log = []
+    for _ in range(faults + 1):
+        again = ["--resume", str(out)] if list(out.glob("*.pt")) else []
+        proc = start_training(text, out, *FAULT_RUN, *again)
+        if len(log) == faults:                                   # the last: to the end
+            _, err = proc.communicate(timeout=300)
+            assert proc.returncode == 0, (log, err)
+            return log
+        # Not while Python itself starts (CPython reports a Ctrl-C there as a fatal
+        # error): from the moment the command has loaded torch, its handlers are set.
+        deadline = time.monotonic() + 300
+        while "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+        wait = rng.choice([None, 4, 8])
+        if wait is None:             # start-up: reading and encoding, building the model
+            time.sleep(rng.uniform(0.0, 1.0))
+        else:                        # a step, an evaluation or a save, well before the end
+            target = min(20, (_step_reached(out) if (out / "metrics.csv").exists() else 0)
+                         + wait)
+            wait_for(out / "metrics.csv", proc, until=lambda p: _step_reached(p.parent) >= target)
+            time.sleep(rng.uniform(0.0, 0.05))
+        fault = rng.choice(FAULTS)
+        proc.send_signal(fault)
+        _, err = proc.communicate(timeout=300)
+        log.append(f"{signal.Signals(fault).name} after {wait} -> {proc.returncode}")
+        # (-fault: it came as Python shut down after a finished run, when CPython puts
+        # the default handlers back; the weights below show nothing was lost.)
+        assert proc.returncode in (-signal.SIGKILL, -fault, 128 + fault), (log, err)
+        assert "Traceback" not in err, err
+    return log
+
+
+def _faults_change_nothing(small_text, tmp_path, seed: int, faults: int) -> None:
+    straight = start_training(small_text, tmp_path / "straight", *FAULT_RUN)
+    _, err = straight.communicate(timeout=300)
+    assert straight.returncode == 0, err
+    out = tmp_path / "faulted"
+    log = _faulted_run(small_text, out, random.Random(seed), faults)
+    a, b = (load_checkpoint(tmp_path / name / "last.pt") for name in ("straight", "faulted"))
+    assert a["step"] == b["step"] == 40, log
+    for name, tensor in a["model_state"].items():
+        assert torch.equal(tensor, b["model_state"][name]), (log, name)
+    for column in ("step", "lr", "train_loss", "val_loss"):
+        assert [r[column] for r in a["metrics"]] == [r[column] for r in b["metrics"]], log
+
+
+def test_two_faults_at_random_moments_then_resume_give_the_straight_run(small_text, tmp_path):
+    _faults_change_nothing(small_text, tmp_path, seed=11, faults=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_many_faults_at_random_moments_then_resume_give_the_straight_run(seed, small_text,
+                                                                         tmp_path):
+    _faults_change_nothing(small_text, tmp_path, seed=100 + seed, faults=3)
