@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint, save_checkpoint
@@ -581,3 +583,108 @@ def test_two_faults_at_random_moments_then_resume_give_the_straight_run(small_te
 def test_many_faults_at_random_moments_then_resume_give_the_straight_run(seed, small_text,
                                                                          tmp_path):
     _faults_change_nothing(small_text, tmp_path, seed=100 + seed, faults=3)
+
+
+# --------------------------------------------------------- every command, random option values
+MODEL_FLAGS = ["--hidden-size", "--num-layers", "--embedding-dim", "--proj-size", "--cell",
+               "--nonlinearity", "--dropout", "--tie-weights"]
+TRAIN_FLAGS = MODEL_FLAGS + [
+    "--batch-size", "--seq-length", "--lr", "--epochs", "--max-steps", "--warmup-steps",
+    "--val-fraction", "--optimizer", "--decay", "--dtype", "--batching", "--seed",
+    "--eval-every", "--grad-clip", "--min-lr-ratio", "--weight-decay", "--sample-every"]
+COMMANDS = {
+    # command: (arguments before the random options, options to draw, arguments after)
+    "train": (["train", "{text}", *TINY_FLAGS, "--out", "{tmp}/run", "--overwrite"],
+              TRAIN_FLAGS, ["--max-time", "3", "--device", "cpu"]),
+    "config": (["config", "show"], TRAIN_FLAGS + ["--max-time"], []),
+    "sample": (["sample", "{run}"], ["--len", "--temperature", "--top-k", "--top-p", "--seed",
+                                     "--num-samples", "--prime", "--greedy"], []),
+    "inspect": (["inspect"], MODEL_FLAGS + ["--seq-length", "--batch-size", "--vocab-size",
+                                            "--bidirectional", "--verify"], []),
+    "inspect-run": (["inspect", "{run}"], ["--seq-length", "--batch-size", "--activations",
+                                           "--layer", "--neuron", "--top", "--signal",
+                                           "--state"], []),
+    "eval": (["eval", "{run}", "{text}"], ["--skip-unknown", "--device"], []),
+    "runs": (["runs", "{runs}"], ["--sort"], []),
+    "plot": (["plot", "{run}"], ["--width", "--height", "--title", "-o"], []),
+}
+NO_VALUE = {"--greedy", "--verify", "--bidirectional", "--skip-unknown", "--tie-weights"}
+VALUES = st.one_of(
+    st.integers(-3, 700).map(str), st.integers(-10**20, 10**20).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", "0", "1", "nan", "inf", "-inf", "1e308", "1e-40", "lstm", "gru",
+                     "relu", "adam", "x[bold]y", "a[/]b", "ü€\n", "--", "/dev/zero",
+                     "{tmp}/out.png", "{run}/last.pt", "{run}/metrics.csv"]),
+    st.text(max_size=6))
+
+
+@st.composite
+def command_lines(draw):
+    name = draw(st.sampled_from(sorted(COMMANDS)))
+    before, flags, after = COMMANDS[name]
+    argv = list(before)
+    for flag in draw(st.lists(st.sampled_from(flags), max_size=4)):
+        argv += [flag] if flag in NO_VALUE else [flag, draw(VALUES)]
+    return argv + after
+
+
+def _run_fuzzed(argv, tiny_run, small_text, tmp_path, capsys) -> None:
+    runs_dir = tmp_path / "runs"
+    run_copy = runs_dir / "run"
+    if not run_copy.exists():
+        shutil.copytree(tiny_run, run_copy)
+    guarded = {p: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
+    args = [a.replace("{text}", str(small_text)).replace("{run}", str(run_copy))
+            .replace("{runs}", str(runs_dir)).replace("{tmp}", str(tmp_path)) for a in argv]
+    started = time.monotonic()
+    code, out, err = run(args, capsys)
+    assert code in (0, 1, 2, 130), (args, code, err)
+    assert "Traceback" not in err and "unexpected" not in err, (args, err)
+    if code == 1:
+        assert err.strip().splitlines()[-1].startswith("error:"), (args, err)
+    if code == 2:
+        assert err.strip().startswith("usage error:"), (args, err)
+    assert time.monotonic() - started < 120, args
+    for path, content in guarded.items():       # a run's files are never changed
+        assert path.read_bytes() == content, (args, path)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=command_lines())
+def test_every_command_answers_random_options_with_a_status_and_at_most_one_line(
+        argv, tiny_run, small_text, tmp_path, capsys):
+    _run_fuzzed(argv, tiny_run, small_text, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@settings(max_examples=400, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=command_lines())
+def test_every_command_answers_many_random_options(argv, tiny_run, small_text, tmp_path,
+                                                   capsys):
+    _run_fuzzed(argv, tiny_run, small_text, tmp_path, capsys)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from([["sample", "{ckpt}", "--len", "5"], ["inspect", "{ckpt}"],
+                                ["eval", "{ckpt}", "{text}"], ["runs", "{folder}"],
+                                ["train", "--resume", "{folder}", "-q"]]),
+       cut=st.integers(0, 300_000), flips=st.lists(st.tuples(st.integers(0, 300_000),
+                                                              st.integers(1, 255)), max_size=3))
+def test_every_command_answers_a_damaged_checkpoint_with_a_status_and_one_line(
+        command, cut, flips, tiny_run, small_text, tmp_path, capsys):
+    folder = tmp_path / "damaged"
+    folder.mkdir(exist_ok=True)
+    data = bytearray((tiny_run / "last.pt").read_bytes())[:cut or None]
+    for position, mask in flips:
+        if position < len(data):
+            data[position] ^= mask
+    (folder / "last.pt").write_bytes(bytes(data))
+    args = [a.format(ckpt=folder / "last.pt", folder=folder, text=small_text) for a in command]
+    code, _, err = run(args, capsys)
+    assert code in (0, 1), (args, err)
+    assert "Traceback" not in err and "unexpected" not in err, (args, err)
+    if code == 1:
+        assert err.strip().splitlines()[-1].startswith("error:"), err
