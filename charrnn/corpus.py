@@ -21,7 +21,7 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO
 
@@ -204,9 +204,12 @@ def _read_scan(path: Path) -> Scan | None:
         saved = json.loads(path.read_text("utf-8"))
         if saved.pop("format") != FORMAT:
             return None
-        return Scan(**saved)
+        scan = Scan(**saved)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+    kinds = {"int": int, "str": str}
+    whole = all(type(getattr(scan, f.name)) is kinds[f.type] for f in fields(Scan))
+    return scan if whole else None
 
 
 def _open_ids(path: Path, chars: int, dtype: np.dtype) -> np.ndarray | None:

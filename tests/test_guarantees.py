@@ -688,3 +688,27 @@ def test_every_command_answers_a_damaged_checkpoint_with_a_status_and_one_line(
     assert "Traceback" not in err and "unexpected" not in err, (args, err)
     if code == 1:
         assert err.strip().splitlines()[-1].startswith("error:"), err
+
+
+@pytest.mark.parametrize("index", [
+    '{"format": 1, "path": 5', "\x00\xff",
+    '{"format": 1, "path": "t", "size": 1, "mtime_ns": 1, "chars": "x", "vocab": 5, '
+    '"sha256": 7}'])
+def test_a_damaged_cache_index_is_rebuilt(index, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("hello world, hello again\n" * 300, encoding="utf-8")
+    cache = tmp_path / "cache"
+    assert run(["prepare", str(text), "--cache-dir", str(cache), "-q"], capsys)[0] == 0
+    for scan in cache.glob("*.json"):
+        scan.write_text(index, encoding="utf-8")
+    code, out, err = run(["prepare", str(text), "--cache-dir", str(cache), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["chars"] == 7500
+
+
+def test_a_config_file_with_a_byte_order_mark_is_read(small_text, tmp_path, capsys):
+    config = tmp_path / "bom.toml"
+    config.write_bytes("\ufeff[model]\nhidden_size = 24\n".encode("utf-8"))
+    code, out, err = run(["config", "show", "--config", str(config), "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["model"]["hidden_size"] == 24
