@@ -28,9 +28,9 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
-from charrnn.data import CharSet, Vocab, check_regular, list_chars, text_pieces
+from charrnn.data import CharSet, Vocab, list_chars, text_pieces
 from charrnn.errors import CharRNNError, DataError
-from charrnn.files import atomic_write
+from charrnn.files import atomic_write, open_input
 
 FORMAT = 1  # of the scan's JSON file
 
@@ -176,7 +176,7 @@ class ReadingBar:
 
 
 def _stat(path: Path, what: str) -> os.stat_result:
-    check_regular(path, what)
+    open_input(path, what, DataError).close()   # a regular file that can be read
     try:
         return path.stat()
     except FileNotFoundError:

@@ -13,7 +13,6 @@ character. Nothing here knows about the model or prints.
 from __future__ import annotations
 
 import codecs
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from charrnn.errors import DataError
+from charrnn.files import open_input
 
 if TYPE_CHECKING:  # torch is imported where batches are made: reading text needs none
     import torch
@@ -63,15 +63,7 @@ def text_pieces(path: str | Path, *, what: str = "text file",
     block of raw bytes as it is read (to hash them, say).
     """
     path = Path(path)
-    check_regular(path, what)
-    try:
-        file = open(path, "rb")
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"{what} {path} is a directory; give the path of a text file") from None
-    except OSError as e:
-        raise DataError(f"cannot read {what} {path}: {e.strerror}") from None
+    file = open_input(path, what, DataError)
     offset, tail = 0, b""  # offset of the next block; bytes of a character it completes
     with file:
         while True:
@@ -113,18 +105,6 @@ def text_pieces(path: str | Path, *, what: str = "text file",
             if not data:
                 return
             offset += len(data)
-
-
-def check_regular(path: Path, what: str) -> None:
-    """Texts are read more than once (scanned, then encoded), so a pipe or a device,
-    which can be read once at best, is refused before anything waits on it."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return  # opening it says what is wrong
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise DataError(f"{what} {path} is not a regular file (a pipe or a device); save the "
-                        "text to a file first, e.g. command > text.txt")
 
 
 def load_text(path: str | Path, *, what: str = "text file") -> str:

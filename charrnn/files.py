@@ -94,23 +94,35 @@ def check_output(path: str | Path, flag: str) -> Path:
 SMALL_FILE_LIMIT = 64 * 2**20   # a config or a metrics table is far smaller than this
 
 
-def read_small_text(path: str | Path, *, what: str, error: type[CharRNNError] = CharRNNError,
-                    limit: int = SMALL_FILE_LIMIT) -> str:
-    """The UTF-8 text (a byte-order mark is dropped) of a small regular file: a config,
-    a metrics table. Devices, pipes and files over ``limit`` bytes are refused, so that
-    nothing reads without end."""
+def open_input(path: str | Path, what: str, error: type[CharRNNError] = CharRNNError
+               ) -> IO[bytes]:
+    """``path`` opened for reading, or one line naming what is wrong. Only regular files:
+    a pipe or a device could make the reader wait without end, and texts are read more
+    than once (scanned, then encoded)."""
     path = Path(path)
     try:
         if path.exists() and not path.is_dir() and not path.is_file():
-            raise error(f"{what} {path} is not a regular file (a pipe or a device); give a file")
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+            raise error(f"{what} {path} is not a regular file (a pipe or a device); save it "
+                        "to a file first, e.g. command > file.txt")
+        return open(path, "rb")
     except FileNotFoundError:
         raise error(f"{what} {path} does not exist") from None
     except IsADirectoryError:
         raise error(f"{what} {path} is a directory; give a file") from None
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
+def read_small_text(path: str | Path, *, what: str, error: type[CharRNNError] = CharRNNError,
+                    limit: int = SMALL_FILE_LIMIT) -> str:
+    """The UTF-8 text (a byte-order mark is dropped) of a small regular file: a config,
+    a metrics table. Devices, pipes and files over ``limit`` bytes are refused, so that
+    nothing reads without end."""
+    with open_input(path, what, error) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
     if len(data) > limit:
         raise error(f"{what} {path} is larger than {limit // 2**20} MB; it cannot be a {what}")
     try:
