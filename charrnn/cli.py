@@ -239,13 +239,7 @@ def sample(
     device: Device = "auto",
 ) -> None:
     """Generate text from a trained model (text on stdout, nothing else)."""
-    _check_at_least(1, {"--len": length, "--top-k": top_k, "--num-samples": num_samples})
-    if num_samples > MAX_SAMPLES:
-        raise ConfigError(f"--num-samples must be at most {MAX_SAMPLES:,}, got {num_samples}")
-    if temperature <= 0:
-        raise ConfigError(f"--temperature must be greater than 0, got {temperature}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+    _check_sampling(length, temperature, top_k, top_p, num_samples)
     from tqdm import tqdm
 
     from charrnn.files import check_output
@@ -278,6 +272,17 @@ def sample(
 
 
 MAX_SAMPLES = 10_000
+
+
+def _check_sampling(length: int, temperature: float, top_k: int | None,
+                    top_p: float | None, num_samples: int) -> None:
+    _check_at_least(1, {"--len": length, "--top-k": top_k, "--num-samples": num_samples})
+    if num_samples > MAX_SAMPLES:
+        raise ConfigError(f"--num-samples must be at most {MAX_SAMPLES:,}, got {num_samples}")
+    if temperature <= 0:
+        raise ConfigError(f"--temperature must be greater than 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
 
 
 def _check_at_least(low: int, values: dict[str, int | None]) -> None:
@@ -416,12 +421,7 @@ def inspect(
     Without a checkpoint or model flags it explains the newest run under --runs-dir, like
     sample; model flags (or --vocab-size, --no-batch-first) build a model instead."""
     typed = [name for name in ctx.params if ctx.get_parameter_source(name).name != "DEFAULT"]
-    _check_at_least(1, {"--seq-length": seq_length, "--batch-size": batch_size,
-                        "--vocab-size": vocab_size})
-    if (seq_length or 1) * (batch_size or 1) > MAX_EXAMPLE_CHARS or (vocab_size or 0) > 1 << 21:
-        raise ConfigError(f"the example forward pass is for reading: keep --seq-length x "
-                          f"--batch-size within {MAX_EXAMPLE_CHARS:,} and --vocab-size within "
-                          f"{1 << 21:,}")
+    _check_example(seq_length, batch_size, vocab_size)
     _check_view_flags(typed, given_checkpoint=checkpoint is not None,
                       neurons=activations is not None)
     if activations is not None:
@@ -450,6 +450,16 @@ def inspect(
     if verify and not report["verify_ok"]:
         raise CharRNNError("verification failed: the equations and the module disagree "
                            "(see the differences above)")
+
+
+def _check_example(seq_length: int | None, batch_size: int | None,
+                   vocab_size: int | None) -> None:
+    _check_at_least(1, {"--seq-length": seq_length, "--batch-size": batch_size,
+                        "--vocab-size": vocab_size})
+    if (seq_length or 1) * (batch_size or 1) > MAX_EXAMPLE_CHARS or (vocab_size or 0) > 1 << 21:
+        raise ConfigError(f"the example forward pass is for reading: keep --seq-length x "
+                          f"--batch-size within {MAX_EXAMPLE_CHARS:,} and --vocab-size within "
+                          f"{1 << 21:,}")
 
 
 def _check_view_flags(typed: list[str], given_checkpoint: bool, neurons: bool) -> None:
