@@ -174,7 +174,7 @@ def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs",
                 return target / candidate
         raise CheckpointError(f"run folder {target} has no {BEST} or {LAST}: it stopped "
                               "before its first evaluation saved one; start it again with "
-                              f"charrnn train TEXT --out {target}")
+                              f"charrnn train TEXT --out {target} --overwrite")
     return target
 
 

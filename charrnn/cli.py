@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
+import math
 import os
 import signal
 import sys
@@ -271,16 +273,18 @@ def sample(
         err.print(Text(f"wrote {num_samples} sample(s) to {output}"))
 
 
-MAX_SAMPLES = 10_000
+MAX_SAMPLES, MAX_SAMPLE_LENGTH = 10_000, 100_000_000
 
 
 def _check_sampling(length: int, temperature: float, top_k: int | None,
                     top_p: float | None, num_samples: int) -> None:
     _check_at_least(1, {"--len": length, "--top-k": top_k, "--num-samples": num_samples})
+    if length > MAX_SAMPLE_LENGTH:
+        raise ConfigError(f"--len must be at most {MAX_SAMPLE_LENGTH:,}, got {length}")
     if num_samples > MAX_SAMPLES:
         raise ConfigError(f"--num-samples must be at most {MAX_SAMPLES:,}, got {num_samples}")
-    if temperature <= 0:
-        raise ConfigError(f"--temperature must be greater than 0, got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise ConfigError(f"--temperature must be greater than 0 and finite, got {temperature}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
 
@@ -315,12 +319,15 @@ def _output(output: Path | None):
         yield sys.stdout
         sys.stdout.flush()
         return
-    try:
-        stream = open(output, "w", encoding="utf-8")
-    except OSError as e:
-        raise CharRNNError(f"cannot write {output}: {e.strerror}") from None
-    with stream:
+    # Through a temporary file renamed over ``output`` at the end: an interrupted sample
+    # leaves the old file as it was, and a link is replaced, never written through.
+    from charrnn.files import atomic_write
+
+    with atomic_write(output, fix="choose another file with --output") as raw:
+        stream = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         yield stream
+        stream.flush()
+        stream.detach()
 
 
 # `inspect` explains a model, or (--activations) shows what its neurons do: flags that

@@ -84,8 +84,9 @@ def check_output(path: str | Path, flag: str) -> Path:
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {flag} {path}: the folder {path.parent} does not "
                           "exist; create it or write elsewhere")
-    if path.exists() and (path.suffix == ".pt" or path.name in RUN_FILES):
-        kind = "checkpoint" if path.suffix == ".pt" else path.name
+    real = path.resolve()      # through links: a link to a checkpoint is a checkpoint
+    if real.exists() and (real.suffix == ".pt" or real.name in RUN_FILES):
+        kind = "checkpoint" if real.suffix == ".pt" else real.name
         raise ConfigError(f"cannot write {flag} {path}: it would replace a run's {kind}; "
                           "choose another file name")
     return path
@@ -176,12 +177,18 @@ def locked(run_dir: Path) -> Iterator[None]:
 def check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
     """The results of an earlier run in ``run_dir``, which a new run may replace only
     when asked to (``overwrite``); otherwise a one-line error says what to do instead."""
-    held = [run_dir / name for name in RESULTS if (run_dir / name).exists()]
-    if held and not overwrite:
-        names = ", ".join(path.name for path in held)
+    held = [run_dir / name for name in (*RESULTS, CONFIG) if (run_dir / name).exists()]
+    if held and not overwrite:   # (named: its results; else the config of one that never saved)
+        names = ", ".join(path.name for path in held if path.name != CONFIG) or CONFIG
         raise ConfigError(f"run folder {run_dir} already holds a run ({names}); continue it "
                           f"with --resume {run_dir}, train into a new folder with --out, or "
                           "replace it with --overwrite")
+    others = [] if held or not run_dir.is_dir() else [
+        p.name for p in run_dir.iterdir() if p.name != ".cache"]
+    if others:
+        raise ConfigError(f"{run_dir} holds other files ({', '.join(sorted(others)[:3])}"
+                          f"{', ...' if len(others) > 3 else ''}), not a run; give --out a new "
+                          "or empty folder")
     return held
 
 
@@ -193,7 +200,8 @@ def prepare_run_dir(run_dir: Path, config_toml: str, checkpoint_bytes: int,
     are removed (the checkpoints they were to replace are intact)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in [*run_dir.glob(".*.tmp"), *replaced]:
+        left = [p for name in RESULTS for p in run_dir.glob(f".{name}.*.tmp")]
+        for stale in [*left, *replaced]:
             stale.unlink()
         (run_dir / CONFIG).write_text(config_toml, encoding="utf-8")
         free = shutil.disk_usage(run_dir).free

@@ -181,7 +181,8 @@ def test_resuming_a_folder_stopped_before_its_first_checkpoint_says_what_to_do(
     code, _, err = run(["train", "--resume", str(folder)], capsys)
     assert code == 1 and err.strip() == (
         f"error: run folder {folder} has no best.pt or last.pt: it stopped before its first "
-        f"evaluation saved one; start it again with charrnn train TEXT --out {folder}")
+        f"evaluation saved one; start it again with charrnn train TEXT --out {folder} "
+        "--overwrite")
 
 
 # ------------------------------------------------------------- outputs never replace a run
@@ -529,7 +530,8 @@ def _faulted_run(text, out, rng, faults: int) -> list[str]:
     finish. What happened each time, for the failure message."""
     log = []
     for _ in range(faults + 1):
-        again = ["--resume", str(out)] if list(out.glob("*.pt")) else []
+        again = (["--resume", str(out)] if list(out.glob("*.pt")) else
+                 ["--overwrite"] if (out / "config.toml").exists() else [])   # never saved
         proc = start_training(text, out, *FAULT_RUN, *again)
         if len(log) == faults:                                   # the last: to the end
             _, err = proc.communicate(timeout=300)
@@ -712,3 +714,62 @@ def test_a_config_file_with_a_byte_order_mark_is_read(small_text, tmp_path, caps
     code, out, err = run(["config", "show", "--config", str(config), "--json"], capsys)
     assert code == 0, err
     assert json.loads(out)["model"]["hidden_size"] == 24
+
+
+def test_sample_output_replaces_links_and_survives_an_interruption(tiny_run, tmp_path, capsys,
+                                                                   monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    link = tmp_path / "notes.txt"
+    link.symlink_to(copy / "last.pt")                  # a harmless name for a checkpoint
+    before = (copy / "last.pt").read_bytes()
+    code, _, err = run(["sample", str(copy), "--len", "10", "-o", str(link)], capsys)
+    assert code == 1 and "it would replace a run's checkpoint" in err
+    assert (copy / "last.pt").read_bytes() == before
+    kept = tmp_path / "kept.txt"
+    kept.write_text("precious\n", encoding="utf-8")
+    from charrnn import sample as sample_module
+
+    real = sample_module.stream
+
+    def stopped_midway(*args, **kwargs):
+        for n, ch in enumerate(real(*args, **kwargs)):
+            if n == 50:
+                raise KeyboardInterrupt
+            yield ch
+
+    monkeypatch.setattr(sample_module, "stream", stopped_midway)
+    code, _, err = run(["sample", str(copy), "--len", "500", "-o", str(kept)], capsys)
+    assert code == 130 and kept.read_text(encoding="utf-8") == "precious\n"
+    assert not list(tmp_path.glob(".kept.txt.*"))          # no partial file either
+
+
+def test_out_never_turns_a_folder_of_other_files_into_a_run(small_text, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.md").write_text("mine", encoding="utf-8")
+    (mine / ".draft.tmp").write_text("mine too", encoding="utf-8")
+    code, _, err = run(["train", str(small_text), *TINY_FLAGS, "--out", str(mine),
+                        "--overwrite"], capsys)
+    assert code == 1 and err.strip() == (f"error: {mine} holds other files (.draft.tmp, "
+                                         "notes.md), not a run; give --out a new or empty "
+                                         "folder")
+    assert sorted(p.name for p in mine.iterdir()) == [".draft.tmp", "notes.md"]
+
+
+def test_the_config_of_a_run_that_never_saved_is_replaced_only_when_asked(small_text, tmp_path,
+                                                                        capsys):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.toml").write_text("[model]\nhidden_size = 99\n", encoding="utf-8")
+    code, _, err = run(["train", str(small_text), *TINY_FLAGS, "--max-steps", "2", "--out",
+                        str(folder)], capsys)
+    assert code == 1 and "already holds a run (config.toml)" in err
+    code, _, err = run(["train", str(small_text), *TINY_FLAGS, "--max-steps", "2", "--out",
+                        str(folder), "--overwrite"], capsys)
+    assert code == 0, err
+
+
+def test_sample_length_has_a_bound(tiny_run, capsys):
+    code, out, err = run(["sample", str(tiny_run), "--len", str(10**20)], capsys)
+    assert code == 1 and out == "" and "--len must be at most 100,000,000" in err
