@@ -655,7 +655,8 @@ def _run_fuzzed(argv, tiny_run, small_text, tmp_path, capsys) -> None:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=command_lines())
 def test_every_command_answers_random_options_with_a_status_and_at_most_one_line(
-        argv, tiny_run, small_text, tmp_path, capsys):
+        argv, tiny_run, small_text, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     _run_fuzzed(argv, tiny_run, small_text, tmp_path, capsys)
 
 
@@ -664,7 +665,8 @@ def test_every_command_answers_random_options_with_a_status_and_at_most_one_line
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argv=command_lines())
 def test_every_command_answers_many_random_options(argv, tiny_run, small_text, tmp_path,
-                                                   capsys):
+                                                   capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     _run_fuzzed(argv, tiny_run, small_text, tmp_path, capsys)
 
 
