@@ -258,7 +258,9 @@ class Run:
         self.model_config, self.c, self.run_dir, self.stop = model_config, c, run_dir, stop
         self.allow_changed_text = allow_changed_text
         resume = origin.checkpoint if origin is not None and origin.resume else None
-        replaced = files.check_run_dir_is_free(self.run_dir, overwrite) if not resume else []
+        # A resume writes on in its own folder; any other folder must be free.
+        own = resume is not None and run_dir.resolve() == origin.path.parent.resolve()
+        replaced = [] if own else files.check_run_dir_is_free(self.run_dir, overwrite)
         self._check_fits(vocab_size=1)   # before the texts are read: the smallest it can be
         self._read_texts(origin, progress)
 
@@ -301,6 +303,8 @@ class Run:
         with group.first_on_each_machine(), reading:
             scans = [corpus.cached_scan(path, cache_dir, what=what, on_read=reading.update)
                      for path, what in texts]
+            if origin is not None:    # before encoding a text that a resume will refuse
+                origin.check_text(scans[0], self.text_path, self.allow_changed_text)
             self.vocab = corpus.vocab_for(
                 scans, Vocab(origin.checkpoint["vocab"]) if origin else None,
                 source=str(origin.path) if origin else None)
@@ -314,8 +318,6 @@ class Run:
         self.scan = scans[0]
         # Characters the training text lacks: the model cannot learn them.
         self.val_only = "".join(sorted(set(scans[-1].vocab) - set(self.scan.vocab)))
-        if origin is not None:
-            origin.check_text(self.scan, self.text_path, self.allow_changed_text)
         self.batches = make_batches(self.train_ids, c.batching, c.batch_size, c.seq_length,
                                     c.seed, rows=group.rows(c.batch_size),
                                     pin=self.device.type == "cuda")

@@ -775,3 +775,20 @@ def test_the_config_of_a_run_that_never_saved_is_replaced_only_when_asked(small_
 def test_sample_length_has_a_bound(tiny_run, capsys):
     code, out, err = run(["sample", str(tiny_run), "--len", str(10**20)], capsys)
     assert code == 1 and out == "" and "--len must be at most 100,000,000" in err
+
+
+def test_a_resume_into_another_folder_never_writes_over_the_run_there(tiny_run, tmp_path,
+                                                                      capsys):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    source = tmp_path / "source"
+    shutil.copytree(tiny_run, source)
+    before = (other / "last.pt").read_bytes()
+    code, _, err = run(["train", "--resume", str(source), "--max-steps", "22", "--out",
+                        str(other), "-q"], capsys)
+    assert code == 1 and f"run folder {other} already holds a run" in err
+    assert (other / "last.pt").read_bytes() == before
+    code, _, err = run(["train", "--resume", str(source), "--max-steps", "22", "--out",
+                        str(tmp_path / "fresh"), "-q"], capsys)
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "fresh" / "last.pt")["step"] == 22
