@@ -532,6 +532,8 @@ def _faulted_run(text, out, rng, faults: int) -> list[str]:
     for _ in range(faults + 1):
         again = (["--resume", str(out)] if list(out.glob("*.pt")) else
                  ["--overwrite"] if (out / "config.toml").exists() else [])   # never saved
+        config = out / "config.toml"
+        written = config.stat().st_mtime_ns if config.exists() else 0
         proc = start_training(text, out, *FAULT_RUN, *again)
         if len(log) == faults:                                   # the last: to the end
             _, err = proc.communicate(timeout=300)
@@ -543,14 +545,17 @@ def _faulted_run(text, out, rng, faults: int) -> list[str]:
         while "libtorch" not in Path(f"/proc/{proc.pid}/maps").read_text():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.01)
-        wait = rng.choice([None, 4, 8])
-        if wait is None:             # start-up: reading and encoding, building the model
-            time.sleep(rng.uniform(0.0, 1.0))
-        else:                        # a step, an evaluation or a save, well before the end
+        # The moment, chosen by event: as torch has loaded (reading, encoding); as this
+        # process has written its config.toml (the model built, the loop about to start);
+        # or as a later evaluation is reached (a step or a save under way, well before
+        # the end).
+        wait = rng.choice(["torch", "config", 4, 8])
+        if wait == "config":
+            wait_for(config, proc, until=lambda p: p.stat().st_mtime_ns > written)
+        elif wait != "torch":
             target = min(20, (_step_reached(out) if (out / "metrics.csv").exists() else 0)
                          + wait)
             wait_for(out / "metrics.csv", proc, until=lambda p: _step_reached(p.parent) >= target)
-            time.sleep(rng.uniform(0.0, 0.05))
         fault = rng.choice(FAULTS)
         proc.send_signal(fault)
         _, err = proc.communicate(timeout=300)
