@@ -75,7 +75,7 @@ SETTINGS = (
        ("model", "bidirectional", bool, MODEL, ("--bidirectional",))]
     + [("train", name, kind, DATA, ()) for name, kind in (
         ("seq_length", int), ("batch_size", int), ("batching", str), ("val_fraction", float),
-        ("val_file", str), ("cache_dir", str))]
+        ("val_file", str), ("val_max_chars", int), ("cache_dir", str))]
     + [("train", name, kind, OPTIM, ()) for name, kind in (
         ("optimizer", str), ("lr", float), ("decay", str), ("min_lr_ratio", float),
         ("weight_decay", float), ("grad_clip", float), ("warmup_steps", int))]
@@ -565,13 +565,20 @@ def eval_(
     skip_unknown: Annotated[bool, typer.Option(
         "--skip-unknown", help="Leave out characters the model's vocabulary lacks (they are "
         "counted and reported) instead of stopping with an error.")] = False,
+    max_chars: Annotated[int, typer.Option(
+        "--max-chars", min=0, help="Score at most this many characters, spread evenly over "
+        "the text, as training's --val-max-chars does (0 = all of it).")] = 0,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", help="Folder for the text's encoded ids [default: the corpus cache "
+        "beside the run, else a temporary folder].", show_default=False)] = None,
     device: Device = "auto",
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Score any text: nats and bits per character, and perplexity.
 
-    One deterministic pass carrying the hidden state: the computation of training's val loss."""
+    Training's own computation of its val loss: the text in 64 streams at most, each
+    carrying its hidden state, read in bounded memory however large it is."""
     from charrnn.checkpoint import resolve_checkpoint
     from charrnn.data import list_chars
     from charrnn.device import resolve_device
@@ -582,8 +589,8 @@ def eval_(
     text_path = resolve_text(text)
     if not quiet:
         err.print(Text(f"scoring {text_path} with {path}"))
-    score = score_text(path, text_path, skip_unknown=skip_unknown,
-                       device=resolve_device(device), progress=not quiet)
+    score = score_text(path, text_path, skip_unknown=skip_unknown, max_chars=max_chars,
+                       cache_dir=cache_dir, device=resolve_device(device), progress=not quiet)
     if score.unknown_count and not quiet:
         err.print(Text(f"left out {score.unknown_count:,} character(s) outside the vocabulary "
                        f"({len(score.unknown_chars)} distinct: "

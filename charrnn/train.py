@@ -13,11 +13,13 @@ the current step, save ``last.pt`` and raise ``TrainingInterrupted``.
 
 from __future__ import annotations
 
+import io
 import math
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -40,7 +42,7 @@ from charrnn.errors import (CharRNNError, CheckpointError, ConfigError, DataErro
 from charrnn.model import CharRNN, Hidden, detach_hidden, parameter_count, training_bytes
 from charrnn.optim import SCHEDULE_SETTINGS, lr_at, make_optimizer
 from charrnn.sample import generate
-from charrnn.scoring import EVAL_CHUNK, LN2, evaluate
+from charrnn.scoring import LN2, Stopped, nats_sum, stream_plan
 
 CPU = torch.device("cpu")
 # What a checkpoint needs, beyond the model, to be resumed.
@@ -169,6 +171,37 @@ class Budget:
         return " or ".join(p for p in parts if p)
 
 
+class Reserve:
+    """The seconds a time budget keeps free: for the next step, and for the final
+    evaluation (a validation pass and the saves of best.pt and last.pt). Measured on
+    the warm model before the first step, then corrected as real steps and passes are
+    timed, so that a run ends within its budget on a busy machine too."""
+    MARGIN = 1.25   # on the first estimate of a pass; 1.1 on a timed one
+
+    def __init__(self, step: float, score: float, save: float) -> None:
+        self.steps: deque[float] = deque([step], maxlen=8)   # the latest steps' seconds
+        self.score, self.save = self.MARGIN * score, save
+
+    def evaluated(self, score: float, save: float) -> None:
+        """A real pass took ``score`` seconds and each checkpoint ``save``."""
+        self.score, self.save = 1.1 * score, save
+
+    def seconds(self) -> float:
+        return max(self.steps) + self.score + 2 * self.save
+
+    def check_fits(self, budget: float, elapsed: float) -> None:
+        """A budget that has time left, but not enough for one step and the final
+        evaluation, is refused before training (a spent one has nothing to train)."""
+        need = self.seconds()
+        if elapsed < budget < elapsed + need:
+            raise ConfigError(
+                f"--max-time {budget:g} leaves no time to train: {elapsed:.1f}s are spent "
+                f"(start-up and earlier sessions), one step takes about {max(self.steps):.2f}s "
+                f"and the final validation about {self.score + 2 * self.save:.1f}s; give "
+                f"--max-time {math.ceil(elapsed + need)} or more, or score fewer validation "
+                "characters with --val-max-chars")
+
+
 @dataclass
 class RunState:
     """How far a run has come: with the weights, the optimiser and the batches'
@@ -278,12 +311,14 @@ class Run:
             resume, started, origin.path)
         if group.active:  # a different dropout mask on each process
             torch.manual_seed(c.seed + self.state.step + group.rank)
+        self.budget = Budget(c, self.batches.steps_per_epoch)
+        self.reserve = Reserve(*self._probe()) if c.max_time else None
+        if self.reserve is not None:
+            self.reserve.check_fits(c.max_time, self.state.elapsed())
         if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
             files.prepare_run_dir(self.run_dir, cfg.to_toml(model_config, c),
                                   checkpoint_bytes=12 * self.model.num_parameters(),
                                   replaced=replaced)
-        self.budget = Budget(c, self.batches.steps_per_epoch)
-        self.eval_seconds = self._estimate_eval_seconds() if c.max_time else 0.0
 
     def _check_fits(self, vocab_size: int) -> None:
         c, params = self.c, parameter_count(vocab_size, self.model_config)
@@ -315,14 +350,14 @@ class Run:
         if len(self.val_ids) < 2:
             raise DataError(f"the validation text has {len(self.val_ids)} character(s); it "
                             "needs at least 2: raise --val-fraction or give a longer --val-file")
+        plan = stream_plan(len(self.val_ids), c.val_max_chars)[group.rank::group.world_size]
+        self.val_chars = int((plan[:, 1] - plan[:, 0]).sum())  # this process scores per pass
         self.scan = scans[0]
         # Characters the training text lacks: the model cannot learn them.
         self.val_only = "".join(sorted(set(scans[-1].vocab) - set(self.scan.vocab)))
         self.batches = make_batches(self.train_ids, c.batching, c.batch_size, c.seq_length,
                                     c.seed, rows=group.rows(c.batch_size),
                                     pin=self.device.type == "cuda")
-        lo, hi = group.share(len(self.val_ids) - 1)  # this rank scores val_ids[lo + 1:hi + 1]
-        self.val_part = self.val_ids[lo:hi + 1]
 
     def _restore(self, ckpt: dict[str, Any], started: float, path: Path) -> RunState:
         """The optimiser, the batches' position, the RNG and the state of a resumed run."""
@@ -356,7 +391,8 @@ class Run:
         """The facts of the run a user sees before the first step."""
         return {"text": str(self.text_path), "chars": self.scan.chars,
                 "vocab_size": len(self.vocab), "train_chars": len(self.train_ids),
-                "val_chars": len(self.val_ids), "model": self.model_config.describe(),
+                "val_chars": len(self.val_ids),
+                "val_scored": self.val_chars * self.group.world_size, "model": self.model_config.describe(),
                 "parameters": self.model.num_parameters(), "device": str(self.device),
                 "dtype": self.c.dtype, "batching": self.c.batching,
                 "batch_size": self.c.batch_size, "seq_length": self.c.seq_length,
@@ -367,7 +403,8 @@ class Run:
     def progress(self) -> float:
         """Of the budget, counting the time the final evaluation will need."""
         s = self.state
-        return self.budget.progress(s.step, self.batches.epoch, s.elapsed() + self.eval_seconds)
+        ahead = self.reserve.seconds() if self.reserve is not None else 0.0
+        return self.budget.progress(s.step, self.batches.epoch, s.elapsed() + ahead)
 
     def train_step(self, progress: float) -> float:
         """One optimiser step at this point of the budget; the mean loss of its batch."""
@@ -398,18 +435,23 @@ class Run:
             s.step += 1   # (the step that diverged, for the message)
             raise self._diverged(f"loss is {loss_value}")
         s.record_step(loss_value, x.numel() * self.group.world_size, time.time() - t_step)
+        if self.reserve is not None:
+            self.reserve.steps.append(time.time() - t_step)
         return loss_value
 
-    def evaluate(self, final: bool = False) -> str:
+    def evaluate(self, final: bool = False,
+                 on_chunk: Callable[[int, int], None] | None = None) -> str:
         """Score the validation text, add the metrics row, save the checkpoints (best.pt
-        when the loss is the lowest yet) and the metrics; the line to report. A save
+        when the loss is the lowest yet) and the metrics; the line to report. A stop
+        request during the pass gives it up and saves the step without it. A save
         that fails is reported and tried again at the next evaluation (the previous
         checkpoint stays whole); at the end of the run it is an error."""
         started = time.time()
-        scored = len(self.val_part) - 1
-        total = evaluate(self.model, self.val_part, self.device) * scored if scored > 0 else 0.0
-        total, count = self.group.sum(total, scored)                  # over all the ranks
-        self.eval_seconds = time.time() - started
+        try:
+            total, count = self.group.sum(*self.score(on_chunk))      # over all the ranks
+        except Stopped:
+            raise TrainingInterrupted(str(self.save()), self.stop.signum) from None
+        scored = time.time()
         if not math.isfinite(total / count):
             raise self._diverged(f"the validation loss is {total / count}")
         s = self.state
@@ -426,10 +468,27 @@ class Run:
             if final:
                 raise
             return f"{line}\nwarning: {e}; training goes on, the next evaluation saves again"
+        if self.reserve is not None:
+            self.reserve.evaluated(scored - started, (time.time() - scored) / (1 + improved))
         if self.group.main and self.c.tensorboard:
             from charrnn.tblog import log_eval
             log_eval(self.run_dir, row)
         return line
+
+    def score(self, on_chunk: Callable[[int, int], None] | None = None) -> tuple[float, int]:
+        """(nats, characters) of this process's share of the validation text; a stop
+        request gives the pass up (``Stopped``), except under torchrun, where the
+        processes must finish it together. ``on_chunk(scored, total)`` follows it."""
+        g, done = self.group, 0
+
+        def chunk(scored: int) -> None:
+            nonlocal done
+            done += scored
+            if on_chunk is not None:
+                on_chunk(done, self.val_chars)
+        return nats_sum(self.model, self.val_ids, self.device, max_chars=self.c.val_max_chars,
+                        part=(g.rank, g.world_size), on_chunk=chunk,
+                        stop=lambda: not g.active and self.stop.signum is not None)
 
     def save(self, best: bool = False) -> Path:
         """Write last.pt (and best.pt); every rank calls this, rank 0 writes. Weights
@@ -476,14 +535,39 @@ class Run:
                         seed=self.c.seed + self.state.step)[0]
         return f"--- sample at step {self.state.step} ---\n{text}\n---"
 
-    def _estimate_eval_seconds(self) -> float:
-        """How long the full validation pass will take, from timing a slice of it (with
-        a margin): the time budget keeps that much for the final evaluation."""
-        probe = self.val_part[:4 * EVAL_CHUNK + 1]
-        evaluate(self.model, self.val_part[:EVAL_CHUNK + 1], self.device)  # warm-up call
+    def _probe(self) -> tuple[float, float, float]:
+        """Seconds of a training step, a validation pass and a checkpoint save, timed
+        on the warm model (a step's forward and backward twice, the second timed; the
+        first chunks of a pass) without changing the weights, the batches or the
+        random numbers: what a time budget keeps free."""
+        c, device = self.c, self.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            window = torch.randint(len(self.vocab), (c.batch_size // self.group.world_size,
+                                                     c.seq_length + 1), device=device)
+            for _ in range(2):
+                start = _synced(device)
+                with autocast(device, c.dtype):
+                    logits, _ = self.model(window[:, :-1])                  # (B, T, V)
+                    F.cross_entropy(logits.flatten(0, 1).float(), window[:, 1:].flatten()
+                                    ).backward()
+                step = _synced(device) - start
+            self.model.zero_grad(set_to_none=True)
+        marks, counts = [_synced(device)], []
+
+        def chunk(scored: int) -> None:
+            marks.append(_synced(device))
+            counts.append(scored)
+        try:
+            nats_sum(self.model, self.val_ids, self.device, max_chars=self.c.val_max_chars,
+                     part=(self.group.rank, self.group.world_size), on_chunk=chunk,
+                     stop=lambda: len(marks) > 2)
+            score = marks[-1] - marks[0]                      # the whole pass, it was short
+        except Stopped:   # the first chunk (with the streams' context), then at the second's rate
+            score = marks[1] - marks[0] + (self.val_chars - counts[0]) * (
+                marks[2] - marks[1]) / counts[1]
         start = time.time()
-        evaluate(self.model, probe, self.device)
-        return 1.25 * (time.time() - start) * len(self.val_part) / len(probe)
+        torch.save(self.checkpoint(), io.BytesIO())
+        return 1.2 * step, score, 2 * (time.time() - start) + 0.05
 
     def result(self) -> RunResult:
         s = self.state
@@ -491,6 +575,13 @@ class Run:
                          best_val_loss=s.best_val, val_loss=s.val_loss,
                          chars_per_s=s.rate(s.session_chars, s.session_seconds),
                          first_step_s=s.first_step_s, rank=self.group.rank)
+
+
+def _synced(device: torch.device) -> float:
+    """The time, once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.time()
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -554,6 +645,8 @@ def _loop(run: Run, progress: bool) -> None:
     s, c, stop = run.state, run.c, run.stop
     stop.training = True
     with _Bar(progress, run) as bar:
+        if s.step % c.eval_every == 0 and s.step and not s.evaluated:
+            bar.say(run.evaluate(on_chunk=bar.validating))  # the one a stop gave up
         while True:
             # All ranks take the same decisions: on the mean of their clocks, and on
             # a stop request that reached any of them.
@@ -565,12 +658,12 @@ def _loop(run: Run, progress: bool) -> None:
                 break
             loss = run.train_step(progress_now)
             if s.step % c.eval_every == 0:
-                bar.say(run.evaluate())
+                bar.say(run.evaluate(on_chunk=bar.validating))
             if progress and c.sample_every and s.step % c.sample_every == 0:
                 bar.say(run.sample())
             bar.show(loss)
         if not s.evaluated:
-            bar.say(run.evaluate(final=True))
+            bar.say(run.evaluate(final=True, on_chunk=bar.validating))
 
 
 class _Bar:
@@ -593,6 +686,12 @@ class _Bar:
         """A line on stderr, through the bar so that it is not torn."""
         if self.progress:
             self.bar.write(message, file=sys.stderr)
+
+    def validating(self, scored: int, total: int) -> None:
+        """A validation pass under way, in the bar's last field."""
+        if not self.bar.disable:
+            self.bar.set_postfix_str(f"validating {scored / total:.0%} of {total:,} chars",
+                                     refresh=True)
 
     def show(self, loss: float) -> None:
         s, c = self.run.state, self.run.c

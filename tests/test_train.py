@@ -227,14 +227,17 @@ def busy_process() -> subprocess.Popen:
 
 
 def slow_evaluation(seconds_per_char: float):
-    """``train.evaluate`` that also takes ``seconds_per_char`` per character scored:
+    """``train.nats_sum`` that also takes ``seconds_per_char`` per character scored:
     a validation pass whose cost the run must reserve time for."""
-    real = train_module.evaluate
+    real = train_module.nats_sum
 
-    def evaluate(model, ids, device, on_chunk=None):
-        time.sleep(seconds_per_char * len(ids))
-        return real(model, ids, device, on_chunk)
-    return evaluate
+    def nats_sum(*args, on_chunk=None, **kwargs):
+        def chunk(scored: int) -> None:
+            time.sleep(seconds_per_char * scored)
+            if on_chunk is not None:
+                on_chunk(scored)
+        return real(*args, on_chunk=chunk, **kwargs)
+    return nats_sum
 
 
 @pytest.mark.parametrize("loaded", [False, True], ids=["idle-slow-validation", "loaded"])
@@ -243,7 +246,7 @@ def test_a_time_budget_trains_and_ends_in_time(small_text, tmp_path, monkeypatch
     an 8 s budget. Loaded: a busy process takes a core while the run trains."""
     budget = 4.0 if loaded else 8.0
     if not loaded:
-        monkeypatch.setattr(train_module, "evaluate", slow_evaluation(5e-4))
+        monkeypatch.setattr(train_module, "nats_sum", slow_evaluation(5e-4))
     model, config = tiny_configs(max_steps=None, max_time=budget, eval_every=10_000,
                                  out=str(tmp_path / "t"))
     busy = busy_process() if loaded else None
@@ -295,7 +298,7 @@ def test_best_pt_keeps_the_lowest_validation_loss(small_text, tmp_path, monkeypa
     """Validation losses scripted to fall, rise, fall less: best.pt stays at the lowest
     one, last.pt follows the run, and the metrics hold each one with its bits."""
     scripted = iter([3.0, 2.0, 2.5, 2.2])
-    monkeypatch.setattr(train_module, "evaluate", lambda *args, **kw: next(scripted))
+    monkeypatch.setattr(train_module, "nats_sum", lambda *args, **kw: (next(scripted), 1))
     model, config = tiny_configs(max_steps=40, eval_every=10, out=str(tmp_path / "run"))
     result = train(small_text, model, config, progress=False)
     best = load_checkpoint(tmp_path / "run" / "best.pt")
