@@ -158,7 +158,7 @@ def _root(version: Annotated[bool, typer.Option(
 @with_settings()
 def train(
     text: Annotated[Optional[list[Path]], typer.Argument(
-        help="UTF-8 text files, folders or quoted patterns to learn from, read as one text "
+        metavar="TEXT", help="UTF-8 text files, folders or quoted patterns to learn from, read as one text "
              "(optional with --resume).",
         show_default=False, autocompletion=lambda incomplete: _complete_text(incomplete))]
         = None,
@@ -727,7 +727,7 @@ def download(
 @app.command(epilog="Example: charrnn prepare big_corpus.txt", rich_help_panel=SETUP)
 def prepare(
     text: Annotated[list[Path], typer.Argument(
-        help="UTF-8 text files, folders or quoted patterns to encode ahead of training, "
+        metavar="TEXT", help="UTF-8 text files, folders or quoted patterns to encode ahead of training, "
              "read as one text as train reads them.", show_default=False)],
     cache_dir: Annotated[Path, typer.Option(
         "--cache-dir", help="Folder for the cache; train uses .cache/ beside its run folder, "
