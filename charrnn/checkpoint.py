@@ -11,7 +11,9 @@ A checkpoint is a plain dict of Python primitives and CPU tensors, readable with
     loss_window                                      what an exact resume needs
     step, epoch, elapsed                             progress
     best_val_loss, val_loss, metrics                 evaluation history
-    corpus                                           {"path", "chars"} of the training text
+    corpus                                           {"path", "chars", "sha256"} of the
+                                                     training text; for several files
+                                                     {"paths", "sha256s", "chars", "sha256"}
 
 Loading never runs code from the file: ``weights_only=True`` refuses any pickle that
 names a callable, the zip records' CRC-32 sums are checked (torch.load does not), and

@@ -157,8 +157,9 @@ def _root(version: Annotated[bool, typer.Option(
              rich_help_panel=USE)
 @with_settings()
 def train(
-    text: Annotated[Optional[Path], typer.Argument(
-        help="UTF-8 text file to learn from (optional with --resume).",
+    text: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="TEXT", help="UTF-8 text files, folders or quoted patterns to learn from, read as one text "
+             "(optional with --resume).",
         show_default=False, autocompletion=lambda incomplete: _complete_text(incomplete))]
         = None,
     config: ConfigFile = None,
@@ -181,9 +182,10 @@ def train(
 ) -> None:
     """Train a model on TEXT; checkpoints and metrics go to a run folder under runs/.
 
-    TEXT is a UTF-8 file, or the name of a corpus fetched by charrnn download."""
+    TEXT is a UTF-8 file, or the name of a corpus fetched by charrnn download; several
+    files, folders (their text files) and patterns such as 'books/*.txt' are joined
+    into one text, a blank line between two files."""
     from charrnn import views
-    from charrnn.download import resolve_text
     from charrnn.train import Origin
     from charrnn.train import train as run_training
 
@@ -193,14 +195,15 @@ def train(
     if origin is not None and origin.changes(train_config):
         err.print(Text("resuming with changed training settings: "
                        + "; ".join(origin.changes(train_config))))
-    text = text or (origin.text if origin is not None and origin.resume else None)
-    if text is None:
+    paths = (_text_files(text, quiet) if text else
+             origin.texts if origin is not None and origin.resume else None)
+    if not paths:
         raise ConfigError("give the TEXT file to train on, e.g. charrnn train input.txt")
     if train_config.tensorboard:
         from charrnn.tblog import require
 
         require()
-    result = run_training(resolve_text(text), model_config, train_config,
+    result = run_training(paths, model_config, train_config,
                           resume=origin if resume else None,
                           init_from=origin if init_from else None, overwrite=overwrite,
                           allow_changed_text=allow_changed_text, progress=not quiet,
@@ -211,6 +214,20 @@ def train(
         views.render_train_end(result.to_dict(), err, RUNS)
         if as_json:
             print(json.dumps(result.to_dict()))
+
+
+def _text_files(inputs: list[Path], quiet: bool) -> list[Path]:
+    """The files that TEXT arguments name (``corpus.expand_inputs``); a note on stderr
+    for a file named more than once."""
+    from charrnn.corpus import expand_inputs
+
+    repeats: list[Path] = []
+    paths = expand_inputs(inputs, on_duplicate=repeats.append)
+    if repeats and not quiet:
+        err.print(Text(f"note: {len(repeats)} file(s) named more than once, read once where "
+                       f"first named: {', '.join(map(str, repeats[:3]))}"
+                       + (", ..." if len(repeats) > 3 else "")))
+    return paths
 
 
 @app.command(epilog="Example: charrnn sample --len 500 --prime 'ROMEO:' --temperature 0.8",
@@ -716,8 +733,9 @@ def download(
 
 @app.command(epilog="Example: charrnn prepare big_corpus.txt", rich_help_panel=SETUP)
 def prepare(
-    text: Annotated[Path, typer.Argument(
-        help="UTF-8 text file to encode ahead of training.", show_default=False)],
+    text: Annotated[list[Path], typer.Argument(
+        metavar="TEXT", help="UTF-8 text files, folders or quoted patterns to encode ahead of training, "
+             "read as one text as train reads them.", show_default=False)],
     cache_dir: Annotated[Path, typer.Option(
         "--cache-dir", help="Folder for the cache; train uses .cache/ beside its run folder, "
         "which is this default for runs under runs/.")] = Path("runs/.cache"),
@@ -726,11 +744,9 @@ def prepare(
 ) -> None:
     """Scan and encode TEXT once into a memory-mapped cache, so that training on it
     (however large) starts at once and reads it without loading it into memory."""
-    from charrnn.corpus import ReadingBar
-    from charrnn.corpus import prepare as prepare_corpus
-    from charrnn.download import resolve_text
+    from charrnn.corpus import ReadingBar, prepare_texts
 
-    text = resolve_text(text)
+    paths = _text_files(text, quiet or as_json)
     start = time.perf_counter()
     stages: set[str] = set()  # the passes that had to read the file: scan, encode
 
@@ -738,17 +754,17 @@ def prepare(
         stages.add(stage)
         bar.update(stage, nbytes)
 
-    with ReadingBar(not quiet and not as_json, [text]) as bar:
-        scan, vocab, ids = prepare_corpus(text, cache_dir, on_read=count)
+    with ReadingBar(not quiet and not as_json, paths) as bar:
+        texts, vocab, ids = prepare_texts(paths, cache_dir, on_read=count)
     seconds = time.perf_counter() - start
     ids_path = Path(ids.filename)
     if ids_path.is_relative_to(Path.cwd()):
         ids_path = ids_path.relative_to(Path.cwd())
-    result = {"text": str(text), "bytes": scan.size, "chars": scan.chars,
-              "vocab_size": len(vocab), "dtype": str(ids.dtype), "sha256": scan.sha256,
-              "ids": str(ids_path), "cached": "encode" not in stages,
+    result = {"text": texts.label, "files": [str(p) for p in paths], "bytes": texts.size,
+              "chars": texts.chars, "vocab_size": len(vocab), "dtype": str(ids.dtype),
+              "sha256": texts.sha256, "ids": str(ids_path), "cached": "encode" not in stages,
               "seconds": round(seconds, 3),
-              "mb_per_s": round(scan.size / 1e6 / seconds, 1) if stages else None}
+              "mb_per_s": round(texts.size / 1e6 / seconds, 1) if stages else None}
     if as_json:
         print(json.dumps(result))
         return
@@ -756,7 +772,7 @@ def prepare(
         how = ("already cached, unchanged" if not stages else
                "checked again, content unchanged" if "encode" not in stages else
                f"encoded in {seconds:.2f}s, {result['mb_per_s']:,} MB/s")
-        err.print(Text(f"{text}: {scan.chars:,} characters, {len(vocab)} distinct, "
+        err.print(Text(f"{texts.label}: {texts.chars:,} characters, {len(vocab)} distinct, "
                        f"{ids.dtype} ids ({how})"))
     print(ids_path)
 

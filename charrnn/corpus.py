@@ -10,29 +10,52 @@ a cache folder, ``.cache/`` beside the run folder by default (``runs/.cache``)::
 
 A scan is reused while the file's size and mtime are those it recorded; otherwise the
 file is scanned again, and its ids are re-encoded only if its content (hash) changed.
-``charrnn prepare TEXT`` runs this ahead of training; ``charrnn train`` runs it itself.
+``charrnn prepare TEXT...`` runs this ahead of training; ``charrnn train`` runs it itself.
+
+Several files are one text: ``expand_inputs`` turns command-line inputs (files, folders,
+glob patterns, corpus names) into a list of files, each file keeps its own cached scan,
+and their ids are written one after the other, ``SEPARATOR`` between two files, into
+one ``.npy`` named by the combined hash (``Texts.sha256``: the files' hashes in order)::
+
+    files-<digest of the paths>.json         the combined hash last made of these paths
+    <Texts.sha256[:16]>-<digest of the vocab>.npy
+
+``prepare_texts(paths, cache_dir, vocab=None)`` gives the facts, the vocabulary and the
+memory-mapped ids in one call. One file is read exactly as ``prepare`` reads it (the
+same ids, the same cache files).
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from charrnn.data import CharSet, Vocab, list_chars, text_pieces
+from charrnn.download import resolve_text
 from charrnn.errors import CharRNNError, DataError
 from charrnn.files import atomic_write, open_input
 
 FORMAT = 1  # of the scan's JSON file
+# Between two files of a corpus: a blank line after each file but the last (none
+# after one file alone).
+SEPARATOR = "\n\n"
+# The files of a folder that are read as text: these suffixes, in any case. A file
+# named on the command line, or matched by a pattern, is read whatever its name.
+TEXT_SUFFIXES = frozenset((
+    ".txt", ".text", ".md", ".markdown", ".rst", ".org", ".tex", ".html", ".htm", ".xml",
+    ".py", ".c", ".h", ".cc", ".cpp", ".hpp", ".java", ".js", ".ts", ".go", ".rs", ".rb",
+    ".sh", ".lua"))
 
 
 @dataclass(frozen=True)
@@ -97,7 +120,7 @@ def cached_scan(path: str | Path, cache_dir: str | Path, *, what: str = "text fi
     return scan
 
 
-def vocab_for(scans: list[Scan], given: Vocab | None = None, *, what: str = "the text",
+def vocab_for(scans: list[Scan | Texts], given: Vocab | None = None, *, what: str = "the text",
               source: str | None = None) -> Vocab:
     """The characters of all ``scans``; or ``given`` (a checkpoint's vocabulary), which
     must then hold every one of them."""
@@ -118,30 +141,266 @@ def cached_ids(path: str | Path, scan: Scan, vocab: Vocab, cache_dir: str | Path
                on_read: Callable[[str, int], None] | None = None) -> np.ndarray:
     """The ids of the text at ``path`` (as ``scan`` found it) under ``vocab``,
     memory-mapped from ``cache_dir``; encoded there first when missing."""
-    path = Path(path)
     ids_path = Path(cache_dir) / f"{scan.sha256[:16]}-{_digest(vocab.chars)}.npy"
     ids = _open_ids(ids_path, scan.chars, vocab.dtype)
     if ids is not None:
         return ids
 
     def encode(out: IO[bytes]) -> None:
-        # Plain writes, not a writable memory map: the pages written are not kept
-        # in this process's resident memory.
-        header = {"descr": np.lib.format.dtype_to_descr(vocab.dtype), "fortran_order": False,
-                  "shape": (scan.chars,)}
-        position = 0
-        np.lib.format.write_array_header_1_0(out, header)
-        for piece in text_pieces(path, what=what, on_read=_stage(on_read, "encode")):
-            ids = vocab.encode_piece(piece, what=what)
-            position += ids.size
-            if position > scan.chars:
-                break
-            out.write(ids.tobytes())
-        if position != scan.chars:
-            raise DataError(f"{what} {path} changed while it was being encoded; run again")
+        _write_header(out, vocab, scan.chars)
+        _encode_into(out, Path(path), scan, vocab, what, on_read)
 
     _write(ids_path, encode)
     return _open_ids(ids_path, scan.chars, vocab.dtype)
+
+
+def _write_header(out: IO[bytes], vocab: Vocab, chars: int) -> None:
+    header = {"descr": np.lib.format.dtype_to_descr(vocab.dtype), "fortran_order": False,
+              "shape": (chars,)}
+    np.lib.format.write_array_header_1_0(out, header)
+
+
+def _encode_into(out: IO[bytes], path: Path, scan: Scan, vocab: Vocab, what: str,
+                 on_read: Callable[[str, int], None] | None) -> None:
+    """Append the ids of the file at ``path`` (``scan.chars`` of them) to ``out``: plain
+    writes, not a writable memory map, so the pages written are not kept in this
+    process's resident memory."""
+    position = 0
+    for piece in text_pieces(path, what=what, on_read=_stage(on_read, "encode")):
+        ids = vocab.encode_piece(piece, what=what)
+        position += ids.size
+        if position > scan.chars:
+            break
+        out.write(ids.tobytes())
+    if position != scan.chars:
+        raise DataError(f"{what} {path} changed while it was being encoded; run again")
+
+
+# ------------------------------------------------------------------------ several files
+def expand_inputs(args: Iterable[str | Path], *,
+                  on_duplicate: Callable[[Path], None] | None = None) -> list[Path]:
+    """The text files that command-line inputs name, in order. Each input is a file
+    (used whatever its name), a folder (its files with a suffix in ``TEXT_SUFFIXES``,
+    recursively, sorted by path; names starting with a dot and links to folders are
+    left out; none is an error), a glob pattern expanded here (``*``, ``?``, ``[...]``,
+    ``**``; its matches sorted, a file used whatever its name, a folder for its text
+    files; no file at all is an error), or the name of a known
+    corpus (``download.resolve_text``). A path that is none of these is kept, for the
+    reader to report. A file named by several inputs is read once, where it first
+    comes; ``on_duplicate`` hears of each repeat."""
+    found: list[Path] = []
+    seen: set[tuple] = set()
+    for arg in args:
+        for path in _expand(str(arg)):
+            key = _identity(path)
+            if key in seen:
+                if on_duplicate is not None:
+                    on_duplicate(path)
+                continue
+            seen.add(key)
+            found.append(path)
+    if not found:
+        raise DataError("no text file given; name a file, a folder or a pattern")
+    return found
+
+
+def _expand(arg: str) -> list[Path]:
+    """The files of one input, each once."""
+    path = Path(arg)
+    if path.is_dir():
+        return _text_files_in(path)
+    if path.exists() or not re.search(r"[*?[]", arg):
+        return [resolve_text(arg)]
+    files: dict[tuple, Path] = {}   # a file reached twice (through ** and a folder): once
+    for match in map(Path, sorted(glob.glob(arg, recursive=True))):
+        for file in _text_files_in(match, required=False) if match.is_dir() else [match]:
+            files.setdefault(_identity(file), file)
+    if not files:
+        raise DataError(f"no text file matches {arg}; check the pattern (charrnn expands *, "
+                        "?, [...] and ** itself, so it may be quoted)")
+    return list(files.values())
+
+
+def _text_files_in(folder: Path, required: bool = True) -> list[Path]:
+    """The text files under ``folder`` (see ``expand_inputs``), sorted by path; none
+    is an error when ``required``."""
+    def fail(e: OSError) -> None:
+        raise DataError(f"cannot read folder {e.filename}: {e.strerror}")
+
+    found = []
+    for root, folders, names in os.walk(folder, onerror=fail):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found.extend(Path(root) / name for name in names
+                     if not name.startswith(".") and Path(name).suffix.lower() in TEXT_SUFFIXES)
+    found = [p for p in found if p.is_file()]
+    if not found and required:
+        raise DataError(f"folder {folder} holds no text files (.txt, .md, .html, .py and other "
+                        "text and source suffixes; hidden ones are skipped); name its files, or "
+                        f"match them with a pattern, e.g. '{folder}/*.csv'")
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+
+
+def _identity(path: Path) -> tuple:
+    """Which file ``path`` is: the same through links and other spellings."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return ("path", os.path.abspath(path))
+    return ("file", stat.st_dev, stat.st_ino)
+
+
+@dataclass(frozen=True)
+class Texts:
+    """Text files read as one text: each file's scan, in order, ``SEPARATOR`` between
+    two of them. One file is that file as it is: its own characters, hash and ids."""
+    scans: tuple[Scan, ...]
+
+    def __post_init__(self) -> None:
+        if not self.scans:
+            raise ValueError("Texts needs at least one scan")
+
+    @property
+    def paths(self) -> list[Path]:
+        return [Path(scan.path) for scan in self.scans]
+
+    @property
+    def size(self) -> int:     # bytes of the files
+        return sum(scan.size for scan in self.scans)
+
+    @property
+    def chars(self) -> int:    # of the joined text, separators included
+        return sum(scan.chars for scan in self.scans) + len(SEPARATOR) * (len(self.scans) - 1)
+
+    @property
+    def sha256(self) -> str:
+        """One file's sha256; for several, the sha256 of the JSON list of the separator
+        and their hashes in order, so that a changed, added, removed or moved file
+        changes it."""
+        if len(self.scans) == 1:
+            return self.scans[0].sha256
+        listed = json.dumps([SEPARATOR, *(scan.sha256 for scan in self.scans)])
+        return hashlib.sha256(listed.encode("ascii")).hexdigest()
+
+    @property
+    def vocab(self) -> str:    # the distinct characters of the joined text, in order
+        joined = SEPARATOR if len(self.scans) > 1 else ""
+        return "".join(sorted(set(joined).union(*(scan.vocab for scan in self.scans))))
+
+    @property
+    def label(self) -> str:
+        """The file, or ``N files under FOLDER`` (the folder that holds them all)."""
+        if len(self.scans) == 1:
+            return self.scans[0].path
+        return f"{len(self.scans)} files under {common_folder(self.paths)}"
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the text (its ``corpus`` entry): for one file its
+        absolute path, characters and sha256 (as before there were several); for several,
+        the absolute paths and each one's sha256, with the joined text's characters and
+        combined sha256."""
+        absolute = [str(p.resolve()) for p in self.paths]
+        if len(self.scans) == 1:
+            return {"path": absolute[0], "chars": self.chars, "sha256": self.sha256}
+        return {"paths": absolute, "sha256s": [scan.sha256 for scan in self.scans],
+                "chars": self.chars, "sha256": self.sha256}
+
+
+def common_folder(paths: list[Path]) -> str:
+    """The folder that holds all of ``paths`` (as given when it can be, else absolute)."""
+    try:
+        common = os.path.commonpath([str(p.parent) for p in paths])
+    except ValueError:  # relative and absolute paths mixed
+        common = os.path.commonpath([str(p.parent.resolve()) for p in paths])
+    return common or "."
+
+
+def corpus_name(paths: list[Path]) -> str:
+    """A short name for run folders: the file's stem, or the name of the folder that
+    holds all the files."""
+    if len(paths) == 1:
+        return paths[0].stem
+    return Path(common_folder(paths)).resolve().name or "texts"
+
+
+def what_changed(record: dict[str, Any], texts: Texts) -> str:
+    """How ``texts`` differ from the text a checkpoint ``record``s, in a few words."""
+    old = record.get("paths") if isinstance(record.get("paths"), list) else [record.get("path")]
+    hashes = record.get("sha256s") if isinstance(record.get("sha256s"), list) else (
+        [record.get("sha256")] if len(old) == 1 else [None] * len(old))
+    new = [str(p.resolve()) for p in texts.paths]
+    added = [p for p in new if p not in old]
+    removed = [p for p in old if p not in new]
+    if added or removed:
+        parts = [f"{len(added)} file(s) added, e.g. {added[0]}" if added else "",
+                 f"{len(removed)} file(s) removed, e.g. {removed[0]}" if removed else ""]
+        return "; ".join(p for p in parts if p)
+    if old != new:
+        return "the same files in another order"
+    saved = dict(zip(old, hashes))
+    changed = [p for p, scan in zip(new, texts.scans) if saved.get(p) != scan.sha256]
+    return f"{len(changed)} file(s) changed, e.g. {changed[0]}" if changed else "changed"
+
+
+def cached_texts(paths: list[Path], cache_dir: str | Path, *, what: str = "text file",
+                 on_read: Callable[[str, int], None] | None = None) -> Texts:
+    """The scans of the files at ``paths`` (``cached_scan``), as one text. When the
+    files' combined hash is not the one last recorded for these paths, the ids of the
+    old combination are removed from ``cache_dir``."""
+    texts = Texts(tuple(cached_scan(path, cache_dir, what=what, on_read=on_read)
+                        for path in paths))
+    if len(paths) > 1:
+        cache_dir = Path(cache_dir)
+        absolute = [str(Path(p).resolve()) for p in paths]
+        record_path = cache_dir / f"files-{_digest(json.dumps(absolute))}.json"
+        try:
+            old = json.loads(record_path.read_text("utf-8")).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            old = None
+        if old != texts.sha256:
+            if isinstance(old, str) and re.fullmatch(r"[0-9a-f]{64}", old):
+                for stale in cache_dir.glob(f"{old[:16]}-*.npy"):
+                    stale.unlink(missing_ok=True)
+            _write(record_path, lambda f: f.write(json.dumps(
+                {"format": FORMAT, "paths": absolute, "sha256": texts.sha256},
+                ensure_ascii=False).encode("utf-8")))
+    return texts
+
+
+def cached_texts_ids(texts: Texts, vocab: Vocab, cache_dir: str | Path, *,
+                     what: str = "text file",
+                     on_read: Callable[[str, int], None] | None = None) -> np.ndarray:
+    """The ids of the joined ``texts`` under ``vocab`` (which must hold the separator's
+    characters when there are several files), memory-mapped from ``cache_dir``;
+    written there first when missing, one file after the other, never held whole."""
+    if len(texts.scans) == 1:
+        return cached_ids(texts.paths[0], texts.scans[0], vocab, cache_dir, what=what,
+                          on_read=on_read)
+    ids_path = Path(cache_dir) / f"{texts.sha256[:16]}-{_digest(vocab.chars)}.npy"
+    ids = _open_ids(ids_path, texts.chars, vocab.dtype)
+    if ids is not None:
+        return ids
+    separator = vocab.encode(SEPARATOR, what="the separator between files").tobytes()
+
+    def encode(out: IO[bytes]) -> None:
+        _write_header(out, vocab, texts.chars)
+        for k, (path, scan) in enumerate(zip(texts.paths, texts.scans)):
+            if k:
+                out.write(separator)
+            _encode_into(out, path, scan, vocab, what, on_read)
+
+    _write(ids_path, encode)
+    return _open_ids(ids_path, texts.chars, vocab.dtype)
+
+
+def prepare_texts(paths: list[Path], cache_dir: str | Path, *, vocab: Vocab | None = None,
+                  what: str = "text file", on_read: Callable[[str, int], None] | None = None
+                  ) -> tuple[Texts, Vocab, np.ndarray]:
+    """``prepare`` for the files at ``paths`` (from ``expand_inputs``) read as one text:
+    its facts, its vocabulary (or ``vocab``, a checkpoint's, which must hold every one
+    of its characters, the separator's too) and its memory-mapped ids."""
+    texts = cached_texts(paths, cache_dir, what=what, on_read=on_read)
+    vocab = vocab_for([texts], vocab, what=f"{what} {texts.label}")
+    return texts, vocab, cached_texts_ids(texts, vocab, cache_dir, what=what, on_read=on_read)
 
 
 class ReadingBar:

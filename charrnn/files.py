@@ -133,9 +133,9 @@ def read_small_text(path: str | Path, *, what: str, error: type[CharRNNError] = 
 
 
 # ------------------------------------------------------------------------ run folders
-def default_run_dir(text_path: Path, cell: str, root: Path = Path("runs")) -> Path:
-    """``runs/<date>-<time>-<text>-<cell>``."""
-    return root / f"{datetime.now():%Y%m%d-%H%M%S}-{text_path.stem}-{cell}"
+def default_run_dir(name: str, cell: str, root: Path = Path("runs")) -> Path:
+    """``runs/<date>-<time>-<name>-<cell>``; ``name``: the text's (its stem)."""
+    return root / f"{datetime.now():%Y%m%d-%H%M%S}-{name}-{cell}"
 
 
 def is_run(folder: Path) -> bool:

@@ -569,7 +569,8 @@ def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict
                     for row in (metrics if isinstance(metrics, list) else [])
                     if isinstance(row, dict)],
         "corpus": {k: v for k, v in (_typed(ckpt.get("corpus"), dict) or {}).items()
-                   if isinstance(v, (str, int))},
+                   if isinstance(v, (str, int)) or (isinstance(v, list) and all(
+                       isinstance(item, str) for item in v))},
     }
     if vocab and corpus is not None:
         info["vocab"]["counts"] = char_counts(Vocab(vocab), corpus)

@@ -8,7 +8,9 @@ corpus, the step reached), memory-mapping it so that its weights are not read.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from charrnn.files import BEST, LAST, METRICS, RUN_FILES, is_run, read_config, r
 class RunSummary:
     path: str
     updated: float                     # newest modification time of its files (Unix time)
-    corpus: str | None = None          # path of the training text, as given to train
-    corpus_chars: int | None = None
+    corpus: str | None = None          # path of the training text (of the folder that
+    corpus_chars: int | None = None    # holds them all, for several files)
+    corpus_files: list[str] | None = None   # the training files, in order
     cell: str | None = None
     num_layers: int | None = None
     hidden_size: int | None = None
@@ -81,7 +84,14 @@ def summarize(run_dir: str | Path) -> RunSummary:
         if ckpt is None:
             continue
         corpus = ckpt.get("corpus") if isinstance(ckpt.get("corpus"), dict) else {}
-        summary.corpus = _of(corpus.get("path"), str)
+        paths = corpus.get("paths") if isinstance(corpus.get("paths"), list) else []
+        if paths and all(isinstance(p, str) for p in paths):
+            summary.corpus_files = paths
+            with contextlib.suppress(ValueError):   # absolute, unless made by hand
+                summary.corpus = os.path.commonpath([os.path.dirname(p) for p in paths])
+        else:
+            summary.corpus = _of(corpus.get("path"), str)
+            summary.corpus_files = None if summary.corpus is None else [summary.corpus]
         summary.corpus_chars = _of(corpus.get("chars"), int)
         summary.parameters = count_parameters(ckpt.get("model_state"))
         if isinstance(ckpt.get("step"), int) and name == LAST:

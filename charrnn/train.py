@@ -125,8 +125,9 @@ class Origin:
 
     @property
     def text(self) -> Path | None:
-        """The training text of the run. Checkpoints name it by its absolute path; one
-        relative path (older checkpoints) is also looked for beside the runs folder."""
+        """The training text of a run on one file. Checkpoints name it by its absolute
+        path; one relative path (older checkpoints) is also looked for beside the runs
+        folder."""
         saved = (self.checkpoint.get("corpus") or {}).get("path")
         if not saved:
             return None
@@ -134,15 +135,28 @@ class Origin:
         beside = self.path.parent.parent.parent / path     # runs/<run>/last.pt -> ./
         return beside if not path.exists() and beside.exists() else path
 
-    def check_text(self, scan: corpus.Scan, text: Path, allow_changed: bool) -> None:
+    @property
+    def texts(self) -> list[Path] | None:
+        """The training files of the run, in order (``corpus.Texts.record``)."""
+        paths = (self.checkpoint.get("corpus") or {}).get("paths")
+        if isinstance(paths, list) and paths and all(isinstance(p, str) for p in paths):
+            return [Path(p) for p in paths]
+        return None if self.text is None else [self.text]
+
+    def check_text(self, texts: corpus.Texts, allow_changed: bool) -> None:
         """A resume reads the text it was trained on, unless the user allows another."""
         saved = self.checkpoint.get("corpus") or {}
-        if not self.resume or allow_changed or saved.get("sha256") in (None, scan.sha256):
+        if not self.resume or allow_changed or saved.get("sha256") in (None, texts.sha256):
             return
-        raise DataError(f"the training text {text} is not the one {self.path} was trained on "
-                        f"({saved.get('chars', 0):,} -> {scan.chars:,} characters, sha256 "
-                        f"{saved['sha256'][:12]}... -> {scan.sha256[:12]}...); resume with "
-                        "that text, or pass --allow-changed-text to go on with this one")
+        change = (f"{saved.get('chars', 0):,} -> {texts.chars:,} characters, sha256 "
+                  f"{saved['sha256'][:12]}... -> {texts.sha256[:12]}...")
+        if len(texts.scans) == 1 and "paths" not in saved:
+            raise DataError(f"the training text {texts.paths[0]} is not the one {self.path} "
+                            f"was trained on ({change}); resume with that text, or pass "
+                            "--allow-changed-text to go on with this one")
+        raise DataError(f"the training text ({texts.label}) is not the one {self.path} was "
+                        f"trained on ({corpus.what_changed(saved, texts)}; {change}); resume "
+                        "with that text, or pass --allow-changed-text to go on with this one")
 
 
 # ------------------------------------------------------------------ budget and state
@@ -283,11 +297,11 @@ class RunState:
 class Run:
     """What one session trains with, and its step, evaluation and checkpoint."""
 
-    def __init__(self, group: distributed.Group, device: torch.device, text_path: Path,
+    def __init__(self, group: distributed.Group, device: torch.device, text_paths: list[Path],
                  model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None,
                  run_dir: Path, stop: _StopRequest, *, overwrite: bool,
                  allow_changed_text: bool, progress: bool, started: float) -> None:
-        self.group, self.device, self.text_path = group, device, text_path
+        self.group, self.device, self.text_paths = group, device, text_paths
         self.model_config, self.c, self.run_dir, self.stop = model_config, c, run_dir, stop
         self.allow_changed_text = allow_changed_text
         resume = origin.checkpoint if origin is not None and origin.resume else None
@@ -332,29 +346,32 @@ class Run:
         (or check the checkpoint's), cut the validation text and make the batches."""
         c, group = self.c, self.group
         cache_dir = Path(c.cache_dir) if c.cache_dir else self.run_dir.parent / ".cache"
-        texts = [(self.text_path, "training text")] + (
-            [(Path(c.val_file), "validation file")] if c.val_file else [])
-        reading = corpus.ReadingBar(progress, [path for path, _ in texts])
+        val_path, what = (Path(c.val_file) if c.val_file else None), "training text"
+        reading = corpus.ReadingBar(progress, self.text_paths + [val_path] * bool(val_path))
         with group.first_on_each_machine(), reading:
-            scans = [corpus.cached_scan(path, cache_dir, what=what, on_read=reading.update)
-                     for path, what in texts]
+            self.texts = corpus.cached_texts(self.text_paths, cache_dir, what=what,
+                                             on_read=reading.update)
+            val_scans = [corpus.cached_scan(val_path, cache_dir, what="validation file",
+                                            on_read=reading.update)] if val_path else []
             if origin is not None:    # before encoding a text that a resume will refuse
-                origin.check_text(scans[0], self.text_path, self.allow_changed_text)
+                origin.check_text(self.texts, self.allow_changed_text)
             self.vocab = corpus.vocab_for(
-                scans, Vocab(origin.checkpoint["vocab"]) if origin else None,
+                [self.texts, *val_scans], Vocab(origin.checkpoint["vocab"]) if origin else None,
                 source=str(origin.path) if origin else None)
-            ids, *val = [corpus.cached_ids(path, scan, self.vocab, cache_dir, what=what,
-                                           on_read=reading.update)
-                         for (path, what), scan in zip(texts, scans)]
+            ids = corpus.cached_texts_ids(self.texts, self.vocab, cache_dir, what=what,
+                                          on_read=reading.update)
+            val = [corpus.cached_ids(val_path, scan, self.vocab, cache_dir,
+                                     what="validation file", on_read=reading.update)
+                   for scan in val_scans]
         self.train_ids, self.val_ids = split(ids, c.val_fraction) if not val else (ids, val[0])
         if len(self.val_ids) < 2:
             raise DataError(f"the validation text has {len(self.val_ids)} character(s); it "
                             "needs at least 2: raise --val-fraction or give a longer --val-file")
         plan = stream_plan(len(self.val_ids), c.val_max_chars)[group.rank::group.world_size]
         self.val_chars = int((plan[:, 1] - plan[:, 0]).sum())  # this process scores per pass
-        self.scan = scans[0]
         # Characters the training text lacks: the model cannot learn them.
-        self.val_only = "".join(sorted(set(scans[-1].vocab) - set(self.scan.vocab)))
+        self.val_only = "".join(sorted(set(val_scans[0].vocab) - set(self.texts.vocab))
+                                ) if val_scans else ""
         self.batches = make_batches(self.train_ids, c.batching, c.batch_size, c.seq_length,
                                     c.seed, rows=group.rows(c.batch_size),
                                     pin=self.device.type == "cuda")
@@ -389,10 +406,12 @@ class Run:
 
     def describe(self) -> dict[str, Any]:
         """The facts of the run a user sees before the first step."""
-        return {"text": str(self.text_path), "chars": self.scan.chars,
+        return {"text": self.texts.label, "files": len(self.texts.scans),
+                "chars": self.texts.chars,
                 "vocab_size": len(self.vocab), "train_chars": len(self.train_ids),
                 "val_chars": len(self.val_ids),
-                "val_scored": self.val_chars * self.group.world_size, "model": self.model_config.describe(),
+                "val_scored": self.val_chars * self.group.world_size,
+                "model": self.model_config.describe(),
                 "parameters": self.model.num_parameters(), "device": str(self.device),
                 "dtype": self.c.dtype, "batching": self.c.batching,
                 "batch_size": self.c.batch_size, "seq_length": self.c.seq_length,
@@ -525,8 +544,7 @@ class Run:
             "data_state": self.batches.state_dict(),
             "hidden": to_device(self.group.gather_rows(self.state.hidden), CPU),
             "rng": rng, "epoch": self.batches.epoch, **self.state.to_checkpoint(),
-            "corpus": {"path": str(self.text_path.resolve()), "chars": self.scan.chars,
-                       "sha256": self.scan.sha256},
+            "corpus": self.texts.record(),
             "world_size": self.group.world_size,
         }
 
@@ -585,13 +603,14 @@ def _synced(device: torch.device) -> float:
 
 
 # ------------------------------------------------------------------------------ the loop
-def train(text_path: str | Path, model_config: cfg.ModelConfig,
+def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfig,
           train_config: cfg.TrainConfig, *, resume: str | Path | Origin | None = None,
           init_from: str | Path | Origin | None = None, overwrite: bool = False,
           allow_changed_text: bool = False, progress: bool = True,
           start_time: float | None = None,
           on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Train a CharRNN on the text at ``text_path``; see the module docstring.
+    """Train a CharRNN on the text at ``text_path``, or on the files of a list of paths
+    read as one text (``corpus.expand_inputs`` makes one); see the module docstring.
 
     ``resume``: a run folder or checkpoint to continue exactly (model, optimiser,
     schedule, data position, hidden state, RNG), in its own folder unless
@@ -608,7 +627,9 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
         init_from, Origin) else Origin.open(resume, init_from)
     group, device = distributed.join(resolve_device(train_config.device))
     try:
-        result = _train(group, device, Path(text_path), model_config, train_config, origin,
+        paths = ([Path(text_path)] if isinstance(text_path, (str, Path))
+                 else [Path(p) for p in text_path])
+        result = _train(group, device, paths, model_config, train_config, origin,
                         overwrite=overwrite, allow_changed_text=allow_changed_text,
                         progress=progress and group.main,
                         started=time.time() if start_time is None else start_time,
@@ -619,7 +640,7 @@ def train(text_path: str | Path, model_config: cfg.ModelConfig,
         distributed.leave(group)
 
 
-def _train(group: distributed.Group, device: torch.device, text_path: Path,
+def _train(group: distributed.Group, device: torch.device, text_paths: list[Path],
            model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None, *,
            overwrite: bool, allow_changed_text: bool, progress: bool, started: float,
            on_start: Callable[[dict[str, Any]], None] | None) -> RunResult:
@@ -630,9 +651,10 @@ def _train(group: distributed.Group, device: torch.device, text_path: Path,
         _check_same_model(origin.checkpoint["model_config"], model_config, str(origin.path))
     check_dtype(c.dtype, device)
     run_dir = Path(c.out) if c.out else (origin.path.parent if origin and origin.resume else
-                                         files.default_run_dir(text_path, model_config.cell))
+                                         files.default_run_dir(corpus.corpus_name(text_paths),
+                                                               model_config.cell))
     with _catch_stop_signals() as stop, files.locked(run_dir) if group.main else nullcontext():
-        run = Run(group, device, text_path, model_config, c, origin, run_dir, stop,
+        run = Run(group, device, text_paths, model_config, c, origin, run_dir, stop,
                   overwrite=overwrite, allow_changed_text=allow_changed_text,
                   progress=progress, started=started)
         if on_start is not None:

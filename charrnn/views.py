@@ -281,7 +281,12 @@ def _checkpoint_summary(info: dict[str, Any]) -> Group:
     corpus = info.get("corpus") or {}
     if corpus:
         text = Text("corpus  ", style="bold")
-        text.append(str(corpus.get("path", "?")))
+        paths = corpus.get("paths")
+        if paths:
+            shown = paths if len(paths) <= 3 else [paths[0], "...", paths[-1]]
+            text.append(f"{len(paths)} files: {', '.join(shown)}")
+        else:
+            text.append(str(corpus.get("path", "?")))
         if corpus.get("chars") is not None:
             text.append(f" ({_value(corpus['chars'])} characters)")
         lines.append(text)
@@ -556,6 +561,14 @@ RUN_COLUMNS = (("updated", "left"), ("corpus", "left"), ("model", "left"), ("par
 DROPPED_FIRST = ("params", "corpus", "updated", "elapsed", "model")
 
 
+def _corpus_name(summary) -> str:
+    """The training file's name, or ``folder (N files)`` for a run on several."""
+    if not summary.corpus:
+        return "?"
+    files = len(summary.corpus_files or ())
+    return Path(summary.corpus).name + (f" ({files} files)" if files > 1 else "")
+
+
 def runs_table(summaries: list, width: int | None = None) -> Table:
     """A table of ``runs.RunSummary``s, the one with the lowest best val loss marked; no
     wider than ``width`` characters when given (less useful columns left out)."""
@@ -566,7 +579,7 @@ def runs_table(summaries: list, width: int | None = None) -> Table:
         best = "?" if s.best_val_loss is None else f"{s.best_val_loss:.4f}"
         marked = s.best_val_loss is not None and s.best_val_loss == lowest
         rows.append((datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M"),
-                     Path(s.corpus).name if s.corpus else "?", s.model,
+                     _corpus_name(s), s.model,
                      f"{s.parameters:,}" if s.parameters else "?",
                      f"{s.steps:,}" if s.steps is not None else "?",
                      f"{best}{' *' if marked else '  '}", duration(s.elapsed_s, "?", tenths=False),

@@ -138,7 +138,9 @@ CUDA_FLAG, CUDA_MESSAGE = (("cuda", "no CUDA GPU is available here") if not torc
 BAD_INPUTS = [
     # (argv with {d} = bad files folder, {run} = tiny run, {text} = good text, expected text)
     (["train", "{d}/missing.txt"], "does not exist"),
-    (["train", "{d}"], "is a directory"),
+    (["train", "{d}"], "empty.txt is empty"),              # its first text file, by name
+    (["train", "{d}/*.nothing"], "no text file matches"),
+    (["prepare", "{run}"], "holds no text files"),
     (["train", "{d}/empty.txt"], "is empty"),
     (["train", "{d}/binary.bin"], "NUL byte at offset 4"),
     (["train", "{d}/latin1.txt"], "not valid UTF-8 (byte 0xe9 at offset 3)"),
