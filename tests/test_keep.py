@@ -402,3 +402,16 @@ def test_a_new_run_replaces_old_numbered_checkpoints_only_with_overwrite(numbere
     assert code == 0, err
     assert step_files(folder) == {}                  # none of the old run's steps mix in
     assert load_checkpoint(folder / "last.pt")["step"] == 5
+
+
+def test_a_new_session_removes_the_temporary_file_of_a_killed_numbered_save(tmp_path):
+    from charrnn import files
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    stale = folder / ".step-30.pt.0a1b2c3d.tmp"     # what atomic_write leaves when killed
+    stale.write_bytes(b"half a checkpoint")
+    kept = folder / "step-20.pt"
+    kept.write_bytes(b"a whole one")
+    files.prepare_run_dir(folder, "[model]\n", checkpoint_bytes=1, replaced=[])
+    assert not stale.exists() and kept.read_bytes() == b"a whole one"
