@@ -45,7 +45,7 @@ def metrics_rows(run_dir) -> list[dict[str, str]]:
 def test_keep_leaves_exactly_the_newest_numbered_checkpoints(small_text, tmp_path):
     out, keep = tmp_path / "run", 2
     model, config = tiny_configs(max_steps=50, eval_every=25, save_every=10, keep=keep,
-                                 out=str(out))
+                                 val_fraction=0.02, out=str(out))
     result = train(small_text, model, config, progress=False)
     every = [10, 20, 30, 40, 50]                       # the multiples of 10 up to 50
     expected = every[-keep:]
@@ -75,7 +75,7 @@ def test_last_pt_is_written_once_with_each_numbered_checkpoint(small_text, tmp_p
 
     monkeypatch.setattr(train_module, "save_checkpoint", recording)
     model, config = tiny_configs(max_steps=40, eval_every=20, save_every=10,
-                                 out=str(tmp_path / "run"))
+                                 val_fraction=0.02, out=str(tmp_path / "run"))
     train(small_text, model, config, progress=False)
     assert sorted(step_files(tmp_path / "run")) == [10, 20, 30, 40]   # no --keep: all stay
     assert [(name, step) for name, step in writes if name != "best.pt"] == [
@@ -101,7 +101,7 @@ def test_a_failed_numbered_save_warns_goes_on_and_deletes_nothing_early(small_te
     monkeypatch.setattr(train_module, "save_checkpoint", failing_at_30)
     code, _, err = run(["train", str(small_text), *TINY_FLAGS[:-1], "--max-steps", "40",
                         "--eval-every", "40", "--save-every", "10", "--keep", "1",
-                        "--out", str(out)], capsys)
+                        "--val-fraction", "0.02", "--out", str(out)], capsys)
     assert code == 0, err
     assert f"warning: cannot write checkpoint {out / 'step-30.pt'}: No space left" in err
     assert "training goes on" in err
@@ -153,7 +153,8 @@ def test_a_resume_from_an_earlier_step_replaces_the_later_numbered_checkpoints(
     first continuation is gone, and so is its 40), and --keep counts them with 20."""
     out = tmp_path / "run"
     code, _, err = run(["train", str(small_text), *TINY_FLAGS, "--max-steps", "40",
-                        "--eval-every", "10", "--save-every", "10", "--out", str(out)], capsys)
+                        "--eval-every", "10", "--save-every", "10", "--val-fraction", "0.02",
+                        "--out", str(out)], capsys)
     assert code == 0, err
     before = step_files(out)
     assert sorted(before) == [10, 20, 30, 40]
