@@ -35,7 +35,7 @@ from charrnn import __version__
 from charrnn.config import build
 from charrnn.data import Vocab
 from charrnn.errors import CheckpointError
-from charrnn.files import BEST, LAST, atomic_write
+from charrnn.files import BEST, LAST, atomic_write, numbered_checkpoints
 from charrnn.model import CharRNN
 
 FORMAT_VERSION = 1
@@ -166,7 +166,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint"
 
 def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs",
                        name: str = BEST) -> Path:
-    """A checkpoint file from a file path, a run folder, or (None) the newest run."""
+    """A checkpoint file from a file path, a run folder (its ``name``, else the other of
+    best.pt and last.pt, else its newest step-N.pt), or (None) the newest run."""
     if target is None:
         return latest_checkpoint(runs_dir, name)
     target = Path(target)
@@ -174,6 +175,9 @@ def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs",
         for candidate in (name, LAST if name == BEST else BEST):
             if (target / candidate).is_file():
                 return target / candidate
+        numbered = numbered_checkpoints(target)
+        if numbered:
+            return numbered[-1][1]
         raise CheckpointError(f"run folder {target} has no {BEST} or {LAST}: it stopped "
                               "before its first evaluation saved one; start it again with "
                               f"charrnn train TEXT --out {target} --overwrite")

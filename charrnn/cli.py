@@ -81,10 +81,11 @@ SETTINGS = (
         ("weight_decay", float), ("grad_clip", float), ("warmup_steps", int))]
     + [("train", name, kind, BUDGET, ()) for name, kind in (
         ("max_steps", int), ("epochs", float), ("max_time", float), ("eval_every", int),
-        ("sample_every", int))]
+        ("patience", int), ("sample_every", int))]
     + [("train", "tensorboard", bool, BUDGET, ("--tensorboard/--no-tensorboard",))]
     + [("train", name, kind, RUN, ()) for name, kind in (
-        ("out", str), ("seed", int), ("device", str), ("dtype", str))]
+        ("out", str), ("save_every", int), ("keep", int), ("seed", int), ("device", str),
+        ("dtype", str))]
 )
 
 

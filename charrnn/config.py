@@ -122,10 +122,19 @@ class TrainConfig:
     eval_every: int = field(default=250, metadata=_opt(
         "evaluate on the validation text every this many steps (and at the end)", min=1,
         max=BIG_COUNT))
+    patience: int = field(default=0, metadata=_opt(
+        "stop early after this many evaluations in a row without a new best val loss "
+        "(0 = never)", min=0, max=BIG_COUNT))
     sample_every: int = field(default=500, metadata=_opt(
         "print a short sample every this many steps (0 = never)", min=0, max=BIG_COUNT))
     sample_length: int = field(default=200, metadata=_opt(
         "characters in each progress sample", min=1, max=100_000))
+    save_every: int = field(default=0, metadata=_opt(
+        "every this many steps, also save a numbered checkpoint step-N.pt (resumable, "
+        "like last.pt, which is written with it) (0 = never)", min=0, max=BIG_COUNT))
+    keep: int = field(default=0, metadata=_opt(
+        "keep only the newest this many step-N.pt files; best.pt and last.pt always stay "
+        "(0 = keep all)", min=0, max=BIG_COUNT))
     val_fraction: float = field(default=0.1, metadata=_opt(
         "last fraction of the text held out for validation", min=0.0, max=0.5,
         min_exclusive=True))
@@ -251,6 +260,10 @@ def build(section: str, values: dict[str, Any]) -> Any:
     config = cls(**checked)
     if isinstance(config, ModelConfig):
         _check_model(config)
+    elif config.keep and not config.save_every:
+        raise ConfigError(f"train.keep ({config.keep}) needs save_every: numbered checkpoints "
+                          "are written only with --save-every N; set it, or drop --keep "
+                          "(--keep 0)")
     return config
 
 
@@ -304,9 +317,12 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def changes(saved: dict[str, Any], now: Any, ignore: tuple[str, ...] = ()) -> list[str]:
-    """``key old -> new`` for each setting of ``now`` that differs from the ``saved`` dict."""
-    return [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in to_dict(now).items()
-            if k not in ignore and saved.get(k) != v]
+    """``key old -> new`` for each setting of ``now`` that differs from the ``saved`` dict
+    (a setting that ``saved`` lacks, written before it existed, had its default)."""
+    defaults = to_dict(type(now)())
+    was = {**defaults, **saved}
+    return [f"{k} {was.get(k)!r} -> {v!r}" for k, v in to_dict(now).items()
+            if k not in ignore and was.get(k) != v]
 
 
 def to_toml(model: ModelConfig, train: TrainConfig) -> str:

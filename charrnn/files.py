@@ -2,9 +2,10 @@
 
 A run folder holds ``config.toml`` (the resolved settings), ``metrics.csv`` (one row per
 evaluation), ``best.pt`` (lowest validation loss) and ``last.pt`` (latest state, enough
-to resume exactly). Every file charrnn writes (checkpoints, metrics, corpus caches,
-downloads, plots) goes through ``atomic_write``: a crash at any moment leaves the old
-file or the new one, whole.
+to resume exactly), and with ``--save-every N`` numbered checkpoints ``step-N.pt`` (the
+state at step N, as self-contained as last.pt; ``--keep K`` keeps the newest K). Every
+file charrnn writes (checkpoints, metrics, corpus caches, downloads, plots) goes through
+``atomic_write``: a crash at any moment leaves the old file or the new one, whole.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import fcntl
 import io
 import math
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -33,6 +35,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 CONFIG, METRICS, BEST, LAST = "config.toml", "metrics.csv", "best.pt", "last.pt"
 RESULTS = (BEST, LAST, METRICS)     # what a run has written once it has saved
 RUN_FILES = (CONFIG, *RESULTS)      # any of them makes a folder a run folder
+NUMBERED = re.compile(r"step-([1-9][0-9]*)\.pt")   # step-N.pt: the state at step N
 METRICS_FIELDS = ("step", "elapsed_s", "epoch", "lr", "train_loss", "val_loss", "val_bpc",
                   "chars_per_s")
 
@@ -85,7 +88,9 @@ def check_output(path: str | Path, flag: str) -> Path:
         raise ConfigError(f"cannot write {flag} {path}: the folder {path.parent} does not "
                           "exist; create it or write elsewhere")
     real = path.resolve()      # through links: a link to a checkpoint is a checkpoint
-    if real.exists() and (real.suffix == ".pt" or real.name in RUN_FILES):
+    # A run's file, or one a run in that folder may write later (a step-N.pt to come).
+    if (real.exists() and (real.suffix == ".pt" or real.name in RUN_FILES)) or (
+            is_run_file(real.name) and real.parent.is_dir() and is_run(real.parent)):
         kind = "checkpoint" if real.suffix == ".pt" else real.name
         raise ConfigError(f"cannot write {flag} {path}: it would replace a run's {kind}; "
                           "choose another file name")
@@ -138,12 +143,51 @@ def default_run_dir(name: str, cell: str, root: Path = Path("runs")) -> Path:
     return root / f"{datetime.now():%Y%m%d-%H%M%S}-{name}-{cell}"
 
 
+def numbered_name(step: int) -> str:
+    """The file name of the numbered checkpoint of ``step``: ``step-1000.pt``."""
+    return f"step-{step}.pt"
+
+
+def numbered_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """The numbered checkpoints in ``run_dir`` as (step, path), lowest step first."""
+    try:
+        found = [(int(m[1]), p) for p in run_dir.iterdir()
+                 if (m := NUMBERED.fullmatch(p.name)) and p.is_file()]
+    except OSError:
+        return []
+    return sorted(found)
+
+
+def is_run_file(name: str) -> bool:
+    """Whether ``name`` is one of the files a run writes into its folder."""
+    return name in RUN_FILES or NUMBERED.fullmatch(name) is not None
+
+
 def is_run(folder: Path) -> bool:
     """A folder holding any of a run's files (or one that cannot be looked into)."""
     try:
-        return folder.is_dir() and any((folder / name).is_file() for name in RUN_FILES)
+        return folder.is_dir() and (any((folder / name).is_file() for name in RUN_FILES)
+                                    or bool(numbered_checkpoints(folder)))
     except OSError:
         return True
+
+
+def prune_numbered(run_dir: Path, newest: int, keep: int) -> list[Path]:
+    """Once ``step-<newest>.pt`` is written whole: remove the numbered checkpoints of
+    later steps (left by the continuation that a resume from an earlier checkpoint
+    replaces) and, with ``keep``, all but the newest ``keep``. The removed files."""
+    found = numbered_checkpoints(run_dir)
+    earlier = [path for step, path in found if step <= newest]
+    doomed = [path for step, path in found if step > newest]
+    if keep:
+        doomed += earlier[:-keep]
+    for path in doomed:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            raise CharRNNError(f"cannot remove the old checkpoint {path}: {e.strerror or e}; "
+                               "remove it by hand") from None
+    return doomed
 
 
 @contextlib.contextmanager
@@ -175,14 +219,21 @@ def locked(run_dir: Path) -> Iterator[None]:
 
 
 def check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
-    """The results of an earlier run in ``run_dir``, which a new run may replace only
-    when asked to (``overwrite``); otherwise a one-line error says what to do instead."""
+    """The results of an earlier run in ``run_dir`` (its numbered checkpoints too), which
+    a new run may replace only when asked to (``overwrite``); otherwise a one-line error
+    says what to do instead."""
+    numbered = [path for _, path in numbered_checkpoints(run_dir)]
     held = [run_dir / name for name in (*RESULTS, CONFIG) if (run_dir / name).exists()]
-    if held and not overwrite:   # (named: its results; else the config of one that never saved)
-        names = ", ".join(path.name for path in held if path.name != CONFIG) or CONFIG
+    if (held or numbered) and not overwrite:
+        # Named: its results; else the config of one that never saved.
+        names = [path.name for path in held if path.name != CONFIG] + (
+            [numbered[0].name if len(numbered) == 1 else f"{len(numbered)} step-N.pt"]
+            if numbered else [])
+        names = ", ".join(names) or CONFIG
         raise ConfigError(f"run folder {run_dir} already holds a run ({names}); continue it "
                           f"with --resume {run_dir}, train into a new folder with --out, or "
                           "replace it with --overwrite")
+    held += numbered
     others = [] if held or not run_dir.is_dir() else [
         p.name for p in run_dir.iterdir() if p.name != ".cache"]
     if others:
@@ -193,14 +244,15 @@ def check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
 
 
 def prepare_run_dir(run_dir: Path, config_toml: str, checkpoint_bytes: int,
-                    replaced: list[Path]) -> None:
+                    replaced: list[Path], numbered: int = 0) -> None:
     """Create the folder, remove the ``replaced`` results of an earlier run, write
-    config.toml and check the free space, so that an unwritable or full place fails
-    before any training time is spent. Temporary files that a killed run left behind
-    are removed (the checkpoints they were to replace are intact)."""
+    config.toml and check the free space (for ``numbered`` checkpoints more than
+    best.pt and last.pt), so that an unwritable or full place fails before any
+    training time is spent. Temporary files that a killed run left behind are removed
+    (the checkpoints they were to replace are intact)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        left = [p for name in RESULTS for p in run_dir.glob(f".{name}.*.tmp")]
+        left = [p for name in (*RESULTS, "step-*.pt") for p in run_dir.glob(f".{name}.*.tmp")]
         for stale in [*left, *replaced]:
             stale.unlink()
         (run_dir / CONFIG).write_text(config_toml, encoding="utf-8")
@@ -209,10 +261,11 @@ def prepare_run_dir(run_dir: Path, config_toml: str, checkpoint_bytes: int,
         raise CharRNNError(f"cannot write to run folder {run_dir}: {e.strerror}; "
                            "choose another with --out") from None
     # best.pt and last.pt, plus the temporary copy written before each replace.
-    need = 3 * checkpoint_bytes
+    need = (3 + numbered) * checkpoint_bytes
     if free < need:
+        fewer = ", keep fewer step-N.pt (--keep)" if numbered else ""
         raise CharRNNError(f"only {free / 1e6:.1f} MB free in {run_dir}, checkpoints need "
-                           f"about {need / 1e6:.1f} MB; free some space or choose --out")
+                           f"about {need / 1e6:.1f} MB; free some space{fewer} or choose --out")
 
 
 def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,9 +1,10 @@
 """Reading run folders without loading a model: what `charrnn runs` and `plot` show.
 
 A run folder (written by ``train.py``) holds ``config.toml``, ``metrics.csv``,
-``best.pt`` and ``last.pt``. ``summarize(folder)`` reads the first two as text and
-peeks into ``last.pt`` (or ``best.pt``) for the few facts only a checkpoint has (the
-corpus, the step reached), memory-mapping it so that its weights are not read.
+``best.pt``, ``last.pt`` and any numbered ``step-N.pt``. ``summarize(folder)`` reads the
+first two as text and peeks into ``last.pt`` (or ``best.pt``, or the newest
+``step-N.pt``) for the few facts only a checkpoint has (the corpus, the step reached),
+memory-mapping it so that its weights are not read.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from charrnn.errors import CharRNNError
-from charrnn.files import BEST, LAST, METRICS, RUN_FILES, is_run, read_config, read_metrics
+from charrnn.files import (BEST, LAST, METRICS, RUN_FILES, is_run, numbered_checkpoints,
+                           read_config, read_metrics)
 
 
 @dataclass
@@ -35,7 +37,8 @@ class RunSummary:
     best_val_loss: float | None = None   # nats per character
     last_val_loss: float | None = None
     elapsed_s: float | None = None
-    checkpoints: list[str] = field(default_factory=list)
+    checkpoints: list[str] = field(default_factory=list)   # best.pt, last.pt, step-N.pt...
+    numbered_steps: list[int] = field(default_factory=list)   # N of each step-N.pt
     problem: str | None = None         # why the folder could not be read, if it could not
 
     @property
@@ -60,10 +63,13 @@ def summarize(run_dir: str | Path) -> RunSummary:
     from charrnn.checkpoint import count_parameters, peek_checkpoint  # imports torch
 
     run_dir = Path(run_dir)
-    files = [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()]
+    found = numbered_checkpoints(run_dir)
+    numbered = [path for _, path in found]
+    files = [run_dir / name for name in RUN_FILES if (run_dir / name).is_file()] + numbered
     summary = RunSummary(path=str(run_dir), updated=max((p.stat().st_mtime for p in files),
                                                         default=run_dir.stat().st_mtime))
     summary.checkpoints = [p.name for p in files if p.suffix == ".pt"]
+    summary.numbered_steps = [step for step, _ in found]
     _set_model(summary, read_config(run_dir).get("model", {}))
     rows: list[dict[str, float]] = []
     if (run_dir / METRICS).is_file():
@@ -79,8 +85,9 @@ def summarize(run_dir: str | Path) -> RunSummary:
         step, elapsed = rows[-1]["step"], rows[-1].get("elapsed_s", math.nan)
         summary.steps = int(step) if math.isfinite(step) else None
         summary.elapsed_s = elapsed if math.isfinite(elapsed) else None
-    for name in (LAST, BEST):  # last.pt knows the newest step, even between evaluations
-        ckpt = peek_checkpoint(run_dir / name) if (run_dir / name).is_file() else None
+    # last.pt knows the newest step, even between evaluations (so does a step-N.pt).
+    for path in [run_dir / LAST, run_dir / BEST, *numbered[-1:]]:
+        ckpt = peek_checkpoint(path) if path.is_file() else None
         if ckpt is None:
             continue
         corpus = ckpt.get("corpus") if isinstance(ckpt.get("corpus"), dict) else {}
@@ -94,7 +101,7 @@ def summarize(run_dir: str | Path) -> RunSummary:
             summary.corpus_files = None if summary.corpus is None else [summary.corpus]
         summary.corpus_chars = _of(corpus.get("chars"), int)
         summary.parameters = count_parameters(ckpt.get("model_state"))
-        if isinstance(ckpt.get("step"), int) and name == LAST:
+        if isinstance(ckpt.get("step"), int) and path.name != BEST:
             summary.steps = max(summary.steps or 0, ckpt["step"])
             if isinstance(ckpt.get("elapsed"), float):
                 summary.elapsed_s = max(summary.elapsed_s or 0.0, ckpt["elapsed"])

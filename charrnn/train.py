@@ -8,7 +8,9 @@ come (what a checkpoint needs beyond the weights); ``Budget`` turns steps, epoch
 seconds into one progress number. ``_train`` is the loop.
 
 The run folder's files are described in ``charrnn.files``. SIGINT and SIGTERM finish
-the current step, save ``last.pt`` and raise ``TrainingInterrupted``.
+the current step, save ``last.pt`` and raise ``TrainingInterrupted``. ``--save-every``
+keeps numbered checkpoints beside last.pt (``Run.save_numbered``); ``--patience`` ends
+the run early, normally, once that many evaluations in a row brought no new best.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class RunResult:
     chars_per_s: float
     first_step_s: float  # seconds from the start of ``train`` to the end of the first step
     rank: int = 0        # of this process, under torchrun
+    stopped_early: bool = False     # by --patience
+    best_step: int | None = None    # of the evaluation with the lowest val loss
+    numbered: list[Path] = field(default_factory=list)   # the step-N.pt files kept
 
     def to_dict(self) -> dict[str, Any]:
         """The end of a run for scripts (JSON has no NaN: a missing number is null)."""
@@ -74,7 +79,9 @@ class RunResult:
                 "best_val_loss": number(self.best_val_loss),
                 "best_val_bpc": number(self.best_val_loss / LN2),
                 "chars_per_s": number(self.chars_per_s, 1),
-                "best": str(self.run_dir / files.BEST), "last": str(self.run_dir / files.LAST)}
+                "stopped_early": self.stopped_early, "best_step": self.best_step,
+                "best": str(self.run_dir / files.BEST), "last": str(self.run_dir / files.LAST),
+                "numbered": [str(path) for path in self.numbered]}
 
 
 # --------------------------------------------------------------- where a run starts from
@@ -252,6 +259,15 @@ class RunState:
     def rate(self, chars: int, seconds: float) -> float:
         return chars / seconds if seconds else math.nan
 
+    def since_best(self) -> tuple[int, dict[str, Any] | None]:
+        """How many evaluations came after the best one (the first to reach the lowest
+        val loss), and its metrics row (None before any). Counted from the history, so
+        a resumed run, even from a checkpoint older than --patience, counts on right."""
+        if not self.history:
+            return 0, None
+        best = min(range(len(self.history)), key=lambda i: self.history[i]["val_loss"])
+        return len(self.history) - 1 - best, self.history[best]
+
     def record_step(self, loss: float, chars: int, seconds: float) -> None:
         self.step += 1
         if math.isnan(self.first_step_s):
@@ -325,6 +341,8 @@ class Run:
             resume, started, origin.path)
         if group.active:  # a different dropout mask on each process
             torch.manual_seed(c.seed + self.state.step + group.rank)
+        self.saved_step: int | None = None   # of the latest last.pt this session wrote
+        self.stopped_early = False
         self.budget = Budget(c, self.batches.steps_per_epoch)
         self.reserve = Reserve(*self._probe()) if c.max_time else None
         if self.reserve is not None:
@@ -332,7 +350,19 @@ class Run:
         if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
             files.prepare_run_dir(self.run_dir, cfg.to_toml(model_config, c),
                                   checkpoint_bytes=12 * self.model.num_parameters(),
-                                  replaced=replaced)
+                                  replaced=replaced, numbered=self._numbered_to_come())
+
+    def _numbered_to_come(self) -> int:
+        """How many step-N.pt files the run will hold at most, for the space check:
+        --keep, or as many as the step budget leaves (unknown under other budgets: 0)."""
+        c, steps = self.c, self.c.budget_steps()
+        if not c.save_every:
+            return 0
+        planned = max(steps // c.save_every - self.state.step // c.save_every, 0) if steps \
+            else None
+        if c.keep:
+            return c.keep if planned is None else min(c.keep, planned)
+        return planned or 0
 
     def _check_fits(self, vocab_size: int) -> None:
         c, params = self.c, parameter_count(vocab_size, self.model_config)
@@ -512,18 +542,52 @@ class Run:
     def save(self, best: bool = False) -> Path:
         """Write last.pt (and best.pt); every rank calls this, rank 0 writes. Weights
         that are no longer finite are never saved. A stop signal waits for the save."""
-        bad = next((name for name, p in self.model.named_parameters()
-                    if not torch.isfinite(p).all()), None)
-        if bad is not None:
-            raise self._diverged(f"{bad} holds NaN or Inf")
-        payload = self.checkpoint()
+        payload = self._finite_checkpoint()
         last = self.run_dir / files.LAST
         if self.group.main:
             with self.stop.hold():
                 if best:
                     save_checkpoint(payload, self.run_dir / files.BEST)
                 save_checkpoint(payload, last)
+            self.saved_step = self.state.step
         return last
+
+    def save_numbered(self) -> str | None:
+        """Keep this step as step-N.pt (--save-every), and write last.pt with it unless
+        this step's evaluation just did; once the new file is whole, only the newest
+        --keep numbered checkpoints stay. Every rank calls this, rank 0 writes. A save
+        that fails is a warning line to report (training goes on, the files before it
+        stay); None when all went well."""
+        payload, step = self._finite_checkpoint(), self.state.step
+        if not self.group.main:
+            return None
+        try:
+            with self.stop.hold():
+                save_checkpoint(payload, self.run_dir / files.numbered_name(step))
+                if self.saved_step != step:
+                    save_checkpoint(payload, self.run_dir / files.LAST)
+                    self.saved_step = step
+            files.prune_numbered(self.run_dir, step, self.c.keep)
+        except CharRNNError as e:
+            return f"warning: {e}; training goes on"
+        return None
+
+    def _finite_checkpoint(self) -> dict[str, Any]:
+        bad = next((name for name, p in self.model.named_parameters()
+                    if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise self._diverged(f"{bad} holds NaN or Inf")
+        return self.checkpoint()
+
+    def out_of_patience(self) -> str | None:
+        """After an evaluation: the line that ends the run when --patience evaluations
+        in a row have brought no new best (None while the run goes on)."""
+        since, best = self.state.since_best()
+        if not self.c.patience or best is None or since < self.c.patience:
+            return None
+        self.stopped_early = True
+        return (f"stopping early: no improvement in {since} evaluations since step "
+                f"{best['step']} (best {best['val_loss']:.4f})")
 
     def _diverged(self, what: str) -> CharRNNError:
         last = self.run_dir / files.LAST
@@ -589,10 +653,14 @@ class Run:
 
     def result(self) -> RunResult:
         s = self.state
+        _, best = s.since_best()
         return RunResult(run_dir=self.run_dir, step=s.step, elapsed=s.elapsed(),
                          best_val_loss=s.best_val, val_loss=s.val_loss,
                          chars_per_s=s.rate(s.session_chars, s.session_seconds),
-                         first_step_s=s.first_step_s, rank=self.group.rank)
+                         first_step_s=s.first_step_s, rank=self.group.rank,
+                         stopped_early=self.stopped_early,
+                         best_step=None if best is None else int(best["step"]),
+                         numbered=[path for _, path in files.numbered_checkpoints(self.run_dir)])
 
 
 def _synced(device: torch.device) -> float:
@@ -678,9 +746,14 @@ def _loop(run: Run, progress: bool) -> None:
                 raise TrainingInterrupted(str(run.save()), stop.signum or signal.SIGTERM)
             if progress_now >= 1.0:
                 break
+            if s.evaluated and (note := run.out_of_patience()):
+                bar.say(note)
+                break
             loss = run.train_step(progress_now)
             if s.step % c.eval_every == 0:
                 bar.say(run.evaluate(on_chunk=bar.validating))
+            if c.save_every and s.step % c.save_every == 0 and (note := run.save_numbered()):
+                bar.say(note)
             if progress and c.sample_every and s.step % c.sample_every == 0:
                 bar.say(run.sample())
             bar.show(loss)

@@ -58,6 +58,14 @@ def render_train_end(result: dict[str, Any], console: Console, runs_dir: Path) -
     """The summary of ``train.RunResult.to_dict``, and the command that samples from it
     (naming the run when ``sample`` would not find it under ``runs_dir`` by itself)."""
     r = {k: math.nan if v is None else v for k, v in result.items()}
+    early = result.get("stopped_early")
+    if result["first_step_s"] is None and early:    # a resume of a run that stopped early
+        console.print(Text.assemble(
+            ("done", "bold"), f": nothing to train, the run had already stopped early at step "
+            f"{r['step']} (no new best since step {result.get('best_step')}); val loss "
+            f"{r['val_loss']:.4f} nats/char. To go on, give a larger --patience (0: never stop "
+            "early)"))
+        return
     if result["first_step_s"] is None:    # not a step in this call
         console.print(Text.assemble(
             ("done", "bold"), f": nothing to train, the run had already reached its budget at "
@@ -65,11 +73,16 @@ def render_train_end(result: dict[str, Any], console: Console, runs_dir: Path) -
             "larger --max-steps, --epochs or --max-time"))
         return
     console.print(Text.assemble(
-        ("done", "bold"), f": {r['step']} steps in {r['elapsed_s']:.0f}s (first step after "
-        f"{r['first_step_s']:.1f}s), {r['chars_per_s']:,.0f} chars/s; val loss "
-        f"{r['val_loss']:.4f} nats/char ({r['val_bpc']:.3f} bits/char), best "
-        f"{r['best_val_loss']:.4f}"))
+        ("done", "bold"), f": {r['step']} steps{' (stopped early)' if early else ''} in "
+        f"{r['elapsed_s']:.0f}s (first step after {r['first_step_s']:.1f}s), "
+        f"{r['chars_per_s']:,.0f} chars/s; val loss {r['val_loss']:.4f} nats/char "
+        f"({r['val_bpc']:.3f} bits/char), best {r['best_val_loss']:.4f}"))
     console.print(Text(f"checkpoints: {r['best']}, {r['last']}"))
+    numbered = [Path(p).name for p in result.get("numbered") or []]
+    if numbered:
+        shown = ", ".join(numbered) if len(numbered) <= 3 else \
+            f"{numbered[0]} ... {numbered[-1]}"
+        console.print(Text(f"numbered checkpoints: {len(numbered)} ({shown})"))
     run_dir = Path(r["run_dir"])
     found = run_dir.resolve().parent == runs_dir.resolve()   # sample looks there by itself
     where = "" if found else f" {shlex.quote(str(run_dir))}"
@@ -557,8 +570,9 @@ def _hex(rgb: tuple[int, int, int]) -> str:
 # Columns of ``runs_table``; where a terminal is too narrow for all of them, the first
 # ones named in DROPPED_FIRST go first. The run's path always stays.
 RUN_COLUMNS = (("updated", "left"), ("corpus", "left"), ("model", "left"), ("params", "right"),
-               ("steps", "right"), ("best val", "right"), ("elapsed", "right"), ("run", "left"))
-DROPPED_FIRST = ("params", "corpus", "updated", "elapsed", "model")
+               ("steps", "right"), ("best val", "right"), ("elapsed", "right"),
+               ("step-N.pt", "right"), ("run", "left"))
+DROPPED_FIRST = ("step-N.pt", "params", "corpus", "updated", "elapsed", "model")
 
 
 def _corpus_name(summary) -> str:
@@ -583,17 +597,21 @@ def runs_table(summaries: list, width: int | None = None) -> Table:
                      f"{s.parameters:,}" if s.parameters else "?",
                      f"{s.steps:,}" if s.steps is not None else "?",
                      f"{best}{' *' if marked else '  '}", duration(s.elapsed_s, "?", tenths=False),
-                     str(s.path)))
+                     f"{len(s.numbered_steps):,}" if s.numbered_steps else "-", str(s.path)))
         styles.append("bold" if marked else None)
     # Each column as wide as its widest cell, 2 spaces between: leave out columns until
     # the table fits.
     widths = [max(len(name), *(len(row[k]) for row in rows))
               for k, (name, _) in enumerate(RUN_COLUMNS)]
     keep = list(range(len(RUN_COLUMNS)))
+    if not any(s.numbered_steps for s in summaries):   # the count of step-N.pt, only when any
+        keep.remove([n for n, _ in RUN_COLUMNS].index("step-N.pt"))
     for name in DROPPED_FIRST:
         if width is None or sum(widths[k] + 2 for k in keep) - 2 <= width:
             break
-        keep.remove([n for n, _ in RUN_COLUMNS].index(name))
+        column = [n for n, _ in RUN_COLUMNS].index(name)
+        if column in keep:
+            keep.remove(column)
     table = Table(box=None, pad_edge=False, header_style="bold",
                   caption="* lowest best val loss (nats/char); each run's best.pt holds "
                           "its best" if lowest is not None else None, caption_justify="left")

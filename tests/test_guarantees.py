@@ -598,7 +598,8 @@ MODEL_FLAGS = ["--hidden-size", "--num-layers", "--embedding-dim", "--proj-size"
 TRAIN_FLAGS = MODEL_FLAGS + [
     "--batch-size", "--seq-length", "--lr", "--epochs", "--max-steps", "--warmup-steps",
     "--val-fraction", "--optimizer", "--decay", "--dtype", "--batching", "--seed",
-    "--eval-every", "--grad-clip", "--min-lr-ratio", "--weight-decay", "--sample-every"]
+    "--eval-every", "--grad-clip", "--min-lr-ratio", "--weight-decay", "--sample-every",
+    "--save-every", "--keep", "--patience"]
 COMMANDS = {
     # command: (arguments before the random options, options to draw, arguments after)
     "train": (["train", "{text}", *TINY_FLAGS, "--out", "{tmp}/run", "--overwrite"],
