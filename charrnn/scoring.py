@@ -155,34 +155,37 @@ class Score:
         return asdict(self)
 
 
-def score_text(checkpoint: str | Path, text_path: str | Path, *, skip_unknown: bool = False,
-               max_chars: int | None = None, cache_dir: str | Path | None = None,
-               device: str | torch.device = "cpu", progress: bool = False) -> Score:
+def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
+               skip_unknown: bool = False, max_chars: int | None = None,
+               cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
+               progress: bool = False) -> Score:
     """Nats, bits and perplexity per character of the model in ``checkpoint`` on the
-    text at ``text_path`` (see the module docstring), read in bounded memory: its ids
-    are written to ``cache_dir`` (by default the corpus cache beside the checkpoint's
-    run, else a temporary folder) and scored memory-mapped."""
+    text at ``text_path`` (or the files of a list, read as one text as training reads
+    them; see the module docstring), in bounded memory: the text's ids are written to
+    ``cache_dir`` (by default the corpus cache beside the checkpoint's run, else a
+    temporary folder) and scored memory-mapped."""
     t0 = time.time()
-    checkpoint, text_path = Path(checkpoint), Path(text_path)
+    checkpoint = Path(checkpoint)
+    paths = [Path(text_path)] if isinstance(text_path, (str, Path)) else list(text_path)
     model, vocab = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
     if cache_dir is None and files.is_run(checkpoint.parent):
         cache_dir = checkpoint.parent.parent / ".cache"
     with (nullcontext(cache_dir) if cache_dir is not None else
           tempfile.TemporaryDirectory(prefix="charrnn-eval-")) as cache, \
-            corpus.ReadingBar(progress, [text_path]) as reading:
-        scan = corpus.cached_scan(text_path, cache, what="text to score", on_read=reading.update)
-        unknown = "".join(sorted(set(scan.vocab) - set(vocab.chars)))
+            corpus.ReadingBar(progress, paths) as reading:
+        texts = corpus.cached_texts(paths, cache, what="text to score", on_read=reading.update)
+        unknown = "".join(sorted(set(texts.vocab) - set(vocab.chars)))
         if unknown and not skip_unknown:
-            count = scan.chars - _count_known(text_path, vocab, unknown)
-            raise DataError(f"text {text_path} has {count:,} character(s) the model's "
+            count = texts.chars - sum(map(len, _known_pieces(texts, vocab, unknown)))
+            raise DataError(f"text {texts.label} has {count:,} character(s) the model's "
                             f"vocabulary lacks ({len(unknown)} distinct: "
                             f"{list_chars(unknown, 10)}); pass --skip-unknown to score the "
                             "text without them")
-        ids = (_known_ids(text_path, scan, vocab, unknown, Path(cache)) if unknown else
-               corpus.cached_ids(text_path, scan, vocab, cache, what="text to score",
-                                 on_read=reading.update))
+        ids = (_known_ids(texts, vocab, unknown, Path(cache)) if unknown else
+               corpus.cached_texts_ids(texts, vocab, cache, what="text to score",
+                                       on_read=reading.update))
         if len(ids) < 2:
-            raise DataError(f"text {text_path} has {len(ids)} usable character(s); scoring "
+            raise DataError(f"text {texts.label} has {len(ids)} usable character(s); scoring "
                             "needs at least 2 (the first is only context)")
         device = torch.device(device)
         model.to(device)
@@ -194,36 +197,34 @@ def score_text(checkpoint: str | Path, text_path: str | Path, *, skip_unknown: b
         kept = len(ids)
         del ids    # the memory map, before a temporary folder goes
     nats = total / scored
-    return Score(checkpoint=str(checkpoint), text=str(text_path), characters=scan.chars,
+    return Score(checkpoint=str(checkpoint), text=texts.label, characters=texts.chars,
                  scored=scored, nats_per_char=nats, bits_per_char=nats / LN2,
-                 perplexity=math.exp(nats), unknown_count=scan.chars - kept,
+                 perplexity=math.exp(nats), unknown_count=texts.chars - kept,
                  unknown_chars=unknown, skipped_unknown=bool(unknown),
                  seconds=round(time.time() - t0, 3))
 
 
-def _known_pieces(path: Path, vocab: Vocab, unknown: str) -> Iterator[np.ndarray]:
-    """The ids of the text at ``path``, a piece at a time, without the characters of
+def _known_pieces(texts: corpus.Texts, vocab: Vocab, unknown: str) -> Iterator[np.ndarray]:
+    """The ids of ``texts`` joined, a piece at a time, without the characters of
     ``unknown``."""
     drop = dict.fromkeys(map(ord, unknown))
-    for piece in text_pieces(path, what="text to score"):
-        text = piece.raw.decode("ascii") if piece.text is None else piece.text
-        yield vocab.encode(text.translate(drop), what=f"text {path}")
+    for k, path in enumerate(texts.paths):
+        if k:
+            yield vocab.encode(corpus.SEPARATOR.translate(drop))
+        for piece in text_pieces(path, what="text to score"):
+            text = piece.raw.decode("ascii") if piece.text is None else piece.text
+            yield vocab.encode(text.translate(drop), what=f"text {path}")
 
 
-def _count_known(path: Path, vocab: Vocab, unknown: str) -> int:
-    return sum(len(ids) for ids in _known_pieces(path, vocab, unknown))
-
-
-def _known_ids(path: Path, scan: corpus.Scan, vocab: Vocab, unknown: str,
-               cache: Path) -> np.ndarray:
+def _known_ids(texts: corpus.Texts, vocab: Vocab, unknown: str, cache: Path) -> np.ndarray:
     """The ids of the text without the characters of ``unknown``, memory-mapped from
     a file in ``cache`` (written there first when missing)."""
     key = hashlib.sha256(f"{vocab.chars}\0{unknown}".encode("utf-8", "surrogatepass"))
-    target = cache / f"{scan.sha256[:16]}-{key.hexdigest()[:12]}-known.ids"
+    target = cache / f"{texts.sha256[:16]}-{key.hexdigest()[:12]}-known.ids"
     if not target.exists():
         with files.atomic_write(target, what="the corpus cache ",
                                 fix="give a writable folder with --cache-dir") as out:
-            for ids in _known_pieces(path, vocab, unknown):
+            for ids in _known_pieces(texts, vocab, unknown):
                 out.write(ids.tobytes())
     if target.stat().st_size == 0:
         return np.zeros(0, dtype=vocab.dtype)

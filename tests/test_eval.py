@@ -130,3 +130,22 @@ def test_ctrl_c_during_scoring_exits_130(tiny_run, held_out, monkeypatch, capsys
     monkeypatch.setattr(scoring, "score_text", interrupted)
     code, out, _ = run(["eval", str(tiny_run), str(held_out), "-q"], capsys)
     assert code == 130 and out == ""
+
+
+def test_several_files_score_as_the_text_they_join_into(tiny_run, held_out, tmp_path, capsys):
+    """A folder of three files scores as one file holding them joined by a blank line."""
+    text = held_out.read_text(encoding="utf-8")
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    parts = [text[:1000], text[1000:3000], text[3000:]]
+    for name, part in zip(["a.txt", "b.txt", "c.txt"], parts):
+        (folder / name).write_text(part, encoding="utf-8")
+    joined = tmp_path / "joined.txt"
+    joined.write_text("\n\n".join(parts), encoding="utf-8")
+    scores = []
+    for target in (folder, joined):
+        code, out, err = run(["eval", str(tiny_run), str(target), "--json", "-q"], capsys)
+        assert code == 0, err
+        scores.append(json.loads(out))
+    assert scores[0]["characters"] == scores[1]["characters"] == len(text) + 4
+    assert scores[0]["nats_per_char"] == pytest.approx(scores[1]["nats_per_char"], abs=1e-9)
