@@ -39,7 +39,9 @@ def render_train_start(info: dict[str, Any], console: Console) -> None:
     """What ``train.Run.describe`` says before the first step."""
     console.print(Text.assemble(("charrnn train", "bold"), f" {info['text']}: "
                                 f"{info['chars']:,} characters, vocabulary {info['vocab_size']}, "
-                                f"train {info['train_chars']:,} / val {info['val_chars']:,}"))
+                                f"train {info['train_chars']:,} / val {info['val_chars']:,}"
+                                + (f" ({info['val_scored']:,} scored per evaluation)"
+                                   if info.get("val_scored", 0) < info["val_chars"] - 1 else "")))
     console.print(Text(f"model: {info['model']} ({info['parameters']:,} parameters) on "
                        f"{info['device']} {info['dtype']}; {info['batching']} batches of "
                        f"{info['batch_size']}x{info['seq_length']}; budget {info['budget']}"))
