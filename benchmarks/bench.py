@@ -1,7 +1,7 @@
 """Speed benchmark of charrnn on this machine, every figure measured in one run.
 
-    python benchmarks/bench.py            # full run, a few minutes
-    python benchmarks/bench.py --quick    # smaller counts, under 2 minutes
+    python benchmarks/bench.py            # full run, about 5 minutes
+    python benchmarks/bench.py --quick    # shorter time limits, under 2 minutes
     python benchmarks/bench.py --json     # one JSON object on stdout
 
 Figures: matmul peak (fp32, bf16); training chars/s of ``charrnn.train.train`` and of a
@@ -9,6 +9,12 @@ bare PyTorch loop with the same model and batch (fp32 and bf16), with GFLOP/s an
 fraction of the measured peak; sampling chars/s at batch 1 and 64; encoding MB/s and
 peak extra memory for a large corpus; ``charrnn --help`` time. Time-to-quality runs of
 the presets are in ``benchmarks/quality.py``.
+
+Every measurement that repeats stops on a time limit as well as on its count (``LIMITS``),
+so a slow processor gives fewer repeats, not a longer run. The bf16 figures are skipped,
+and the output says why, on a processor without bf16 instructions (see ``machine.py``):
+there bf16 is emulated, many times slower than fp32. The processor's name, flags and CPU
+count are printed beside the figures.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import machine  # noqa: E402
 from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
 from charrnn.data import Vocab  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
@@ -38,6 +45,14 @@ from charrnn.sample import generate  # noqa: E402
 from charrnn.train import train  # noqa: E402
 
 CORPUS = ROOT / "data" / "tinyshakespeare.txt"
+# Counts and time limits (seconds) of the full run and of --quick. Each figure stops at
+# whichever of its count and its time comes first.
+LIMITS = {
+    "full": {"peak_s": 5.0, "train_steps": 150, "train_s": 25.0, "sample_chars": (3000, 500),
+             "sample_s": 10.0, "encode_mb": 100, "help_runs": 7, "help_s": 15.0},
+    "quick": {"peak_s": 1.5, "train_steps": 30, "train_s": 5.0, "sample_chars": (500, 100),
+              "sample_s": 3.0, "encode_mb": 20, "help_runs": 3, "help_s": 5.0},
+}
 
 
 def log(message: str) -> None:
@@ -46,16 +61,25 @@ def log(message: str) -> None:
 
 # ----------------------------------------------------------------------------- peak
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 20) -> float:
-    """GFLOP/s of the best of ``repeats`` square matmuls of size ``n``."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
+def matmul_peak(dtype: torch.dtype, seconds: float, n_max: int = 2048) -> tuple[float, int]:
+    """(GFLOP/s, n) of the fastest square matmul of size ``n``, repeated for ``seconds``.
+    ``n`` doubles from 256 up to ``n_max`` while one product of the next size should take
+    under a quarter of ``seconds``: a slow processor measures a smaller product."""
+    n = 256
+    while True:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        t = time.perf_counter()
+        a @ b                                    # also the warm-up of this size
+        one = time.perf_counter() - t
+        if n >= n_max or 8 * one > seconds / 4:
+            break
+        n *= 2
+    best, start = one, time.perf_counter()
+    while time.perf_counter() - start < seconds:
         t = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / best / 1e9, n
 
 
 # ----------------------------------------------------------------------------- training
@@ -75,9 +99,11 @@ def train_flops_per_char(c: ModelConfig, vocab_size: int) -> float:
 
 
 def bare_loop(ids: torch.Tensor, vocab_size: int, c: ModelConfig, batch: int, seq: int,
-              steps: int, dtype: str) -> float:
-    """chars/s of the plainest loop that does the same work: embedding -> nn.LSTM ->
-    linear, AdamW, global-norm clip 1, hidden state carried over contiguous streams."""
+              steps: int, seconds: float, dtype: str) -> tuple[float, int]:
+    """(chars/s, steps timed) of the plainest loop that does the same work: embedding ->
+    nn.LSTM -> linear, AdamW, global-norm clip 1, hidden state carried over contiguous
+    streams. One untimed warm-up step, then ``steps`` timed steps, or fewer when
+    ``seconds`` (the warm-up included) run out first."""
     torch.manual_seed(0)
     emb = nn.Embedding(vocab_size, c.embedding_dim)
     rnn = nn.LSTM(c.embedding_dim, c.hidden_size, c.num_layers, batch_first=True)
@@ -86,9 +112,13 @@ def bare_loop(ids: torch.Tensor, vocab_size: int, c: ModelConfig, batch: int, se
     opt = torch.optim.AdamW(params, lr=3e-3)
     length = len(ids) // batch
     streams = ids[:batch * length].view(batch, length)
-    hidden = None
-    start = time.perf_counter()
-    for step in range(steps):
+    hidden, done, began = None, 0, time.perf_counter()
+    start = began
+    for step in range(steps + 1):
+        if step == 1:
+            start = time.perf_counter()
+        elif step > 1 and time.perf_counter() - began > seconds:
+            break
         i = (step * seq) % (length - seq - 1)
         x, y = streams[:, i:i + seq], streams[:, i + 1:i + seq + 1]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
@@ -100,22 +130,36 @@ def bare_loop(ids: torch.Tensor, vocab_size: int, c: ModelConfig, batch: int, se
         opt.step()
         hidden = tuple(h.detach() for h in hidden)
         loss.item()
-    return steps * batch * seq / (time.perf_counter() - start)
+        done = step
+    return done * batch * seq / (time.perf_counter() - start), done
 
 
 def charrnn_loop(text: Path, c: ModelConfig, batch: int, seq: int, steps: int,
-                 dtype: str, out: Path) -> float:
-    config = TrainConfig(batch_size=batch, seq_length=seq, max_steps=steps, eval_every=10**9,
-                         sample_every=0, device="cpu", dtype=dtype, out=str(out))
-    return train(text, c, config, progress=False, overwrite=True).chars_per_s
+                 seconds: float, dtype: str, out: Path) -> tuple[float, int]:
+    """(chars/s, steps taken) of ``charrnn.train.train``: ``steps`` steps, or fewer when
+    its ``max_time`` of ``seconds`` (set-up and final evaluation included) runs out. Only
+    0.1% of the text validates (1,100 characters): batch-1 scoring of the usual 10% takes
+    longer than the training steps (the chars/s leave the evaluation out)."""
+    config = TrainConfig(batch_size=batch, seq_length=seq, max_steps=steps, max_time=seconds,
+                         eval_every=10**9, sample_every=0, val_fraction=0.001, device="cpu",
+                         dtype=dtype, out=str(out))
+    result = train(text, c, config, progress=False, overwrite=True)
+    return result.chars_per_s, result.step
 
 
 # ----------------------------------------------------------------------------- sampling
 
-def sampling(vocab: Vocab, c: ModelConfig, batch: int, length: int) -> float:
+def sampling(vocab: Vocab, c: ModelConfig, batch: int, length: int,
+             seconds: float) -> float:
+    """chars/s of drawing ``batch`` texts of ``length`` characters, the length cut to
+    what a timed 20-character draw says fits in ``seconds``."""
     torch.manual_seed(0)
     model = CharRNN(len(vocab), c).eval()
-    generate(model, vocab, 50, num_samples=batch, seed=0)   # warm-up
+    generate(model, vocab, 10, num_samples=batch, seed=0)   # warm-up
+    start = time.perf_counter()
+    generate(model, vocab, 20, num_samples=batch, seed=0)
+    per_char = (time.perf_counter() - start) / 20
+    length = max(20, min(length, int(seconds / per_char)))
     start = time.perf_counter()
     generate(model, vocab, length, num_samples=batch, seed=0)
     return batch * length / (time.perf_counter() - start)
@@ -161,9 +205,11 @@ def encoding(megabytes: int, folder: Path) -> dict:
             "characters": int(out[3]), "vocab_size": int(out[4])}
 
 
-def help_time(repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
+def help_time(repeats: int, seconds: float) -> float:
+    """Median seconds of ``charrnn --help``, run ``repeats`` times or until ``seconds``."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats and (not times or time.perf_counter() - start < seconds):
         t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "charrnn", "--help"], cwd=ROOT,
                        capture_output=True, check=True)
@@ -175,54 +221,72 @@ def help_time(repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller counts (< 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="shorter time limits (< 2 minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    quick = args.quick
-    steps = 30 if quick else 150
+    lim = LIMITS["quick" if args.quick else "full"]
+    processor = machine.describe()
+    bf16, bf16_note = machine.bf16_support(processor)
+    dtypes = ("float32", "bfloat16") if bf16 else ("float32",)
     results: dict = {
-        "machine": {"cpu": platform.processor() or platform.machine(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "python": platform.python_version(),
-                    "date": time.strftime("%Y-%m-%d")},
+        "processor": processor,
+        "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")},
+        "bf16": {"native": bf16, "note": bf16_note},
+        "peak_gflops": {}, "peak_size": {},
     }
-    log("matmul peak ...")
-    results["peak_gflops"] = {"float32": round(matmul_peak(torch.float32), 1),
-                              "bfloat16": round(matmul_peak(torch.bfloat16), 1)}
+    log(machine.summary(processor))
+    log(bf16_note)
+    for dtype in dtypes:
+        log(f"matmul peak {dtype} ...")
+        gflops, n = matmul_peak(getattr(torch, dtype), lim["peak_s"])
+        results["peak_gflops"][dtype], results["peak_size"][dtype] = round(gflops, 1), n
 
     text = CORPUS.read_text(encoding="utf-8")
     vocab = Vocab.from_text(text)
     ids = torch.from_numpy(vocab.encode(text).astype("int64"))
     batch, seq = 32, 64
+    steps, seconds = lim["train_steps"], lim["train_s"]
     results["train"] = []
     with tempfile.TemporaryDirectory() as tmp:
         for c in (ModelConfig(), ModelConfig(hidden_size=512)):
             flops = train_flops_per_char(c, len(vocab))
             row = {"model": f"{c.num_layers}x{c.hidden_size} lstm", "batch": batch, "seq": seq,
                    "train_mflop_per_char": round(flops / 1e6, 2)}
-            for dtype in ("float32", "bfloat16"):
+            for dtype in dtypes:
                 log(f"training {row['model']} {dtype} ...")
-                ours = charrnn_loop(CORPUS, c, batch, seq, steps, dtype, Path(tmp) / dtype)
-                bare = bare_loop(ids, len(vocab), c, batch, seq, steps, dtype)
+                # The bare loop first: its time limit sets the number of steps of both, and
+                # its warm-up step readies torch's kernels for charrnn's first step. charrnn
+                # stops at twice the limit in any case, its set-up included.
+                bare, done = bare_loop(ids, len(vocab), c, batch, seq, steps, seconds, dtype)
+                ours, our_steps = charrnn_loop(CORPUS, c, batch, seq, done, 2 * seconds, dtype,
+                                               Path(tmp) / dtype)
+                if not our_steps:
+                    row[dtype] = {"skipped": f"charrnn took no step within {2 * seconds:g} s "
+                                             "(set-up took it all)"}
+                    continue
                 peak = results["peak_gflops"][dtype]
                 row[dtype] = {"charrnn_chars_per_s": round(ours), "bare_chars_per_s": round(bare),
+                              "steps": our_steps, "bare_steps": done,
                               "ratio": round(ours / bare, 3),
                               "gflops": round(ours * flops / 1e9, 1),
                               "fraction_of_peak": round(ours * flops / 1e9 / peak, 3)}
-            row["bf16_over_fp32"] = round(row["bfloat16"]["charrnn_chars_per_s"]
-                                          / row["float32"]["charrnn_chars_per_s"], 3)
+            if all("steps" in row.get(dtype, {}) for dtype in ("float32", "bfloat16")):
+                row["bf16_over_fp32"] = round(row["bfloat16"]["charrnn_chars_per_s"]
+                                              / row["float32"]["charrnn_chars_per_s"], 3)
             results["train"].append(row)
 
         log("sampling ...")
         big = ModelConfig(hidden_size=512)
+        long, wide = lim["sample_chars"]
         results["sample_2x512_lstm"] = {
-            "batch_1_chars_per_s": round(sampling(vocab, big, 1, 500 if quick else 3000)),
-            "batch_64_chars_per_s": round(sampling(vocab, big, 64, 100 if quick else 500)),
+            "batch_1_chars_per_s": round(sampling(vocab, big, 1, long, lim["sample_s"])),
+            "batch_64_chars_per_s": round(sampling(vocab, big, 64, wide, lim["sample_s"])),
         }
         log("encoding ...")
-        results["encode"] = encoding(20 if quick else 100, Path(tmp))
+        results["encode"] = encoding(lim["encode_mb"], Path(tmp))
     log("--help ...")
-    results["help_seconds"] = round(help_time(3 if quick else 7), 3)
+    results["help_seconds"] = round(help_time(lim["help_runs"], lim["help_s"]), 3)
 
     if args.json:
         print(json.dumps(results))
@@ -232,17 +296,26 @@ def main() -> None:
 
 def print_table(r: dict) -> None:
     m = r["machine"]
-    print(f"charrnn benchmark, {m['date']}, {m['cpu']}, {m['threads']} threads, torch {m['torch']}")
-    print(f"matmul peak: fp32 {r['peak_gflops']['float32']} GFLOP/s, "
-          f"bf16 {r['peak_gflops']['bfloat16']} GFLOP/s")
+    print(f"charrnn benchmark, {m['date']}, {m['threads']} threads, torch {m['torch']}")
+    print(machine.summary(r["processor"]))
+    print(r["bf16"]["note"])
+    print("matmul peak: " + ", ".join(
+        f"{dtype} {gflops} GFLOP/s ({r['peak_size'][dtype]}²)"
+        for dtype, gflops in r["peak_gflops"].items()))
     for row in r["train"]:
         for dtype in ("float32", "bfloat16"):
+            if dtype not in row:
+                continue
             d = row[dtype]
+            if "skipped" in d:
+                print(f"train {row['model']} {dtype}: {d['skipped']}")
+                continue
             print(f"train {row['model']} {row['batch']}x{row['seq']} {dtype}: charrnn "
                   f"{d['charrnn_chars_per_s']:,} chars/s, bare loop {d['bare_chars_per_s']:,} "
                   f"(ratio {d['ratio']}), {d['gflops']} GFLOP/s = {d['fraction_of_peak']:.0%} "
-                  "of peak")
-        print(f"  bf16 / fp32: {row['bf16_over_fp32']}")
+                  f"of peak; {d['steps']} and {d['bare_steps']} steps")
+        if "bf16_over_fp32" in row:
+            print(f"  bf16 / fp32: {row['bf16_over_fp32']}")
     s = r["sample_2x512_lstm"]
     print(f"sample 2x512 lstm: batch 1 {s['batch_1_chars_per_s']:,} chars/s, batch 64 "
           f"{s['batch_64_chars_per_s']:,} chars/s aggregate")

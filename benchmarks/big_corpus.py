@@ -9,7 +9,8 @@ after each copy) to a temporary folder, then runs, each in a fresh process:
 ``charrnn prepare`` cold (scan and encode), ``charrnn prepare`` again (cache hit), and a
 short ``charrnn train`` on it that reads the memory-mapped ids (validating on a separate
 small file: a full pass over 10% of 2 GB would take hours at batch 1). Prints the
-MB/s and each process's peak resident memory (from wait4, so it is the child's own).
+MB/s and each process's peak resident memory (from wait4, so it is the child's own),
+with the processor's name, flags and CPU count.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import machine  # noqa: E402
+
 CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 
 
@@ -66,6 +70,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="training steps")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args()
+    processor = machine.describe()
+    log(machine.summary(processor))
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         folder = Path(tmp)
@@ -74,8 +80,8 @@ def main() -> None:
         size = make_corpus(text, args.gb)
         val.write_text(CORPUS.read_text(encoding="utf-8")[-100_000:], encoding="utf-8")
         cache = ["--cache-dir", str(folder / ".cache")]
-        results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor()
-                         or platform.machine(), "cpus": os.cpu_count(), "corpus_bytes": size}
+        results: dict = {"date": time.strftime("%Y-%m-%d"), "processor": processor,
+                         "corpus_bytes": size}
 
         log("prepare (cold) ...")
         results["prepare"] = measure(run(["prepare", str(text), *cache, "--json"], folder), size)
@@ -95,7 +101,8 @@ def main() -> None:
         print(json.dumps(results))
         return
     p, c, t = results["prepare"], results["prepare_cached"], results["train"]
-    print(f"corpus: {size / 1e9:.2f} GB on {results['cpus']} CPUs")
+    print(machine.summary(processor))
+    print(f"corpus: {size / 1e9:.2f} GB")
     print(f"prepare, cold:   {p['seconds']:.1f} s, {p['mb_per_s']:.1f} MB/s, "
           f"peak RSS {p['peak_rss_mb']} MB, {p['chars']:,} chars, vocabulary {p['vocab_size']}")
     print(f"prepare, cached: {c['seconds']:.2f} s, peak RSS {c['peak_rss_mb']} MB")

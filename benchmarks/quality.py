@@ -7,6 +7,7 @@ validation loss each reaches, with the wall time of the whole command.
 
 Each run is ``charrnn train CORPUS --config configs/shakespeare-<preset>.toml`` in a
 fresh process; the loss is the final full validation pass (nats/char on the last 10%).
+The processor (name, flags, CPU count) is printed first, and is "processor" in --json.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import machine  # noqa: E402
+
 PRESETS = {"105s": 1.48, "10min": 1.42}  # preset -> target val loss
 CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 
@@ -47,7 +52,9 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="passed to charrnn train")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = {}
+    processor = machine.describe()
+    print(machine.summary(processor), file=sys.stderr, flush=True)
+    results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for preset in args.preset or list(PRESETS):
             runs = []
@@ -59,8 +66,9 @@ def main() -> None:
                                "median_val_loss": round(statistics.median(losses), 4),
                                "met": statistics.median(losses) <= PRESETS[preset]}
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps({"processor": processor, **results}))
         return
+    print(machine.summary(processor))
     for preset, r in results.items():
         walls = ", ".join(f"{x['wall_s']}s" for x in r["runs"])
         losses = ", ".join(f"{x['val_loss']:.4f}" for x in r["runs"])
