@@ -1,8 +1,10 @@
 """Speed benchmark of charrnn on this machine, every figure measured in one run.
 
-    python benchmarks/bench.py            # full run, about 5 minutes
+    python benchmarks/bench.py            # full run, about 5 minutes (at most 7)
     python benchmarks/bench.py --quick    # shorter time limits, under 2 minutes
     python benchmarks/bench.py --json     # one JSON object on stdout
+    BENCH_HIDE_CPU_FLAGS=avx512_bf16,amx_bf16 python benchmarks/bench.py --quick
+                                          # as on a processor without bf16 instructions
 
 Figures: matmul peak (fp32, bf16); training chars/s of ``charrnn.train.train`` and of a
 bare PyTorch loop with the same model and batch (fp32 and bf16), with GFLOP/s and the
@@ -138,10 +140,11 @@ def charrnn_loop(text: Path, c: ModelConfig, batch: int, seq: int, steps: int,
                  seconds: float, dtype: str, out: Path) -> tuple[float, int]:
     """(chars/s, steps taken) of ``charrnn.train.train``: ``steps`` steps, or fewer when
     its ``max_time`` of ``seconds`` (set-up and final evaluation included) runs out. Only
-    0.1% of the text validates (1,100 characters): batch-1 scoring of the usual 10% takes
-    longer than the training steps (the chars/s leave the evaluation out)."""
+    0.01% of the text validates (110 characters): the evaluation, at batch 1, is left out
+    of the chars/s but not of the time limit, and scoring the usual 10% (or timing a slice
+    of it to keep time for it) would take longer than the training steps."""
     config = TrainConfig(batch_size=batch, seq_length=seq, max_steps=steps, max_time=seconds,
-                         eval_every=10**9, sample_every=0, val_fraction=0.001, device="cpu",
+                         eval_every=10**9, sample_every=0, val_fraction=1e-4, device="cpu",
                          dtype=dtype, out=str(out))
     result = train(text, c, config, progress=False, overwrite=True)
     return result.chars_per_s, result.step
