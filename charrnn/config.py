@@ -138,7 +138,7 @@ class TrainConfig:
     val_fraction: float = field(default=0.1, metadata=_opt(
         "last fraction of the text held out for validation", min=0.0, max=0.5,
         min_exclusive=True))
-    val_max_chars: int = field(default=1_000_000, metadata=_opt(
+    val_max_chars: int = field(default=250_000, metadata=_opt(
         "score at most this many validation characters per evaluation, in 64 streams "
         "spread evenly over the held-out text (0 = all of it)", min=0, max=BIG_COUNT))
     val_file: str | None = field(default=None, metadata=_opt(

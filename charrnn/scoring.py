@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import mmap
 import sys
 import tempfile
 import time
@@ -48,8 +49,10 @@ LN2 = math.log(2.0)  # nats per bit
 STREAMS = 64
 STREAM_CHARS = 4096
 CONTEXT_CHARS = 256
+RELEASE_EVERY = 256      # forward calls between two releases of a memory-mapped text's pages
 CHUNK_LOGITS = 1 << 23   # logits per forward call (32 MB of float32), at most
-CHUNK_STEPS = 1024       # time steps per forward call, at most
+CHUNK_STEPS = 64         # time steps per forward call, at most: a batch of streams'
+                         # gates stay in cache (2 CPU cores: about 1.3x 1024's speed)
 
 
 class Stopped(Exception):
@@ -105,9 +108,21 @@ def nats_sum(model: CharRNN, ids: np.ndarray, device: torch.device, *,
                                      ignore_index=-100, reduction="sum")
             if on_chunk is not None:
                 on_chunk(int(scored.sum()))
+            if (t // steps) % RELEASE_EVERY == RELEASE_EVERY - 1:
+                _release(ids)
     finally:
         model.train(was_training)
+        _release(ids)
     return total.item(), int((ends - starts).sum())
+
+
+def _release(ids: np.ndarray) -> None:
+    """Drop the pages of memory-mapped ids already read from this process's resident
+    memory (the kernel keeps them cached), so that a pass over a text larger than memory
+    keeps a flat footprint."""
+    mapped = getattr(ids, "_mmap", None)
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def _context(model: CharRNN, ids: np.ndarray, starts: np.ndarray, device: torch.device):

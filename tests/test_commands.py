@@ -49,6 +49,10 @@ def test_help_keeps_bracketed_text_such_as_defaults(capsys, monkeypatch):
     assert "[default: the newest run under --runs-dir]" in out and "'charrnn[plot]'" in out
 
 
+# Completion options that take the shell's name instead of detecting it.
+NAMED_SHELL = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+
+
 def test_shell_completion_offers_commands_and_corpus_names(tmp_path):
     words = charrnn(cwd=tmp_path, _CHARRNN_COMPLETE="complete_bash",
                     COMP_WORDS="charrnn ev", COMP_CWORD="1")
@@ -56,7 +60,9 @@ def test_shell_completion_offers_commands_and_corpus_names(tmp_path):
     names = charrnn(cwd=tmp_path, _CHARRNN_COMPLETE="complete_bash",
                     COMP_WORDS="charrnn download tiny", COMP_CWORD="2")
     assert names.stdout.split() == ["tinyshakespeare"]
-    script = charrnn("--show-completion", "bash", cwd=tmp_path)
+    # The shell is named, not detected from the processes above the test (a test run
+    # started outside any shell has none to find).
+    script = charrnn("--show-completion", "bash", cwd=tmp_path, **NAMED_SHELL)
     assert "_CHARRNN_COMPLETE=complete_bash" in script.stdout
 
 
@@ -81,7 +87,8 @@ def test_completion_offers_option_values_corpus_names_and_files(tmp_path, words,
 def test_install_completion_writes_the_script_into_home(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    installed = charrnn("--install-completion", cwd=tmp_path, HOME=str(home), SHELL="/bin/bash")
+    installed = charrnn("--install-completion", "bash", cwd=tmp_path, HOME=str(home),
+                        **NAMED_SHELL)
     assert installed.returncode == 0, installed.stderr
     assert "completion installed in" in installed.stdout
     scripts = [p for p in home.rglob("*") if p.is_file() and "charrnn" in p.read_text()]
