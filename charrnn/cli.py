@@ -602,7 +602,7 @@ def eval_(
         "--skip-unknown", help="Leave out characters the model's vocabulary lacks (they are "
         "counted and reported) instead of stopping with an error.")] = False,
     max_chars: Annotated[int, typer.Option(
-        "--max-chars", min=0, help="Score at most this many characters, spread evenly over "
+        "--max-chars", help="Score at most this many characters, spread evenly over "
         "the text, as training's --val-max-chars does (0 = all of it).")] = 0,
     cache_dir: Annotated[Optional[Path], typer.Option(
         "--cache-dir", help="Folder for the text's encoded ids [default: the corpus cache "
@@ -620,6 +620,7 @@ def eval_(
     from charrnn.device import resolve_device
     from charrnn.scoring import score_text
 
+    _check_at_least(0, {"--max-chars": max_chars})
     path = resolve_checkpoint(checkpoint)
     paths = _text_files(text, quiet)
     if not quiet:

@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from charrnn import config as cfg
 from charrnn import corpus, distributed, files
-from charrnn.checkpoint import (load_checkpoint, model_from_checkpoint, resolve_checkpoint,
-                                save_checkpoint)
+from charrnn.checkpoint import (load_checkpoint, model_from_checkpoint, peek_checkpoint,
+                                resolve_checkpoint, save_checkpoint)
 from charrnn.data import Vocab, make_batches, split
 from charrnn.device import autocast, check_dtype, check_fits, resolve_device, to_device
 from charrnn.errors import (CharRNNError, CheckpointError, ConfigError, DataError,
@@ -210,11 +210,12 @@ class Reserve:
     def seconds(self) -> float:
         return max(self.steps) + self.score + 2 * self.save
 
-    def check_fits(self, budget: float, elapsed: float) -> None:
-        """A budget that has time left, but not enough for one step and the final
-        evaluation, is refused before training (a spent one has nothing to train)."""
+    def check_fits(self, budget: float, before: float, elapsed: float) -> None:
+        """A budget that earlier sessions have not spent, but that cannot hold this
+        session's start-up, one step and the final evaluation, is refused before
+        training (one that earlier sessions spent has nothing to train)."""
         need = self.seconds()
-        if elapsed < budget < elapsed + need:
+        if before < budget < elapsed + need:
             raise ConfigError(
                 f"--max-time {budget:g} leaves no time to train: {elapsed:.1f}s are spent "
                 f"(start-up and earlier sessions), one step takes about {max(self.steps):.2f}s "
@@ -324,6 +325,8 @@ class Run:
         # A resume writes on in its own folder; any other folder must be free.
         own = resume is not None and run_dir.resolve() == origin.path.parent.resolve()
         replaced = [] if own else files.check_run_dir_is_free(self.run_dir, overwrite)
+        if own and not overwrite:
+            _check_not_rewound(origin, run_dir)
         self._check_fits(vocab_size=1)   # before the texts are read: the smallest it can be
         self._read_texts(origin, progress)
 
@@ -346,7 +349,9 @@ class Run:
         self.budget = Budget(c, self.batches.steps_per_epoch)
         self.reserve = Reserve(*self._probe()) if c.max_time else None
         if self.reserve is not None:
-            self.reserve.check_fits(c.max_time, self.state.elapsed())
+            self.reserve.check_fits(c.max_time, self.state.elapsed_before, self.state.elapsed())
+        # A time budget found to hold one step gets it, however the clock moves till then.
+        self.step_owed = self.reserve is not None and self.state.elapsed_before < c.max_time
         if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
             files.prepare_run_dir(self.run_dir, cfg.to_toml(model_config, c),
                                   checkpoint_bytes=12 * self.model.num_parameters(),
@@ -452,8 +457,10 @@ class Run:
     def progress(self) -> float:
         """Of the budget, counting the time the final evaluation will need."""
         s = self.state
-        ahead = self.reserve.seconds() if self.reserve is not None else 0.0
-        return self.budget.progress(s.step, self.batches.epoch, s.elapsed() + ahead)
+        seconds = s.elapsed() + (self.reserve.seconds() if self.reserve is not None else 0.0)
+        if self.step_owed:
+            seconds = min(seconds, 0.999 * self.c.max_time)
+        return self.budget.progress(s.step, self.batches.epoch, seconds)
 
     def train_step(self, progress: float) -> float:
         """One optimiser step at this point of the budget; the mean loss of its batch."""
@@ -486,6 +493,7 @@ class Run:
         s.record_step(loss_value, x.numel() * self.group.world_size, time.time() - t_step)
         if self.reserve is not None:
             self.reserve.steps.append(time.time() - t_step)
+        self.step_owed = False
         return loss_value
 
     def evaluate(self, final: bool = False,
@@ -797,6 +805,18 @@ class _Bar:
         self.bar.set_postfix_str(f"loss {loss:.3f} val {val} {rate:,.0f} chars/s{left}",
                                  refresh=False)
         self.bar.update(1)
+
+
+def _check_not_rewound(origin: Origin, run_dir: Path) -> None:
+    """A resume from a checkpoint older than the run's last.pt (a step-N.pt) would
+    replace what came after it, best.pt included: only when asked."""
+    last = peek_checkpoint(run_dir / files.LAST) if origin.path.name != files.LAST else None
+    step, later = int(origin.checkpoint["step"]), last.get("step") if last else None
+    if isinstance(later, int) and later > step:
+        raise ConfigError(f"resuming {origin.path} would take {run_dir} back from step "
+                          f"{later} to step {step} and replace its later checkpoints and "
+                          f"metrics (best.pt too); continue it in a new folder with --out "
+                          f"DIR, or pass --overwrite to go back")
 
 
 def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> None:

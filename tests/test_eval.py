@@ -149,3 +149,9 @@ def test_several_files_score_as_the_text_they_join_into(tiny_run, held_out, tmp_
         scores.append(json.loads(out))
     assert scores[0]["characters"] == scores[1]["characters"] == len(text) + 4
     assert scores[0]["nats_per_char"] == pytest.approx(scores[1]["nats_per_char"], abs=1e-9)
+
+
+def test_a_negative_max_chars_is_a_one_line_error(tiny_run, held_out, capsys):
+    code, out, err = run(["eval", str(tiny_run), str(held_out), "--max-chars", "-1"], capsys)
+    assert code == 1 and out == ""
+    assert err == "error: --max-chars must be at least 0, got -1\n"

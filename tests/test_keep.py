@@ -158,8 +158,15 @@ def test_a_resume_from_an_earlier_step_replaces_the_later_numbered_checkpoints(
     assert code == 0, err
     before = step_files(out)
     assert sorted(before) == [10, 20, 30, 40]
-    code, _, err = run(["train", "--resume", str(out / "step-20.pt"), "--max-steps", "30",
-                        "--save-every", "5", "--keep", "3", "--lr", "0.01", "-q"], capsys)
+    best = (out / "best.pt").read_bytes()
+    going_back = ["train", "--resume", str(out / "step-20.pt"), "--max-steps", "30",
+                  "--save-every", "5", "--keep", "3", "--lr", "0.01", "-q"]
+    code, _, err = run(going_back, capsys)      # only when asked: best.pt would go too
+    error = err.splitlines()[-1]
+    assert code == 1 and error.startswith("error: resuming "), err
+    assert "back from step 40 to step 20" in error and "--overwrite" in error
+    assert (out / "best.pt").read_bytes() == best and sorted(step_files(out)) == [10, 20, 30, 40]
+    code, _, err = run(going_back + ["--overwrite"], capsys)
     assert code == 0, err
     assert "save_every 10 -> 5" in err and "keep 0 -> 3" in err
     after = step_files(out)

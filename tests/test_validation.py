@@ -203,13 +203,30 @@ def test_a_signal_during_a_long_validation_pass_stops_within_a_second(signum, sh
 
 
 # ------------------------------------------------------------------------ time budgets
+@pytest.mark.parametrize("spent", [0.9, 5.0])
 def test_a_budget_too_short_for_one_step_and_the_final_pass_is_refused_before_training(
-        small_text, tmp_path):
+        spent, small_text, tmp_path):
+    """The budget is 1 s; the process started 0.9 s or 5 s ago (a slow start-up)."""
     model, config = tiny_configs(max_steps=None, max_time=1.0, out=str(tmp_path / "run"))
-    with pytest.raises(ConfigError, match=r"^--max-time 1 leaves no time to train: 0\.9s are "
-                                          r"spent .* give --max-time \d+ or more"):
-        train(small_text, model, config, progress=False, start_time=time.time() - 0.9)
+    with pytest.raises(ConfigError, match=rf"^--max-time 1 leaves no time to train: {spent}\d*s "
+                                          r"are spent .* give --max-time \d+ or more"):
+        train(small_text, model, config, progress=False, start_time=time.time() - spent)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_that_holds_one_step_trains_it(small_text, tmp_path, monkeypatch):
+    """The check before training found room for one step; the clock then moved on past
+    the budget (a slow save of config.toml, say): the step is still taken."""
+    model, config = tiny_configs(max_steps=None, max_time=30.0, eval_every=1000,
+                                 out=str(tmp_path / "run"))
+    real = train_module.files.prepare_run_dir
+
+    def slow_prepare(*args, **kwargs):
+        real(*args, **kwargs)
+        monkeypatch.setattr(train_module.RunState, "elapsed", lambda self: 31.0)
+    monkeypatch.setattr(train_module.files, "prepare_run_dir", slow_prepare)
+    result = train(small_text, model, config, progress=False)
+    assert result.step == 1 and load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1
 
 
 @pytest.mark.parametrize("budget", [6.0, 12.0])
