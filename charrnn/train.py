@@ -810,8 +810,11 @@ class _Bar:
 def _check_not_rewound(origin: Origin, run_dir: Path) -> None:
     """A resume from a checkpoint older than the run's last.pt (a step-N.pt) would
     replace what came after it, best.pt included: only when asked."""
-    last = peek_checkpoint(run_dir / files.LAST) if origin.path.name != files.LAST else None
-    step, later = int(origin.checkpoint["step"]), last.get("step") if last else None
+    step = origin.checkpoint.get("step")
+    if origin.path.name == files.LAST or not isinstance(step, int):
+        return            # (a damaged step is reported with the rest of the state)
+    last = peek_checkpoint(run_dir / files.LAST)
+    later = last.get("step") if last else None
     if isinstance(later, int) and later > step:
         raise ConfigError(f"resuming {origin.path} would take {run_dir} back from step "
                           f"{later} to step {step} and replace its later checkpoints and "
