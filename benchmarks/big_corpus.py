@@ -36,8 +36,10 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def make_corpus(path: Path, gigabytes: float) -> int:
-    unit = (CORPUS.read_text(encoding="utf-8") + "春眠不觉晓 🙂 naïve café\n").encode("utf-8")
+def make_corpus(path: Path, gigabytes: float, after_each: str = "春眠不觉晓 🙂 naïve café\n"
+                ) -> int:
+    """tiny-shakespeare repeated to ``gigabytes``, ``after_each`` after every copy."""
+    unit = (CORPUS.read_text(encoding="utf-8") + after_each).encode("utf-8")
     target = int(gigabytes * 1e9)
     with open(path, "wb") as f:
         written = 0

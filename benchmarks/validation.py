@@ -3,7 +3,7 @@ the whole text, the share of a default run on a big corpus it takes, and the mem
 `charrnn eval` on a text far larger than that.
 
     python benchmarks/validation.py               # about 10 minutes on 2 cores
-    python benchmarks/validation.py --quick       # about 3 minutes: smaller corpus, fewer steps
+    python benchmarks/validation.py --quick       # a 50 MB corpus and 500 steps: a shorter look
     python benchmarks/validation.py --json        # one JSON object on stdout
 
 1. speed: the default 2x256 LSTM scores the same characters of tiny-shakespeare as one
@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import machine  # noqa: E402
+from benchmarks.big_corpus import make_corpus  # noqa: E402
 from charrnn import scoring  # noqa: E402
 from charrnn import train as train_module  # noqa: E402
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
@@ -97,16 +98,6 @@ def value(checkpoint: Path | None, steps: int, folder: Path) -> dict:
             "streams": len(scoring.stream_plan(len(val))),
             "one_stream": one[0] / one[1], "streams_value": many[0] / many[1],
             "difference": many[0] / many[1] - one[0] / one[1]}
-
-
-def make_corpus(path: Path, megabytes: float) -> int:
-    unit = CORPUS.read_bytes()
-    target = int(megabytes * 1e6)
-    with open(path, "wb") as f:
-        written = 0
-        while written < target:
-            written += f.write(unit[:target - written])
-    return written
 
 
 def share(corpus: Path, steps: int | None, folder: Path) -> dict:
@@ -182,7 +173,7 @@ def main() -> None:
         log("2. the value, one stream vs streams ...")
         results["value"] = value(args.checkpoint, 100 if args.quick else 400, folder)
         corpus = folder / "big.txt"
-        make_corpus(corpus, args.mb or (50 if args.quick else 200))
+        make_corpus(corpus, (args.mb or (50 if args.quick else 200)) / 1000, after_each="")
         log(f"3. a default run on {corpus.stat().st_size / 1e6:.0f} MB ...")
         results["share"] = share(corpus, args.steps or (500 if args.quick else None), folder)
         log("4. eval of the whole corpus ...")
