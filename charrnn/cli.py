@@ -256,6 +256,12 @@ def sample(
         "--len", "-n", help="New characters to generate per sample.")] = 200,
     prime: Annotated[Optional[str], typer.Option(
         help="Text to start from; printed before the new characters.")] = None,
+    prime_file: Annotated[Optional[Path], typer.Option(
+        "--prime-file", help="Start from the text of this UTF-8 file (as --prime).",
+        show_default=False)] = None,
+    stop: Annotated[Optional[str], typer.Option(
+        "--stop", help="End a sample where the new characters first contain this text "
+        "(it is written too).", show_default=False)] = None,
     temperature: Annotated[float, typer.Option(
         "--temperature", "-t", help="Below 1: safer, more repetitive; above 1: wilder.")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(
@@ -276,11 +282,17 @@ def sample(
 ) -> None:
     """Generate text from a trained model (text on stdout, nothing else)."""
     _check_sampling(length, temperature, top_k, top_p, num_samples)
+    if stop == "":
+        raise ConfigError("--stop needs some text to stop at, e.g. --stop $'\\n\\n'")
     from tqdm import tqdm
 
-    from charrnn.files import check_output
+    from charrnn.files import check_output, read_small_text
     from charrnn.sample import stream
 
+    if prime_file is not None:
+        if prime is not None:
+            raise ConfigError("--prime and --prime-file exclude each other; give one")
+        prime = read_small_text(prime_file, what="prime file")
     if output is not None:
         check_output(output, "--output")
     model, vocab, path = _load_model(checkpoint, runs_dir, device)
@@ -295,11 +307,16 @@ def sample(
                                       or not sys.stderr.isatty()) as bar:
         for i, sample in enumerate(samples):
             out.write(("\n\n" if i else "") + (prime or ""))
+            tail = ""     # the latest new characters, as many as --stop has
             for ch in sample:
                 out.write(ch)
                 bar.update()
                 if ch == "\n":
                     out.flush()
+                if stop is not None:
+                    tail = (tail + ch)[-len(stop):]
+                    if tail == stop:
+                        break
         # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
         if out.isatty():
             out.write("\n")

@@ -218,3 +218,43 @@ def test_without_a_prime_generation_starts_from_a_newline_or_else_a_space(chars,
 
     assert first_draws(None) == first_draws(start)
     assert first_draws(None) != first_draws("e")
+
+
+def test_stop_ends_each_sample_where_its_new_text_first_holds_the_string(tiny_run, capsys):
+    code, full, err = run(["sample", str(tiny_run), "--greedy", "--len", "200", "--prime",
+                           "ROMEO:"], capsys)
+    assert code == 0, err
+    new = full[len("ROMEO:"):]
+    stop = new[40:43]
+    expected = "ROMEO:" + new[:new.index(stop) + len(stop)]
+    code, out, err = run(["sample", str(tiny_run), "--greedy", "--len", "200", "--prime",
+                          "ROMEO:", "--stop", stop, "--num-samples", "2"], capsys)
+    assert code == 0, err
+    assert out == expected + "\n\n" + expected
+
+
+def test_a_prime_file_primes_like_the_same_text_given_inline(tiny_run, tmp_path, capsys):
+    prime = tmp_path / "prime.txt"
+    prime.write_text("JULIET:\nO Romeo, ", encoding="utf-8")
+    outs = []
+    for flags in (["--prime-file", str(prime)], ["--prime", "JULIET:\nO Romeo, "]):
+        code, out, err = run(["sample", str(tiny_run), "--len", "60", "--seed", "3", *flags],
+                             capsys)
+        assert code == 0, err
+        outs.append(out)
+    assert outs[0] == outs[1] and outs[0].startswith("JULIET:\nO Romeo, ")
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--prime", "A", "--prime-file", "{prime}"], "--prime and --prime-file exclude each other"),
+    (["--prime-file", "{missing}"], "does not exist"),
+    (["--stop", ""], "--stop needs some text"),
+])
+def test_prime_file_and_stop_mistakes_are_one_line_errors(flags, expected, tiny_run, tmp_path,
+                                                          capsys):
+    prime = tmp_path / "prime.txt"
+    prime.write_text("A", encoding="utf-8")
+    flags = [f.format(prime=prime, missing=tmp_path / "none.txt") for f in flags]
+    code, out, err = run(["sample", str(tiny_run), "--len", "10", *flags], capsys)
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1
