@@ -543,9 +543,14 @@ class Run:
             done += scored
             if on_chunk is not None:
                 on_chunk(done, self.val_chars)
+        return self._pass(chunk, stop=lambda: not g.active and self.stop.signum is not None)
+
+    def _pass(self, on_chunk: Callable[[int], None], stop: Callable[[], bool]
+              ) -> tuple[float, int]:
+        """``nats_sum`` over this process's streams of the validation text."""
+        g = self.group
         return nats_sum(self.model, self.val_ids, self.device, max_chars=self.c.val_max_chars,
-                        part=(g.rank, g.world_size), on_chunk=chunk,
-                        stop=lambda: not g.active and self.stop.signum is not None)
+                        part=(g.rank, g.world_size), on_chunk=on_chunk, stop=stop)
 
     def save(self, best: bool = False) -> Path:
         """Write last.pt (and best.pt); every rank calls this, rank 0 writes. Weights
@@ -648,9 +653,7 @@ class Run:
             marks.append(_synced(device))
             counts.append(scored)
         try:
-            nats_sum(self.model, self.val_ids, self.device, max_chars=self.c.val_max_chars,
-                     part=(self.group.rank, self.group.world_size), on_chunk=chunk,
-                     stop=lambda: len(marks) > 2)
+            self._pass(chunk, stop=lambda: len(marks) > 2)
             score = marks[-1] - marks[0]                      # the whole pass, it was short
         except Stopped:   # the first chunk (with the streams' context), then at the second's rate
             score = marks[1] - marks[0] + (self.val_chars - counts[0]) * (
