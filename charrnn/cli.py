@@ -656,6 +656,48 @@ def eval_(
               f"perplexity {score.perplexity:.3f}  ({score.scored:,} characters scored)")
 
 
+@app.command(epilog="Example: charrnn export runs/<run> -o model.onnx", rich_help_panel=USE)
+def export(
+    checkpoint: NewestRun = None,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="File to write; a name ending in .onnx or .ts (TorchScript) "
+        "sets the format.", show_default=False)] = ...,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", "-f", help="onnx or torchscript \\[default: from the file name].",
+        show_default=False)] = None,
+    runs_dir: RunsDir = RUNS,
+    as_json: Json = False,
+) -> None:
+    """Write the model for programs without charrnn: ONNX or TorchScript.
+
+    Both take ids (batch, time) and the state h (and c for an LSTM), and give logits and
+    the new state; the vocabulary travels inside. Each export is run by its runtime and
+    checked against the model before it is written."""
+    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from charrnn.export import export as export_model
+    from charrnn.export import format_for
+    from charrnn.files import atomic_write, check_output
+
+    chosen = format_for(output, fmt)
+    check_output(output, "--output")
+    path = resolve_checkpoint(checkpoint, runs_dir)
+    ckpt = load_checkpoint(path)
+    model, vocab = model_from_checkpoint(ckpt, path)
+    _say_which(checkpoint, "exporting", path)
+    result = export_model(model, vocab, ckpt, output, chosen, write=lambda target: atomic_write(
+        target, fix="choose another file with --output"))
+    if as_json:
+        print(json.dumps(dict(path=str(result.path), format=result.format, bytes=result.bytes,
+                              max_difference=result.max_difference,
+                              checked_with=result.checked_with)))
+        return
+    checked = ("open it in a browser" if result.max_difference is None
+               else f"run by {result.checked_with}, its outputs equal the model's within "
+               f"{result.max_difference:.1e}")
+    err.print(Text(f"wrote {result.path} ({result.format}, {result.bytes / 1e6:.2f} MB); "
+                   f"{checked}"))
+
+
 @app.command("runs", epilog="Example: charrnn runs --sort loss", rich_help_panel=LOOK)
 def runs_(
     folder: Annotated[Optional[Path], typer.Argument(
