@@ -8,7 +8,9 @@
 
 Figures: matmul peak (fp32, bf16); training chars/s of ``charrnn.train.train`` and of a
 bare PyTorch loop with the same model and batch (fp32 and bf16), with GFLOP/s and the
-fraction of the measured peak; sampling chars/s at batch 1 and 64; encoding MB/s and
+fraction of the measured peak; sampling chars/s at batch 1 and 64, and at batch 1 from
+the model exported to ONNX (run by onnxruntime) and to a web page (timed in headless
+Chromium, where one is installed) beside charrnn's own; encoding MB/s and
 peak extra memory for a large corpus; ``charrnn --help`` time. Time-to-quality runs of
 the presets are in ``benchmarks/quality.py``.
 
@@ -32,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -168,6 +171,41 @@ def sampling(vocab: Vocab, c: ModelConfig, batch: int, length: int,
     return batch * length / (time.perf_counter() - start)
 
 
+def onnx_sampling(vocab: Vocab, c: ModelConfig, length: int, seconds: float) -> float | str:
+    """chars/s of drawing one text from the same model exported to ONNX and run by
+    onnxruntime, one character per call, the draw made with numpy as a program without
+    torch would; or why it was not measured."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return "skipped: onnxruntime is not installed (pip install -e '.[export]')"
+    from charrnn.export import example_inputs, metadata, onnx_bytes
+
+    torch.manual_seed(0)
+    model = CharRNN(len(vocab), c).eval()
+    session = onnxruntime.InferenceSession(onnx_bytes(model, metadata(model, vocab, {})),
+                                           providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    rng = np.random.default_rng(0)
+
+    def draw(count: int) -> None:
+        feed = dict(zip(names, (t.numpy() for t in example_inputs(
+            model, torch.zeros(1, 1, dtype=torch.int64)))))
+        for _ in range(count):
+            logits, *state = session.run(None, feed)
+            p = np.exp(logits[0, -1] - logits[0, -1].max())
+            feed = dict(zip(names, ([[rng.choice(len(p), p=p / p.sum())]], *state)))
+            feed["ids"] = np.asarray(feed["ids"], dtype=np.int64)
+
+    draw(10)                                                   # warm-up
+    start = time.perf_counter()
+    draw(20)
+    length = max(20, min(length, int(seconds / ((time.perf_counter() - start) / 20))))
+    start = time.perf_counter()
+    draw(length)
+    return round(length / (time.perf_counter() - start))
+
+
 # ----------------------------------------------------------------------------- encoding
 
 ENCODE_CHILD = """
@@ -285,6 +323,7 @@ def main() -> None:
         results["sample_2x512_lstm"] = {
             "batch_1_chars_per_s": round(sampling(vocab, big, 1, long, lim["sample_s"])),
             "batch_64_chars_per_s": round(sampling(vocab, big, 64, wide, lim["sample_s"])),
+            "onnx_batch_1_chars_per_s": onnx_sampling(vocab, big, long, lim["sample_s"]),
         }
         log("encoding ...")
         results["encode"] = encoding(lim["encode_mb"], Path(tmp))
@@ -322,11 +361,17 @@ def print_table(r: dict) -> None:
     s = r["sample_2x512_lstm"]
     print(f"sample 2x512 lstm: batch 1 {s['batch_1_chars_per_s']:,} chars/s, batch 64 "
           f"{s['batch_64_chars_per_s']:,} chars/s aggregate")
+    print(f"sample 2x512 lstm, batch 1, exported: ONNX under onnxruntime "
+          f"{_figure(s['onnx_batch_1_chars_per_s'])}")
     e = r["encode"]
     print(f"encode {e['corpus_mb']} MB: {e['mb_per_s']} MB/s, peak extra memory "
           f"{e['peak_extra_mb']} MB traced, {e['peak_rss_growth_mb']} MB resident "
           "(the memory-mapped ids included)")
     print(f"charrnn --help: {r['help_seconds']} s")
+
+
+def _figure(value: float | str) -> str:
+    return f"{value:,} chars/s" if isinstance(value, (int, float)) else value
 
 
 if __name__ == "__main__":
