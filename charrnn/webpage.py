@@ -5,7 +5,10 @@ little-endian float32 (a tied matrix once), the vocabulary as JSON, and hand-wri
 JavaScript that runs the model's own equations (embedding, each layer's RNN / LSTM /
 GRU cell in PyTorch's gate order, the linear head) in float64, then greedy, tempered,
 top-k and top-p choice with a seeded generator. Greedy output equals ``charrnn sample
---greedy``. No network: a Content-Security-Policy forbids every fetch. URL settings
+--greedy``: the weights are torch's float32 values exactly, the logits equal those of the
+model in float64 to about 1e-14 and those of torch's float32 arithmetic to about 1e-6,
+so the two could part only where the two likeliest characters score the same to 1e-6.
+No network: a Content-Security-Policy forbids every fetch. URL settings
 (``?prime=ROMEO:&len=200&greedy=1&seed=7&temperature=0.8&top_k=5&top_p=0.9&run=1``) fill
 the controls; ``run=1`` generates at once, into ``#output`` (``data-done="1"`` when done).
 """
@@ -14,11 +17,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from html import escape
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from charrnn import __version__
@@ -42,7 +45,7 @@ def page(model: CharRNN, vocab: Vocab, *, title: str, meta: dict[str, Any]) -> s
                          f"{model.vocab_size}")
     spec, blob = _weights(model)
     spec.update(vocab=list(vocab.chars), default_prime=default_prime(vocab))
-    rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>"
+    rows = "".join(f"<div><dt>{escape(k)}</dt><dd>{escape(v)}</dd></div>"
                    for k, v in _description(model, vocab, meta, len(blob)))
     return TEMPLATE.format(
         title=escape(title), style=STYLE, rows=rows, version=escape(__version__),
@@ -118,10 +121,11 @@ def _weights(model: CharRNN) -> tuple[dict[str, Any], bytes]:
 def _description(model: CharRNN, vocab: Vocab, meta: dict[str, Any],
                  weight_bytes: int) -> list[tuple[str, str]]:
     c = model.config
-    cell = f"rnn ({c.nonlinearity})" if c.cell == "rnn" else c.cell
+    cell = f"RNN ({c.nonlinearity})" if c.cell == "rnn" else c.cell.upper()
+    layers = f"{c.num_layers} layer{'s' if c.num_layers > 1 else ''}"
     sizes = f"hidden {c.hidden_size}, embedding {c.embedding_dim}"
     sizes += f", projection {c.proj_size}" if c.proj_size else ""
-    rows = [("model", f"{c.num_layers} × {cell}, {sizes}"
+    rows = [("model", f"{cell}, {layers}, {sizes}"
              + (", head tied to the embedding" if c.tie_weights else "")),
             ("parameters", f"{model.num_parameters():,} ({weight_bytes / 2**20:.2f} MiB "
                            "float32)"),
@@ -131,9 +135,10 @@ def _description(model: CharRNN, vocab: Vocab, meta: dict[str, Any],
             continue
         if key == "val_loss":
             rows.append(("validation loss", f"{value:.4f} nats/char "
-                         f"({value / np.log(2):.4f} bits/char)"))
+                         f"({value / math.log(2):.4f} bits/char)"))
         else:
-            shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
+            shown = (f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
+                     if isinstance(value, int) and not isinstance(value, bool) else str(value))
             rows.append((key.replace("_", " "), shown))
     return rows
 
@@ -156,12 +161,12 @@ script-src 'unsafe-inline'; style-src 'unsafe-inline'">
 <p class="lede">A character-level language model, running in this page: no server, \
 no network. Give it a beginning and it writes on, one character at a time.</p></header>
 <main>
-<section class="card" aria-label="model"><table class="facts">{rows}</table>
+<section class="card" aria-label="model"><dl class="facts">{rows}</dl>
 <details><summary>the characters it knows</summary><div id="vocab" class="vocab"></div>\
 </details></section>
 <form id="controls" class="card" autocomplete="off">
 <label class="prime">Prime text <span class="hint">(empty: start from the beginning of \
-a line)</span><textarea id="prime" rows="3" spellcheck="false"></textarea></label>
+a line)</span><textarea id="prime" rows="2" spellcheck="false"></textarea></label>
 <div class="row">
 <label>Length<input id="len" type="number" min="0" max="1000000" step="1" value="500">\
 </label>
@@ -191,10 +196,12 @@ greedy output equals <code>charrnn sample --greedy</code></footer>
 
 STYLE = """
 :root { --ink: #1d2330; --muted: #667085; --line: #e3e6ec; --card: #ffffff;
-        --page: #f5f6f8; --accent: #2f5fd0; --accent-ink: #ffffff; --warn: #a4262c; }
+        --page: #f5f6f8; --field: #ffffff; --edge: #c9ced8; --accent: #2f5fd0;
+        --accent-ink: #ffffff; --warn: #a4262c; }
 @media (prefers-color-scheme: dark) {
   :root { --ink: #e6e8ee; --muted: #9aa3b5; --line: #323848; --card: #1b1f2a;
-          --page: #12151c; --accent: #6d95f2; --accent-ink: #0d1220; --warn: #ff8a8f; } }
+          --page: #12151c; --field: #12151c; --edge: #4a5266; --accent: #6d95f2;
+          --accent-ink: #0d1220; --warn: #ff8a8f; } }
 * { box-sizing: border-box; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
        color: var(--ink); background: var(--page); line-height: 1.45; }
@@ -204,10 +211,9 @@ h1 { font-size: 22px; margin: 0 0 4px; font-weight: 650; overflow-wrap: anywhere
 .lede { color: var(--muted); margin: 0 0 14px; font-size: 14px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
         padding: 12px 16px; margin: 0 0 14px; }
-.facts { border-collapse: collapse; font-size: 13.5px; }
-.facts th { text-align: left; font-weight: 500; color: var(--muted); padding: 2px 18px 2px 0;
-            white-space: nowrap; vertical-align: top; }
-.facts td { padding: 2px 0; overflow-wrap: anywhere; }
+.facts { display: flex; flex-wrap: wrap; gap: 8px 32px; margin: 0; }
+.facts dt { color: var(--muted); font-size: 12px; }
+.facts dd { margin: 0; font-size: 14px; overflow-wrap: anywhere; }
 details { margin-top: 6px; font-size: 13px; }
 summary { cursor: pointer; color: var(--muted); }
 .vocab { display: flex; flex-wrap: wrap; gap: 3px; margin-top: 6px; }
@@ -219,8 +225,9 @@ label { display: flex; flex-direction: column; font-size: 12.5px; color: var(--m
 .hint { font-size: 12px; }
 .prime { display: block; }
 textarea, input[type=number] { font: 14px ui-monospace, "DejaVu Sans Mono", Menlo,
-        Consolas, monospace; color: var(--ink); background: var(--page);
-        border: 1px solid var(--line); border-radius: 5px; padding: 6px 8px; }
+        Consolas, monospace; color: var(--ink); background: var(--field);
+        border: 1px solid var(--edge); border-radius: 5px; padding: 6px 8px; }
+textarea:focus, input:focus { outline: 2px solid var(--accent); outline-offset: -1px; }
 textarea { width: 100%; resize: vertical; margin-top: 3px; }
 input[type=number] { width: 110px; }
 .row { display: flex; flex-wrap: wrap; gap: 12px 16px; align-items: flex-end;
@@ -232,7 +239,7 @@ button { font: inherit; font-size: 14px; border-radius: 5px; padding: 7px 18px;
 #generate { background: var(--accent); color: var(--accent-ink); font-weight: 600; }
 #stop { background: transparent; color: var(--accent); }
 button:disabled { opacity: 0.45; cursor: default; }
-input:disabled { opacity: 0.5; }
+input:disabled { opacity: 0.45; }
 .status { color: var(--muted); font-size: 13px; }
 .message { color: var(--warn); border: 1px solid var(--warn); border-radius: 6px;
            padding: 8px 12px; font-size: 14px; }
@@ -484,7 +491,15 @@ function readSettings() {
 
 let job = null;            // the generation under way, if any
 const channel = new MessageChannel();   // a macrotask without setTimeout's 4 ms clamp
-channel.port1.onmessage = work;
+channel.port1.onmessage = () => {
+  try {
+    work();
+  } catch (e) {             // a fault of the page itself: say so rather than hang
+    say("Generation failed: " + e);
+    output.dataset.error = "1";
+    if (job) { job.o.length = job.made; finish(job, false); }
+  }
+};
 const later = () => channel.port2.postMessage(null);
 
 function start() {
@@ -542,12 +557,12 @@ function work() {
   }
 }
 
-function finish(j) {
+function finish(j, done = true) {
   const ms = performance.now() - j.t0;
   job = null;
   output.dataset.ms = ms.toFixed(1);
   output.dataset.chars = String(j.made);
-  output.dataset.done = "1";
+  if (done) output.dataset.done = "1";
   const rate = ms > 0 ? ", " + Math.round(j.made / ms * 1000).toLocaleString() + " chars/s"
                       : "";
   status.textContent = j.made.toLocaleString() + " characters in " +

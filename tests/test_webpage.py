@@ -10,6 +10,7 @@ advances while the page is idle, so the budget bounds a hang, not the work).
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import re
@@ -52,6 +53,7 @@ KINDS = {
     "lstm-tied-1-layer": dict(cell="lstm", num_layers=1, embedding_dim=32, tie_weights=True),
 }
 PRIMES = ("First", "You are")
+LOGITS_TEXT = "jabbed\nhigh\nbadge"
 # Random models (weights scaled up) whose page logits are compared with torch's.
 LOGIT_KINDS = {
     "rnn-tanh": dict(cell="rnn", nonlinearity="tanh"),
@@ -68,6 +70,7 @@ ODD_TEXT = ("<b>Rom&eo</b> said \"</script><!--\" & 'it\\'s'\n"
 # its samples are independent draws from one known distribution.
 CONSTANT_CHARS = "abcdefgh"
 LOGITS = [2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0]
+TIED_LOGITS = [0.5, 1.0, 3.0, 3.0, 3.0, -1.0, 0.0, 2.0]   # greedy takes the first 3.0
 UNKNOWN_PRIME = "Zebra \U0001F993 and zebra"
 DRAWS = [dict(), dict(temperature=0.5), dict(top_k=3), dict(top_p=0.6),
          dict(temperature=2.0, top_k=5, top_p=0.95)]
@@ -115,14 +118,14 @@ def scaled_random(chars: str, **config) -> tuple[CharRNN, Vocab]:
     return model.eval(), vocab
 
 
-def constant_model() -> tuple[CharRNN, Vocab]:
+def constant_model(logits: list[float]) -> tuple[CharRNN, Vocab]:
     model = CharRNN(len(CONSTANT_CHARS), ModelConfig(cell="lstm", embedding_dim=4,
                                                      hidden_size=4, num_layers=1))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.startswith(("rnn.", "head.weight")):
                 p.zero_()
-        model.head.bias.copy_(torch.tensor(LOGITS))
+        model.head.bias.copy_(torch.tensor(logits))
     return model.eval(), Vocab(CONSTANT_CHARS)
 
 
@@ -161,7 +164,7 @@ function poll() {
     if (r) results[job.name] = r; else pending.push(job.name);
   });
   document.getElementById("pending").textContent = pending.join("\\n");
-  if (pending.length) setTimeout(poll, 5);
+  if (pending.length) setTimeout(poll, 20);
   else document.getElementById("results").textContent = JSON.stringify(results);
 }
 poll();
@@ -179,7 +182,7 @@ def run_in_browser(folder: Path, jobs: list[dict]) -> dict[str, dict]:
     done = subprocess.run(
         [find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          f"--user-data-dir={folder / 'profile'}", "--allow-file-access-from-files",
-         "--virtual-time-budget=600000", "--dump-dom", harness.as_uri()],
+         "--virtual-time-budget=60000", "--dump-dom", harness.as_uri()],
         capture_output=True, text=True, encoding="utf-8", timeout=600)
     found = re.search(r'<pre id="results">(.*?)</pre><pre id="pending">(.*?)</pre>',
                       done.stdout, re.S)
@@ -192,6 +195,15 @@ def run_in_browser(folder: Path, jobs: list[dict]) -> dict[str, dict]:
 def pages(tmp_path_factory) -> dict:
     """The models, their checkpoints and pages, and what the browser made of them."""
     folder = tmp_path_factory.mktemp("webpage")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)       # models this small gain nothing from a second thread
+    try:
+        return _pages(folder)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pages(folder: Path) -> dict:
     passage = SHAKESPEARE.read_text(encoding="utf-8")[:400]
     made, jobs = {}, []
 
@@ -213,7 +225,7 @@ def pages(tmp_path_factory) -> dict:
     for name, config in LOGIT_KINDS.items():
         path = add(f"random-{name}", *scaled_random("abcdefghij\n", **config))
         jobs.append(dict(name=f"logits/{name}", wait=False, src=url(path),
-                         logits="jabbed\nhigh\nbadge"))
+                         logits=LOGITS_TEXT))
     rnn = made["rnn-relu"][3]
     for name, seed in (("seed-a", 7), ("seed-b", 7), ("seed-c", 8)):
         jobs.append(dict(name=name, wait=True,
@@ -222,10 +234,12 @@ def pages(tmp_path_factory) -> dict:
                      src=url(rnn, prime=UNKNOWN_PRIME, len=50, run=1)))
     jobs.append(dict(name="bad-temperature", wait=True,
                      src=url(rnn, prime="First", temperature="0", run=1)))
-    path = add("constant", *constant_model())
+    path = add("constant", *constant_model(LOGITS))
     for i, setting in enumerate(DRAWS):
         jobs.append(dict(name=f"draws/{i}", wait=True,
                          src=url(path, prime="a", len=20_000, seed=3, run=1, **setting)))
+    path = add("tie", *constant_model(TIED_LOGITS))
+    jobs.append(dict(name="tie", wait=True, src=url(path, prime="a", len=30, greedy=1, run=1)))
     return dict(models=made, browser=run_in_browser(folder, jobs) if find_browser() else None)
 
 
@@ -255,15 +269,16 @@ def test_greedy_page_text_equals_the_sample_command(pages, kind, capsys):
 @pytest.mark.parametrize("kind", LOGIT_KINDS)
 def test_page_logits_equal_the_models(pages, kind):
     model, vocab, _, _ = pages["models"][f"random-{kind}"]
-    text = "jabbed\nhigh\nbadge"
+    ids = torch.as_tensor(vocab.encode(LOGITS_TEXT).astype("int64"))[None]  # (1, T)
     with torch.no_grad():
-        ids = torch.as_tensor(vocab.encode(text).astype("int64"))[None]     # (1, T)
-        expected = model(ids)[0][0, -1].double().numpy()                     # (V,)
+        single = model(ids)[0][0, -1].double().numpy()                       # (V,)
+        double = copy.deepcopy(model).double()(ids)[0][0, -1].numpy()        # (V,)
     got = np.array(pages["browser"][f"logits/{kind}"]["logits"])
-    assert got.shape == expected.shape
-    # float32 in torch against float64 in the page: equal to float32's precision
-    assert np.allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
-    assert np.abs(expected).max() > 1.0          # logits far from 0, so this says much
+    assert got.shape == double.shape and np.abs(double).max() > 1.0
+    # The page computes in float64 from the float32 weights: the model's equations in
+    # float64 to rounding, and torch's float32 arithmetic to float32's precision.
+    assert np.allclose(got, double, rtol=1e-10, atol=1e-10)
+    assert np.allclose(got, single, rtol=1e-4, atol=1e-4 * np.abs(single).max())
 
 
 @needs_browser
@@ -275,6 +290,14 @@ def test_a_vocabulary_of_markup_quotes_and_astral_characters_round_trips(pages, 
                               "--len", "200")
     assert shown["done"] == "1" and shown["text"] == expected[1:]
     assert {"<", "&", "\"", "\U0001D11E"} <= set(shown["text"])
+
+
+@needs_browser
+def test_greedy_takes_the_first_of_equal_scores_as_the_sample_command_does(pages, capsys):
+    checkpoint = pages["models"]["tie"][2]
+    expected = sample_command(checkpoint, capsys, "--greedy", "--prime", "a", "--len", "30")
+    assert expected == "a" + CONSTANT_CHARS[TIED_LOGITS.index(max(TIED_LOGITS))] * 30
+    assert pages["browser"]["tie"]["text"] == expected[1:]
 
 
 @needs_browser
