@@ -188,7 +188,10 @@ def run_in_browser(folder: Path, jobs: list[dict]) -> dict[str, dict]:
                       done.stdout, re.S)
     assert found, f"no DOM from the browser: {done.stdout[-500:]} {done.stderr[-2000:]}"
     assert found[1], f"pages that never finished: {html.unescape(found[2])}"
-    return json.loads(html.unescape(found[1]))
+    shown = json.loads(html.unescape(found[1]))
+    failed = {name: r["failure"] for name, r in shown.items() if "failure" in r}
+    assert not failed, f"pages that could not be read: {failed}"
+    return shown
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +319,7 @@ def test_the_same_seed_draws_the_same_text_and_another_seed_other_text(pages):
     assert len(a["text"]) == len(c["text"]) == 200 and set(a["text"]) <= set(vocab.chars)
     assert a["text"] == b["text"] and a["text"] != c["text"]
     assert (a["seed"], c["seed"]) == ("7", "8")
+    assert a["chars"] == "200" and float(a["ms"]) >= 0
 
 
 def expected_draws(temperature=1.0, top_k=None, top_p=None) -> np.ndarray:
