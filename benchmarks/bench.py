@@ -54,9 +54,9 @@ CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 # whichever of its count and its time comes first.
 LIMITS = {
     "full": {"peak_s": 5.0, "train_steps": 150, "train_s": 25.0, "sample_chars": (3000, 500),
-             "sample_s": 10.0, "encode_mb": 100, "help_runs": 7, "help_s": 15.0},
+             "sample_s": 10.0, "page_chars": 1000, "encode_mb": 100, "help_runs": 7, "help_s": 15.0},
     "quick": {"peak_s": 1.5, "train_steps": 30, "train_s": 5.0, "sample_chars": (500, 100),
-              "sample_s": 3.0, "encode_mb": 20, "help_runs": 3, "help_s": 5.0},
+              "sample_s": 3.0, "page_chars": 200, "encode_mb": 20, "help_runs": 3, "help_s": 5.0},
 }
 
 
@@ -206,6 +206,19 @@ def onnx_sampling(vocab: Vocab, c: ModelConfig, length: int, seconds: float) -> 
     return round(length / (time.perf_counter() - start))
 
 
+def page_sampling(vocab: Vocab, c: ModelConfig, length: int, folder: Path) -> float | str:
+    """chars/s of the same model's web page generating ``length`` characters greedily in
+    headless Chromium, by the page's own clock (the best of two runs), or why not."""
+    from benchmarks import webpage
+
+    binary = webpage.find_browser()
+    if binary is None:
+        return "skipped: no Chromium on PATH (Debian: apt-get install chromium)"
+    torch.manual_seed(0)
+    runs = webpage.page_speed(CharRNN(len(vocab), c).eval(), vocab, length, 2, folder, binary)
+    return round(length / min(runs) * 1000)
+
+
 # ----------------------------------------------------------------------------- encoding
 
 ENCODE_CHILD = """
@@ -324,6 +337,8 @@ def main() -> None:
             "batch_1_chars_per_s": round(sampling(vocab, big, 1, long, lim["sample_s"])),
             "batch_64_chars_per_s": round(sampling(vocab, big, 64, wide, lim["sample_s"])),
             "onnx_batch_1_chars_per_s": onnx_sampling(vocab, big, long, lim["sample_s"]),
+            "web_page_batch_1_chars_per_s": page_sampling(vocab, big, lim["page_chars"],
+                                                          Path(tmp)),
         }
         log("encoding ...")
         results["encode"] = encoding(lim["encode_mb"], Path(tmp))
@@ -362,7 +377,8 @@ def print_table(r: dict) -> None:
     print(f"sample 2x512 lstm: batch 1 {s['batch_1_chars_per_s']:,} chars/s, batch 64 "
           f"{s['batch_64_chars_per_s']:,} chars/s aggregate")
     print(f"sample 2x512 lstm, batch 1, exported: ONNX under onnxruntime "
-          f"{_figure(s['onnx_batch_1_chars_per_s'])}")
+          f"{_figure(s['onnx_batch_1_chars_per_s'])}, web page in Chromium "
+          f"{_figure(s['web_page_batch_1_chars_per_s'])}")
     e = r["encode"]
     print(f"encode {e['corpus_mb']} MB: {e['mb_per_s']} MB/s, peak extra memory "
           f"{e['peak_extra_mb']} MB traced, {e['peak_rss_growth_mb']} MB resident "

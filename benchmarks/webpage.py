@@ -37,7 +37,8 @@ from charrnn.config import ModelConfig  # noqa: E402
 from charrnn.data import Vocab  # noqa: E402
 from charrnn.files import atomic_write  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
-from charrnn.webpage import page, write_page  # noqa: E402
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from charrnn.webpage import checkpoint_meta, page  # noqa: E402
 
 SHAKESPEARE_CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
@@ -137,6 +138,49 @@ class Chromium:
         os.close(self._out)
 
 
+def find_browser() -> str | None:
+    return next((p for name in BROWSERS if (p := shutil.which(name))), None)
+
+
+def page_speed(model: CharRNN, vocab: Vocab, length: int, repeats: int, folder: Path,
+               binary: str) -> list[float]:
+    """Milliseconds the page of ``model`` takes to generate ``length`` characters
+    greedily from ``?run=1``, by the page's own clock, once per repeat (one browser)."""
+    path = folder / "speed.html"
+    path.write_text(page(model, vocab, title="speed", meta={}), encoding="utf-8")
+    browser = Chromium(binary, str(folder / "profile"))
+    try:
+        runs = []
+        for _ in range(repeats):
+            shown = browser.finished(browser.open(f"{path.as_uri()}?len={length}&greedy=1"
+                                                  "&run=1"))
+            assert shown["chars"] == length, shown
+            runs.append(shown["ms"])
+        return runs
+    finally:
+        browser.close()
+
+
+def screenshot(binary: str, checkpoint: Path, query: str, title: str | None, png: Path,
+               folder: Path) -> None:
+    """A PNG of the page of ``checkpoint`` after a generation with ``query``."""
+    ckpt = load_checkpoint(checkpoint)
+    model, vocab = model_from_checkpoint(ckpt, checkpoint)
+    shot = folder / "shot.html"
+    shot.write_text(page(model, vocab, title=title or f"charrnn: {checkpoint}",
+                         meta=checkpoint_meta(ckpt)), encoding="utf-8")
+    browser = Chromium(binary, str(folder / "profile-shot"))
+    try:
+        session = browser.open(f"{shot.as_uri()}?{query}&run=1")
+        browser.finished(session)
+        browser.call("Runtime.evaluate", session, expression=PAINTED, awaitPromise=True)
+        data = browser.call("Page.captureScreenshot", session, format="png")["data"]
+    finally:
+        browser.close()
+    with atomic_write(png, fix="write it elsewhere") as f:
+        f.write(base64.b64decode(data))
+
+
 def lstm(hidden_size: int) -> tuple[CharRNN, Vocab]:
     torch.manual_seed(0)
     vocab = Vocab(SHAKESPEARE_CHARS)
@@ -155,7 +199,7 @@ def main() -> None:
     parser.add_argument("--title", help="the screenshot page's title")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    binary = next((p for name in BROWSERS if (p := shutil.which(name))), None)
+    binary = find_browser()
     if binary is None:
         sys.exit(f"no browser found ({', '.join(BROWSERS)})")
     info = machine.describe()
@@ -172,36 +216,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        model, vocab = lstm(512)
-        path = folder / "lstm512.html"
-        path.write_text(page(model, vocab, title="speed", meta={}), encoding="utf-8")
-        browser = Chromium(binary, str(folder / "profile"))
-        try:
-            runs = []
-            for _ in range(args.repeats):
-                session = browser.open(f"{path.as_uri()}?len={args.len}&greedy=1&run=1")
-                shown = browser.finished(session)
-                assert shown["chars"] == args.len, shown
-                runs.append(shown["ms"])
-                log(f"speed: 2x512 LSTM, {args.len} chars in {shown['ms']:.0f} ms: "
-                    f"{args.len / shown['ms'] * 1000:,.0f} chars/s")
-            best = min(runs)
-            result["speed"] = {"model": "2x512 lstm, embedding 64, 65 chars",
-                               "chars": args.len, "ms": runs,
-                               "chars_per_s": round(args.len / best * 1000, 1)}
-            if args.screenshot:
-                if args.checkpoint is None:
-                    sys.exit("--screenshot needs --checkpoint, a trained model to show")
-                shot = write_page(args.checkpoint, folder / "shot.html", title=args.title)
-                session = browser.open(f"{shot.as_uri()}?{args.query}&run=1")
-                browser.finished(session)
-                browser.call("Runtime.evaluate", session, expression=PAINTED, awaitPromise=True)
-                png = browser.call("Page.captureScreenshot", session, format="png")["data"]
-                with atomic_write(args.screenshot, fix="write it elsewhere") as f:
-                    f.write(base64.b64decode(png))
-                log(f"wrote {args.screenshot}")
-        finally:
-            browser.close()
+        runs = page_speed(*lstm(512), args.len, args.repeats, folder, binary)
+        for ms in runs:
+            log(f"speed: 2x512 LSTM, {args.len} chars in {ms:.0f} ms: "
+                f"{args.len / ms * 1000:,.0f} chars/s")
+        result["speed"] = {"model": "2x512 lstm, embedding 64, 65 chars", "chars": args.len,
+                           "ms": runs, "chars_per_s": round(args.len / min(runs) * 1000, 1)}
+        if args.screenshot:
+            if args.checkpoint is None:
+                sys.exit("--screenshot needs --checkpoint, a trained model to show")
+            screenshot(binary, args.checkpoint, args.query, args.title, args.screenshot, folder)
+            log(f"wrote {args.screenshot}")
     if args.json:
         print(json.dumps(result))
 

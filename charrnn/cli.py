@@ -660,19 +660,20 @@ def eval_(
 def export(
     checkpoint: NewestRun = None,
     output: Annotated[Path, typer.Option(
-        "--output", "-o", help="File to write; a name ending in .onnx or .ts (TorchScript) "
-        "sets the format.", show_default=False)] = ...,
+        "--output", "-o", help="File to write; a name ending in .onnx, .ts (TorchScript) or "
+        ".html sets the format.", show_default=False)] = ...,
     fmt: Annotated[Optional[str], typer.Option(
-        "--format", "-f", help="onnx or torchscript \\[default: from the file name].",
+        "--format", "-f", help="onnx, torchscript or html \\[default: from the file name].",
         show_default=False)] = None,
     runs_dir: RunsDir = RUNS,
     as_json: Json = False,
 ) -> None:
-    """Write the model for programs without charrnn: ONNX or TorchScript.
+    """Write the model for programs without charrnn: ONNX, TorchScript, or a web page.
 
-    Both take ids (batch, time) and the state h (and c for an LSTM), and give logits and
-    the new state; the vocabulary travels inside. Each export is run by its runtime and
-    checked against the model before it is written."""
+    ONNX and TorchScript take ids (batch, time) and the state h (and c for an LSTM), and
+    give logits and the new state; the vocabulary travels inside. Each is run by its
+    runtime and checked against the model before it is written. The web page generates
+    text in the browser by itself, with no network."""
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from charrnn.export import export as export_model
     from charrnn.export import format_for
@@ -691,7 +692,8 @@ def export(
                               max_difference=result.max_difference,
                               checked_with=result.checked_with)))
         return
-    checked = ("open it in a browser" if result.max_difference is None
+    checked = ("open it in a browser; ?prime=ROMEO:&run=1 after its name starts at once"
+               if result.max_difference is None
                else f"run by {result.checked_with}, its outputs equal the model's within "
                f"{result.max_difference:.1e}")
     err.print(Text(f"wrote {result.path} ({result.format}, {result.bytes / 1e6:.2f} MB); "

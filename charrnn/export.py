@@ -1,4 +1,5 @@
-"""A trained model for programs without charrnn: ONNX, TorchScript, or a one-file web page.
+"""A trained model for programs without charrnn: ONNX, TorchScript, or a one-file web page
+(``webpage.py``, which runs the model's equations in JavaScript).
 
 ONNX and TorchScript files share one interface, so a program written against one runs
 the other (and any exported model, whatever its cell):
@@ -44,9 +45,9 @@ from charrnn.data import Vocab
 from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "html")
 SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".pt": "torchscript",
-            ".torchscript": "torchscript"}
+            ".torchscript": "torchscript", ".html": "html", ".htm": "html"}
 METADATA_KEYS = ("vocab", "cell", "nonlinearity", "num_layers", "hidden_size", "proj_size",
                  "embedding_dim", "tie_weights", "charrnn_version", "step", "val_loss")
 TOLERANCE = 1e-5         # the largest difference from charrnn's outputs an export may show,
@@ -100,7 +101,12 @@ def export(model: CharRNN, vocab: Vocab, ckpt: dict[str, Any], output: Path, fmt
                           "export; train a one-directional model")
     model = model.float().eval()
     meta = metadata(model, vocab, ckpt)
-    if fmt == "onnx":
+    if fmt == "html":
+        from charrnn import webpage
+
+        data = webpage.page(model, vocab, title=f"charrnn: {model.config.describe()}",
+                            meta=webpage.checkpoint_meta(ckpt)).encode("utf-8")
+    elif fmt == "onnx":
         data = onnx_bytes(model, meta)
     else:
         data = torchscript_bytes(model, meta)
@@ -279,7 +285,10 @@ def run_export(data: bytes, fmt: str, inputs: tuple[torch.Tensor, ...]) -> list[
 def check(model: CharRNN, vocab: Vocab, data: bytes, fmt: str) -> tuple[float | None, str]:
     """The largest difference between the exported file's outputs and the model's on a
     window of the vocabulary's characters (two sequences, from a non-zero state), with
-    the runtime that ran it; a difference over ``TOLERANCE`` is an error."""
+    the runtime that ran it; a difference over ``TOLERANCE`` is an error. (A web page
+    is run in a browser by the tests.)"""
+    if fmt == "html":
+        return None, "a browser"
     if fmt == "onnx":
         require("onnxruntime", "checking the ONNX export")
     generator = torch.Generator().manual_seed(0)

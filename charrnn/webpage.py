@@ -25,10 +25,8 @@ from typing import Any
 import torch
 
 from charrnn import __version__
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import Vocab
 from charrnn.errors import ConfigError
-from charrnn.files import atomic_write, check_output
 from charrnn.model import CharRNN
 from charrnn.sample import default_prime
 
@@ -68,21 +66,6 @@ def checkpoint_meta(ckpt: dict[str, Any]) -> dict[str, Any]:
         if paths:
             meta["trained on"] = ", ".join(Path(str(p)).name for p in paths)
     return meta
-
-
-def write_page(checkpoint_path: str | Path, output_path: str | Path, *,
-               title: str | None = None) -> Path:
-    """Write the page of the checkpoint at ``checkpoint_path`` to ``output_path``
-    (UTF-8), whole or not at all."""
-    output_path = check_output(output_path, "--output")
-    ckpt = load_checkpoint(checkpoint_path)
-    model, vocab = model_from_checkpoint(ckpt, checkpoint_path)
-    html = page(model, vocab, title=title or f"charrnn: {checkpoint_path}",
-                meta=checkpoint_meta(ckpt))
-    with atomic_write(output_path, what="the web page ", error=ConfigError,
-                      fix="give a path in an existing, writable folder") as f:
-        f.write(html.encode("utf-8"))
-    return output_path
 
 
 # --------------------------------------------------------------------------- parts

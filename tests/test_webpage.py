@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ from charrnn.config import ModelConfig, TrainConfig, to_dict
 from charrnn.data import Vocab
 from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
-from charrnn.webpage import page, write_page
+from charrnn.webpage import page
 
 from conftest import SHAKESPEARE, run
 
@@ -40,8 +41,20 @@ def find_browser() -> str | None:
     return next((path for name in BROWSERS if (path := shutil.which(name))), None)
 
 
+# CI installs Chromium and sets CHARRNN_REQUIRE_BROWSER=1: there a missing browser fails.
 needs_browser = pytest.mark.skipif(
-    find_browser() is None, reason=f"no Chromium-based browser ({', '.join(BROWSERS)}) on PATH")
+    find_browser() is None and not os.environ.get("CHARRNN_REQUIRE_BROWSER"),
+    reason=f"no Chromium-based browser ({', '.join(BROWSERS)}) on PATH")
+
+
+def export_page(checkpoint: Path, target: Path) -> Path:
+    """``charrnn export CHECKPOINT -o TARGET.html``, in this process."""
+    from charrnn.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(checkpoint), "-o", str(target)])
+    assert exit_info.value.code == 0
+    return target
 
 # The models whose greedy page output is compared with `charrnn sample --greedy`.
 KINDS = {
@@ -212,7 +225,7 @@ def _pages(folder: Path) -> dict:
 
     def add(name: str, model: CharRNN, vocab: Vocab) -> Path:
         checkpoint = save(model, vocab, folder / name / "best.pt")
-        made[name] = (model, vocab, checkpoint, write_page(checkpoint, folder / f"{name}.html"))
+        made[name] = (model, vocab, checkpoint, export_page(checkpoint, folder / f"{name}.html"))
         return made[name][3]
 
     for name, config in KINDS.items():
@@ -410,13 +423,15 @@ def test_the_description_shows_the_model_and_the_run():
     assert "x&amp;y" in text and "projection 4" in text
 
 
-def test_refusals_are_one_line_errors(tmp_path):
+def test_refusals_are_one_line_errors(tmp_path, capsys):
     model, vocab = scaled_random("ab", bidirectional=True)
     with pytest.raises(ConfigError, match="bidirectional"):
         page(model, vocab, title="t", meta={})
     model, vocab = scaled_random("ab")
     checkpoint = save(model, vocab, tmp_path / "run" / "best.pt")
-    with pytest.raises(ConfigError, match="does not exist"):
-        write_page(checkpoint, tmp_path / "missing" / "page.html")
-    path = write_page(checkpoint, tmp_path / "page.html")
-    assert path.read_text(encoding="utf-8").startswith("<!doctype html>")
+    code, out, err = run(["export", str(checkpoint), "-o", str(tmp_path / "no" / "p.html")],
+                         capsys)
+    assert code == 1 and "does not exist" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(["export", str(checkpoint), "-o", str(tmp_path / "page.htm")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "page.htm").read_text(encoding="utf-8").startswith("<!doctype html>")
