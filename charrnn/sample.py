@@ -5,12 +5,14 @@ that, calling the whole module for every character costs more in overhead than i
 arithmetic, so ``Stepper`` advances the state with torch's fused single-step cell
 functions (``torch.lstm_cell`` ...) on the very same weight tensors (tests check it
 against the module, step by step, for every kind of cell). ``generate`` returns the text
-of each sample, ``stream`` yields one sample's characters as they are drawn; neither
-prints.
+of each sample, ``stream`` yields one sample's characters as they are drawn, and a
+``Session`` samples turn after turn (``charrnn sample -i``), carrying the state from one
+turn to the next when asked; none of them prints.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.data import Vocab
-from charrnn.errors import DataError
+from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN, Hidden
 
 
@@ -46,6 +48,12 @@ class Stepper:
             h, c = hidden
             return [(h[k], c[k]) for k in range(self.num_layers)]
         return [hidden[k] for k in range(self.num_layers)]
+
+    def join(self, states: list) -> Hidden:
+        """One state per layer -> the nn.* state (num_layers, B, ...); ``split`` undone."""
+        if self.mode == "LSTM":
+            return (torch.stack([h for h, _ in states]), torch.stack([c for _, c in states]))
+        return torch.stack(states)
 
     def step(self, idx: torch.Tensor, states: list) -> tuple[torch.Tensor, list]:
         """Ids (B,) and per-layer states -> next-character logits (B, V) and new states."""
@@ -129,6 +137,110 @@ def stream(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = Non
     return (vocab.chars[int(idx)] for idx in steps)
 
 
+class Session:
+    """Sampling turn after turn from one model, as ``charrnn sample -i`` does: the
+    settings (length, temperature, top_k, top_p, greedy, keep), one random generator
+    for the whole session, and the recurrent state where the last turn ended.
+
+    Each ``turn(prime)`` yields ``length`` new characters after ``prime``. With ``keep``
+    off it starts from a zero state, exactly as ``stream(prime=...)`` with the same
+    settings does; with ``keep`` on it carries on from the state after the last
+    character of the previous turn, so that the model reads the prime as the next
+    text after it. The state is recorded character by character, so a turn that is
+    not read to its end leaves the state after the last character it yielded. The
+    generator is seeded once (``reseed``) and draws on across turns: the same session,
+    turn for turn, with the same seed gives the same text. Nothing here prints.
+    """
+
+    def __init__(self, model: CharRNN, vocab: Vocab, *, length: int = 200,
+                 temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, greedy: bool = False, keep: bool = False,
+                 seed: int | None = None) -> None:
+        self.model = model.eval()   # for the session's life: no dropout
+        self.vocab = vocab
+        self.stepper = Stepper(model)
+        self.device = next(model.parameters()).device
+        self.generator = torch.Generator(device=self.device)
+        self.configure(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                       greedy=greedy, keep=keep)
+        self.seed: int | None = None
+        self.reseed(seed)
+        self._end: tuple[list, torch.Tensor] | None = None  # (states, last character's id)
+
+    def configure(self, **settings: Any) -> None:
+        """Change some of length, temperature, top_k, top_p (None: no truncation),
+        greedy and keep; a bad value raises ``ConfigError`` and changes nothing."""
+        unknown = set(settings) - {"length", "temperature", "top_k", "top_p", "greedy",
+                                   "keep"}
+        if unknown:
+            raise ConfigError(f"no setting named {', '.join(sorted(unknown))}")
+        length, top_k = settings.get("length", 1), settings.get("top_k")
+        temperature, top_p = settings.get("temperature", 1.0), settings.get("top_p")
+        if length < 1:
+            raise ConfigError(f"length must be at least 1, got {length}")
+        if top_k is not None and top_k < 1:
+            raise ConfigError(f"top-k must be at least 1, got {top_k}")
+        if not 0 < temperature < math.inf:
+            raise ConfigError(f"temperature must be greater than 0 and finite, got "
+                              f"{temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ConfigError(f"top-p must be in (0, 1], got {top_p}")
+        for name, value in settings.items():
+            setattr(self, name, value)
+
+    def reseed(self, seed: int | None) -> None:
+        """Start the random draws again from ``seed`` (None: a fresh random state)."""
+        if seed is None:
+            self.generator.seed()
+        elif not -2**63 <= seed < 2**64:
+            raise ConfigError(f"seed must be between -2**63 and 2**64 - 1, got {seed}")
+        else:
+            self.generator.manual_seed(seed)
+        self.seed = seed
+
+    def reset(self) -> None:
+        """Forget where the last turn ended: the next turn starts from a zero state."""
+        self._end = None
+
+    @property
+    def continues(self) -> bool:
+        """Whether the next turn carries on from the end of the last one."""
+        return self.keep and self._end is not None
+
+    def settings(self) -> dict[str, Any]:
+        return dict(length=self.length, temperature=self.temperature, top_k=self.top_k,
+                    top_p=self.top_p, greedy=self.greedy, seed=self.seed, keep=self.keep)
+
+    def turn(self, prime: str) -> Iterator[str]:
+        """The new characters after ``prime``, yielded as they are drawn.
+
+        An empty prime carries on from the last turn's end when ``continues``, and
+        otherwise starts from ``default_prime``. The prime is checked here, before the
+        first character: characters outside the vocabulary raise ``DataError``."""
+        if not prime and not self.continues:
+            prime = default_prime(self.vocab)
+        ids = torch.as_tensor(self.vocab.encode(prime, what="the prime text").astype(
+            "int64"), device=self.device)
+        return self._turn(ids, self._end if self.continues else None, self.length, dict(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+            greedy=self.greedy, generator=self.generator))
+
+    @torch.no_grad()
+    def _turn(self, ids: torch.Tensor, end: tuple[list, torch.Tensor] | None, length: int,
+              choice: dict[str, Any]) -> Iterator[str]:
+        if end is None:
+            states = None
+        else:   # the last character of the last turn is read first, then the prime
+            states, last = end
+            ids = torch.cat([last, ids])
+        states, idx = _warm(self.model, self.stepper, ids.unsqueeze(0), states)
+        for _ in range(length):
+            logits, states = self.stepper.step(idx, states)
+            idx = choose(logits, **choice)                       # (1,)
+            self._end = (states, idx)                            # one store: never half-set
+            yield self.vocab.chars[int(idx)]
+
+
 def _steps(model: CharRNN, vocab: Vocab, length: int, prime: str | None, num_samples: int,
            seed: int | None, choice: dict[str, Any]) -> Iterator[torch.Tensor]:
     """Check the prime, seed a generator, and return the iterator of drawn ids (B,)."""
@@ -154,18 +266,27 @@ def _draw(model: CharRNN, length: int, prime_ids: torch.Tensor, num_samples: int
     try:
         stepper = Stepper(model)
         batch = prime_ids.unsqueeze(0).expand(num_samples, -1)   # (T,) -> (B, T)
-        if batch.size(1) > 1:
-            _, hidden = model(batch[:, :-1])                     # warm up on all but the last
-            states = stepper.split(hidden)
-        else:
-            states = zero_states(model, num_samples, prime_ids.device)
-        idx = batch[:, -1]                                       # (B,)
+        states, idx = _warm(model, stepper, batch, None)
         for _ in range(length):
             logits, states = stepper.step(idx, states)
             idx = choose(logits, **choice)
             yield idx
     finally:
         model.train(was_training)
+
+
+def _warm(model: CharRNN, stepper: Stepper, batch: torch.Tensor,
+          states: list | None) -> tuple[list, torch.Tensor]:
+    """The per-layer states after reading all of ``batch`` (B, T) but its last column,
+    starting from ``states`` (None: zero), and that last column (B,): the input of the
+    first step. All but the last character go through the module in one call."""
+    if batch.size(1) > 1:
+        hidden = None if states is None else stepper.join(states)
+        _, hidden = model(batch[:, :-1], hidden)
+        states = stepper.split(hidden)
+    elif states is None:
+        states = zero_states(model, batch.size(0), batch.device)
+    return states, batch[:, -1]
 
 
 def zero_states(model: CharRNN, batch: int, device) -> list:
