@@ -4,6 +4,7 @@ stdout, each checked against a plain sample or a plain torch loop written here."
 from __future__ import annotations
 
 import contextlib
+import io
 import fcntl
 import os
 import pty
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import termios
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -47,14 +49,26 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def session(path, lines: list[str], *flags: str) -> subprocess.CompletedProcess:
-    """``charrnn sample -i PATH FLAGS`` with ``lines`` piped to its stdin."""
+def piped(path, lines: list[str], *flags: str) -> subprocess.CompletedProcess:
+    """``charrnn sample -i PATH FLAGS`` in a fresh process, ``lines`` piped to its stdin."""
     done = subprocess.run([sys.executable, "-m", "charrnn", "sample", "-i", str(path),
                            "--device", "cpu", *flags], input="".join(f"{line}\n" for line
                                                                        in lines),
                           env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return done
+
+
+@pytest.fixture
+def session(capsys, monkeypatch):
+    """``session(PATH, LINES, *FLAGS)``: ``charrnn sample -i PATH FLAGS`` in this process,
+    reading ``lines`` from its stdin (not a terminal, as when they are piped in)."""
+    def start(path, lines: list[str], *flags: str) -> SimpleNamespace:
+        monkeypatch.setattr(sys, "stdin", io.StringIO("".join(f"{line}\n" for line in lines)))
+        code, out, err = run(["sample", "-i", str(path), "--device", "cpu", *flags], capsys)
+        assert code == 0, err
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return start
 
 
 def turns(stdout: str, *lengths: int) -> list[str]:
@@ -95,7 +109,8 @@ def plain_greedy(model, text: str, n: int, carried=None):
     return "".join(chars), (hidden, logits)
 
 
-def test_with_keep_off_each_greedy_turn_is_a_fresh_sample_of_its_prime(checkpoint, capsys):
+def test_with_keep_off_each_greedy_turn_is_a_fresh_sample_of_its_prime(
+        checkpoint, capsys, session):
     done = session(checkpoint, ["abc", "hij", "a\\nb"], "--greedy", "--len", "40")
     first, second, third = turns(done.stdout, 40, 40, 40)
     assert first == sampled(checkpoint, capsys, "abc", "--greedy", "--len", "40")
@@ -107,7 +122,8 @@ def test_with_keep_off_each_greedy_turn_is_a_fresh_sample_of_its_prime(checkpoin
 
 
 @pytest.mark.parametrize("how", [[":keep on"], [":k 3", ":keep on", ":k off"], "--keep-state"])
-def test_with_keep_on_a_prime_continues_the_text_of_the_turns_before(checkpoint, capsys, how):
+def test_with_keep_on_a_prime_continues_the_text_of_the_turns_before(
+        checkpoint, capsys, how, session):
     commands, flags = (how, []) if isinstance(how, list) else ([], [how])
     done = session(checkpoint, [*commands, "abc", "hij", "", "de"], "--greedy", "--len", "30",
                    *flags)
@@ -124,7 +140,7 @@ def test_with_keep_on_a_prime_continues_the_text_of_the_turns_before(checkpoint,
     assert outs[1] != plain_greedy(model, "hij", 30)[0]   # the text before did matter
 
 
-def test_reset_forgets_the_state_and_keep_off_stops_carrying_it(checkpoint, capsys):
+def test_reset_forgets_the_state_and_keep_off_stops_carrying_it(checkpoint, capsys, session):
     done = session(checkpoint, [":keep on", "abc", ":reset", "hij", ":keep off", "hij"],
                    "--greedy", "--len", "25")
     outs = turns(done.stdout, 25, 25, 25)
@@ -133,7 +149,7 @@ def test_reset_forgets_the_state_and_keep_off_stops_carrying_it(checkpoint, caps
     assert "forgot the state" in done.stderr
 
 
-def test_settings_typed_at_the_prompt_draw_what_the_same_flags_draw(checkpoint, capsys):
+def test_settings_typed_at_the_prompt_draw_what_the_same_flags_draw(checkpoint, capsys, session):
     done = session(checkpoint, ["abc", ":t 0.7", ":seed 9", "abc", ":temperature 2",
                                 ":top-k 3", ":top-p 0.8", ":len 17", ":seed 4", "ba",
                                 ":greedy on", "ba", ":greedy off", ":k off", ":p off",
@@ -151,7 +167,8 @@ def test_settings_typed_at_the_prompt_draw_what_the_same_flags_draw(checkpoint, 
     assert replies[:2] == ["temperature 0.7", "seed 9"] and "greedy on" in replies
 
 
-def test_flags_set_where_the_settings_start_and_stop_applies_to_each_turn(checkpoint, capsys):
+def test_flags_set_where_the_settings_start_and_stop_applies_to_each_turn(
+        checkpoint, capsys, session):
     full = sampled(checkpoint, capsys, "ab", "--greedy", "--len", "80")
     stop = full[30:32]
     expected = full[:full.index(stop) + len(stop)]
@@ -173,7 +190,8 @@ BAD = [(":t 0", "temperature must be greater than 0"), (":t -1", "temperature mu
        ("ü€ab", "the prime text has 2 character(s)")]
 
 
-def test_a_bad_command_value_or_prime_is_one_line_and_the_session_goes_on(checkpoint, capsys):
+def test_a_bad_command_value_or_prime_is_one_line_and_the_session_goes_on(
+        checkpoint, capsys, session):
     lines = [line for bad, _ in BAD for line in (bad, "ab")]
     done = session(checkpoint, lines, "--greedy", "--len", "20")
     good = sampled(checkpoint, capsys, "ab", "--greedy", "--len", "20")
@@ -185,8 +203,8 @@ def test_a_bad_command_value_or_prime_is_one_line_and_the_session_goes_on(checkp
 
 
 def test_the_end_of_the_input_or_quit_ends_the_session_with_status_0(checkpoint):
-    assert session(checkpoint, []).stdout == ""
-    done = session(checkpoint, ["ab", ":quit", "ab"], "--len", "10")
+    assert piped(checkpoint, []).stdout == ""
+    done = piped(checkpoint, ["ab", ":quit", "ab"], "--len", "10")
     assert len(done.stdout) == 11
     done = subprocess.run([sys.executable, "-m", "charrnn", "sample", "-i", str(checkpoint),
                            "--len", "10"], input="ab", env=child_env(), capture_output=True,
@@ -194,7 +212,7 @@ def test_the_end_of_the_input_or_quit_ends_the_session_with_status_0(checkpoint)
     assert done.returncode == 0 and len(done.stdout) == 11, done.stderr
 
 
-def test_a_line_starting_with_a_doubled_colon_or_slash_is_a_prime(checkpoint, capsys):
+def test_a_line_starting_with_a_doubled_colon_or_slash_is_a_prime(checkpoint, capsys, session):
     done = session(checkpoint, ["::ab", "//a", ""], "--greedy", "--len", "20")
     assert turns(done.stdout, 20, 20, 20) == [
         sampled(checkpoint, capsys, ":ab", "--greedy", "--len", "20"),
@@ -202,7 +220,7 @@ def test_a_line_starting_with_a_doubled_colon_or_slash_is_a_prime(checkpoint, ca
         sampled(checkpoint, capsys, "\n", "--greedy", "--len", "20")]  # as sample without --prime
 
 
-def test_the_same_seed_and_input_give_the_same_session(checkpoint):
+def test_the_same_seed_and_input_give_the_same_session(checkpoint, session):
     lines = ["abc", "hij", ":keep on", "ab", "", ":t 1.5", "cd"]
     a = session(checkpoint, lines, "--seed", "3", "--len", "50").stdout
     b = session(checkpoint, lines, "--seed", "3", "--len", "50").stdout
