@@ -6,7 +6,8 @@ neuron's activation there (hover a character for the value), and the text colour
 the probability the model gave each character, with its likeliest guesses on hover.
 Colours come from ``charrnn.views``, so the page and the terminal agree. No scripts, no
 external files. ``write_page(report, path)`` writes it; a path that cannot be written is
-a ``ConfigError``.
+a ``ConfigError``. The pieces (``head``, ``coloured_spans``, ``prediction_tip``, ``TAIL``)
+also draw the page of ``charrnn eval --html`` (``charrnn.per_char``), a piece at a time.
 """
 
 from __future__ import annotations
@@ -33,18 +34,14 @@ p.meta { color: #555; margin: 2px 0; font-size: 13px; }
 table { border-collapse: collapse; font-size: 13px; }
 th, td { padding: 2px 10px; text-align: right; border-bottom: 1px solid #eee; }
 th { border-bottom: 1px solid #aaa; }
+.gap { color: #888; background: #eee; }
 """
 
 
 def page(report: dict[str, Any], *, title: str = "charrnn activations") -> str:
     """The whole page as a string."""
     parts = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{escape(title)}</title>",
-        f"<style>{STYLE}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        f'<p class="meta">{escape(views.activation_heading(report))}</p>',
+        head(title, [views.activation_heading(report)]),
         f"<h2>{escape(views.ranking_heading(report))}</h2>",
         _ranking_table(report),
         _legend(),
@@ -57,8 +54,22 @@ def page(report: dict[str, Any], *, title: str = "charrnn activations") -> str:
     parts.append("<h2>predictions: each character coloured by the probability the model "
                  "gave it (red unlikely, green expected); hover for its top guesses</h2>")
     parts.append(_coloured_text(report["text"], _prediction_cells(report["predictions"])))
-    parts.append("</body></html>")
+    parts.append(TAIL)
     return "\n".join(parts) + "\n"
+
+
+TAIL = "</body></html>"
+
+
+def head(title: str, meta: list[str]) -> str:
+    """The page's start, up to its title and the lines of ``meta`` under it (plain
+    text, escaped here); ``TAIL`` ends it."""
+    return "\n".join(["<!doctype html>",
+                      '<html lang="en"><head><meta charset="utf-8">',
+                      f"<title>{escape(title)}</title>",
+                      f"<style>{STYLE}</style></head><body>",
+                      f"<h1>{escape(title)}</h1>",
+                      *(f'<p class="meta">{escape(line)}</p>' for line in meta)])
 
 
 def check_path(path: str | Path) -> Path:
@@ -88,28 +99,51 @@ def _ranking_table(report: dict[str, Any]) -> str:
 
 
 def _legend() -> str:
-    spans = "".join(_span(f"{v:+.1f}", views.activation_rgb(v), None)
+    spans = "".join(span(f"{v:+.1f}", views.activation_rgb(v), None)
                     for v in (-1.0, -0.5, 0.0, 0.5, 1.0))
     return f'<p class="legend">colour: {spans}</p>'
 
 
 def _prediction_cells(predictions: list[dict[str, Any]]) -> list[tuple[tuple, str]]:
     """Colours of ``views.prediction_rgbs`` with the model's guesses as hover text."""
-    tips = ["first character: no prediction"]
+    tips = [FIRST_TIP]
     for row in predictions[:-1]:
-        guesses = ", ".join(f"{views.shown(ch)} {p:.2f}" for ch, p in row["top"])
-        tips.append(f"p({views.shown(row['next'])}) = {row['p_next']:.3f}; top: {guesses}")
+        tips.append(prediction_tip(row["next"], row["p_next"], row["top"]))
     return list(zip(views.prediction_rgbs(predictions), tips))
 
 
+FIRST_TIP = "first character: no prediction"
+
+
+def prediction_tip(char: str, p: float, top: list, note: str = "") -> str:
+    """The hover text of a predicted character: the probability the model gave it (then
+    ``note``) and its likeliest guesses, ``top`` as [character, probability] pairs."""
+    guesses = ", ".join(f"{views.shown(ch)} {q:.2f}" for ch, q in top)
+    return f"p({views.shown(char)}) = {p:.3f}{note}; top: {guesses}"
+
+
 def _coloured_text(text: str, cells: list[tuple[tuple, str]]) -> str:
-    spans = []
-    for ch, (rgb, tip) in zip(text, cells):
-        spans.append(_span(views.glyph(ch), rgb, tip) + ("\n" if ch == "\n" else ""))
-    return f'<div class="text">{"".join(spans)}</div>'
+    return f'{TEXT_START}{coloured_spans(text, cells)}{TEXT_END}'
 
 
-def _span(content: str, rgb: tuple[int, int, int], tip: str | None) -> str:
+TEXT_START, TEXT_END = '<div class="text">', "</div>"
+
+
+def coloured_spans(text: str, cells: list[tuple[tuple, str | None]]) -> str:
+    """The characters of ``text`` as spans on their cells' (colour, hover text), a line
+    break after each newline: a piece of a block between ``TEXT_START`` and ``TEXT_END``
+    (so a long text can be written a piece at a time)."""
+    return "".join(span(views.glyph(ch), rgb, tip) + ("\n" if ch == "\n" else "")
+                   for ch, (rgb, tip) in zip(text, cells))
+
+
+def gap(count: int) -> str:
+    """A mark where ``count`` characters of the text are left out (not scored)."""
+    return (f'<span class="gap" title="{count:,} character(s) not scored here">'
+            f'{escape(" … ")}</span>')
+
+
+def span(content: str, rgb: tuple[int, int, int], tip: str | None) -> str:
     style = f"background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x};color:{views.ink(rgb)}"
     title = f' title="{escape(tip)}"' if tip else ""
     return f'<span style="{style}"{title}>{escape(content)}</span>'

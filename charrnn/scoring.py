@@ -11,6 +11,10 @@ folder and scored memory-mapped.
 Characters the model's vocabulary lacks cannot be fed to it: they are counted, and
 either refused (the default) or left out of the text before scoring.
 
+``score_text(..., outputs=per_char.Outputs(...))`` also writes each character's own
+log-probability, rank and top guesses, in text order (``charrnn eval --per-char FILE``,
+``--html FILE``; see ``charrnn.per_char``).
+
     charrnn eval runs/<run>/best.pt held_out.txt --json
 """
 
@@ -32,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from charrnn import corpus, files
+from charrnn import corpus, files, per_char
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import Vocab, list_chars, text_pieces
 from charrnn.errors import DataError
@@ -55,6 +59,10 @@ RELEASE_EVERY = 256      # forward calls between two releases of a memory-mapped
 CHUNK_LOGITS = 1 << 23   # logits per forward call (32 MB of float32), at most
 CHUNK_STEPS = 64         # time steps per forward call, at most: a batch of streams'
                          # gates stay in cache (2 CPU cores: about 1.3x 1024's speed)
+
+
+# What ``nats_sum`` hands each forward call's log-probabilities to (see there).
+PerCharSink = Callable[[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor], None]
 
 
 class Stopped(Exception):
@@ -80,12 +88,20 @@ def stream_plan(n: int, max_chars: int | None = None) -> np.ndarray:
 def nats_sum(model: CharRNN, ids: np.ndarray, device: torch.device, *,
              max_chars: int | None = None, part: tuple[int, int] = (0, 1),
              on_chunk: Callable[[int], None] | None = None,
-             stop: Callable[[], bool] | None = None) -> tuple[float, int]:
+             stop: Callable[[], bool] | None = None,
+             per_char: PerCharSink | None = None) -> tuple[float, int]:
     """(total nats, characters scored) of predicting the targets of ``stream_plan``
     from every character before them, in float32. ``part=(k, n)``: only the streams
     k, k + n, ... (one process's share). ``on_chunk`` is told how many characters each
     forward call scored (for a progress bar); ``stop()`` is asked before each, and a
-    True gives up the pass (``Stopped``)."""
+    True gives up the pass (``Stopped``).
+
+    ``per_char`` (``charrnn.per_char``) is handed each forward call's log-probabilities:
+    ``per_char(at, scored, logp, lp)`` with the (S, T) target positions, the (S, T) mask
+    of those scored, the float32 log_softmax (S, T, V) and its (S, T) values at the
+    targets. The total is then the float64 sum of exactly those values at the scored
+    targets (within float rounding of the cross entropy computed without it), so that a
+    file of them adds up to it; without ``per_char`` nothing of this is computed."""
     plan = stream_plan(len(ids), max_chars)[part[0]::part[1]]
     if len(plan) == 0:
         return 0.0, 0
@@ -106,8 +122,15 @@ def nats_sum(model: CharRNN, ids: np.ndarray, device: torch.device, *,
             y = ids[np.minimum(at, len(ids) - 1)].astype(np.int64)
             y = torch.from_numpy(np.where(scored, y, -100)).to(device)        # (S, T)
             logits, hidden = model(x, hidden)                                 # (S, T, V)
-            total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
-                                     ignore_index=-100, reduction="sum")
+            if per_char is None:
+                total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(),
+                                         ignore_index=-100, reduction="sum")
+            else:
+                logp = logits.float().log_softmax(dim=-1)                     # (S, T, V)
+                lp = logp.gather(-1, y.clamp(min=0)[..., None])[..., 0].clamp(max=0.0)
+                mask = torch.from_numpy(scored).to(device)
+                total -= torch.where(mask, lp, 0.0).double().sum()
+                per_char(at, scored, logp, lp)
             if on_chunk is not None:
                 on_chunk(int(scored.sum()))
             if (t // steps) % RELEASE_EVERY == RELEASE_EVERY - 1:
@@ -175,12 +198,14 @@ class Score:
 def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
                skip_unknown: bool = False, max_chars: int | None = None,
                cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
-               progress: bool = False) -> Score:
+               progress: bool = False, outputs: per_char.Outputs | None = None) -> Score:
     """Nats, bits and perplexity per character of the model in ``checkpoint`` on the
     text at ``text_path`` (or the files of a list, read as one text as training reads
     them; see the module docstring), in bounded memory: the text's ids are written to
     ``cache_dir`` (by default the corpus cache beside the checkpoint's run, else a
-    temporary folder) and scored memory-mapped."""
+    temporary folder) and scored memory-mapped. ``outputs``: the per-character records
+    and the HTML page to write too (``charrnn.per_char``); their logprobs add up to
+    minus the total."""
     t0 = time.time()
     checkpoint = Path(checkpoint)
     paths = [Path(text_path)] if isinstance(text_path, (str, Path)) else list(text_path)
@@ -189,6 +214,8 @@ def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
         cache_dir = checkpoint.parent.parent / ".cache"
     with (nullcontext(cache_dir) if cache_dir is not None else
           tempfile.TemporaryDirectory(prefix="charrnn-eval-")) as cache, \
+            (per_char.spill(outputs, Path(cache)) if outputs is not None else
+             nullcontext()) as spill, \
             corpus.ReadingBar(progress, paths) as reading:
         texts = corpus.cached_texts(paths, cache, what="text to score", on_read=reading.update)
         unknown = "".join(sorted(set(texts.vocab) - set(vocab.chars)))
@@ -206,14 +233,28 @@ def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
                             "needs at least 2 (the first is only context)")
         device = torch.device(device)
         model.to(device)
-        with tqdm(total=int(np.diff(stream_plan(len(ids), max_chars)).sum()),
-                  disable=not progress, unit="char", unit_scale=True, leave=False, delay=1.0,
-                  desc="scoring", file=sys.stderr) as bar:
-            total, scored = nats_sum(model, ids, device, max_chars=max_chars,
-                                     on_chunk=bar.update)
-        kept = len(ids)
+        plan = stream_plan(len(ids), max_chars)
+        recorder = None if outputs is None else per_char.Recorder(
+            plan, ids, outputs.top, len(vocab), spill)
+        try:
+            with tqdm(total=int(np.diff(plan).sum()), disable=not progress, unit="char",
+                      unit_scale=True, leave=False, delay=1.0, desc="scoring",
+                      file=sys.stderr) as bar:
+                total, scored = nats_sum(model, ids, device, max_chars=max_chars,
+                                         on_chunk=bar.update, per_char=recorder)
+            kept, first = len(ids), vocab.chars[int(ids[0])]
+            nats = total / scored
+            if recorder is not None:
+                title, meta = per_char.page_meta(
+                    checkpoint=str(checkpoint), text=texts.label, scored=scored, nats=nats,
+                    skipped=texts.chars - kept, sampled=scored < kept - 1)
+                per_char.write(outputs, recorder, vocab, first=first, title=title, meta=meta,
+                               progress=progress)
+        finally:
+            if recorder is not None:
+                recorder.close()
+                recorder.ids = None
         del ids    # the memory map, before a temporary folder goes
-    nats = total / scored
     return Score(checkpoint=str(checkpoint), text=texts.label, characters=texts.chars,
                  scored=scored, nats_per_char=nats, bits_per_char=nats / LN2,
                  perplexity=math.exp(nats), unknown_count=texts.chars - kept,
