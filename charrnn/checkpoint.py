@@ -35,7 +35,7 @@ from charrnn import __version__
 from charrnn.config import build
 from charrnn.data import Vocab
 from charrnn.errors import CheckpointError
-from charrnn.files import BEST, LAST, atomic_write, numbered_checkpoints
+from charrnn.files import BEST, LAST, atomic_write, is_torchscript, numbered_checkpoints
 from charrnn.model import CharRNN
 
 FORMAT_VERSION = 1
@@ -73,6 +73,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it was never written "
                               "completely, use another checkpoint")
+    if zipped and _is_torchscript(path):
+        raise CheckpointError(f"{path} is a TorchScript export (charrnn export), not a "
+                              "checkpoint; give the checkpoint or run folder it came from")
     _check_crc(path)
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickles; we say it once
@@ -102,6 +105,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable checkpoint: {what}; use another "
                               "checkpoint") from None
     return check_checkpoint(ckpt, path)
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return is_torchscript(archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError, EOFError):
+        return False        # a damaged file: the checks below say what is wrong
 
 
 def _check_crc(path: Path) -> None:
@@ -153,8 +164,10 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint"
     except CheckpointError:
         raise
     except Exception as e:  # a config or state that does not fit the model
-        detail = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{path} does not hold a usable model: {detail[:200]}") from None
+        detail = " ".join(str(e).split()).removeprefix(
+            "Error(s) in loading state_dict for CharRNN: ")
+        raise CheckpointError(f"{path} does not hold a usable model ({detail[:300]}); use a "
+                              "checkpoint that charrnn saved") from None
     broken = next((name for name, t in model.state_dict().items()
                    if not torch.isfinite(t).all()), None)
     if broken is not None:

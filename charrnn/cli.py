@@ -788,12 +788,14 @@ def export(
     if as_json:
         print(json.dumps(dict(path=str(result.path), format=result.format, bytes=result.bytes,
                               max_difference=result.max_difference,
+                              float32_rounding=result.rounding,
                               checked_with=result.checked_with)))
         return
-    checked = ("open it in a browser; ?prime=ROMEO:&run=1 after its name starts at once"
+    checked = ("open it in a browser (?len=300&run=1 after its name generates at once)"
                if result.max_difference is None
                else f"run by {result.checked_with}, its outputs equal the model's within "
-               f"{result.max_difference:.1e}")
+               f"{result.max_difference:.1e} (torch's own float32 rounding there: "
+               f"{result.rounding:.1e})")
     err.print(Text(f"wrote {result.path} ({result.format}, {result.bytes / 1e6:.2f} MB); "
                    f"{checked}"))
 

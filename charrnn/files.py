@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 import sys
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,8 @@ def atomic_write(target: str | Path, *, fix: str, what: str = "",
             yield f
             f.flush()
             os.fsync(f.fileno())
+        with contextlib.suppress(FileNotFoundError):     # a replaced file keeps its mode
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
         os.replace(tmp, target)
     except OSError as e:
         raise error(f"cannot write {what}{target}: {e.strerror or e}; {fix}") from None
@@ -84,17 +87,38 @@ def check_output(path: str | Path, flag: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"cannot write {flag} {path}: it is a directory; give a file name")
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"cannot write {flag} {path}: it is a device or a pipe, which the "
+                          "new file would replace; give the name of a regular file")
     if not path.parent.is_dir():
         raise ConfigError(f"cannot write {flag} {path}: the folder {path.parent} does not "
                           "exist; create it or write elsewhere")
     real = path.resolve()      # through links: a link to a checkpoint is a checkpoint
     # A run's file, or one a run in that folder may write later (a step-N.pt to come).
-    if (real.exists() and (real.suffix == ".pt" or real.name in RUN_FILES)) or (
+    if (real.exists() and (real.suffix == ".pt" or real.name in RUN_FILES
+                           or holds_checkpoint(real))) or (
             is_run_file(real.name) and real.parent.is_dir() and is_run(real.parent)):
-        kind = "checkpoint" if real.suffix == ".pt" else real.name
+        kind = "checkpoint" if real.suffix == ".pt" or holds_checkpoint(real) else real.name
         raise ConfigError(f"cannot write {flag} {path}: it would replace a run's {kind}; "
                           "choose another file name")
     return path
+
+
+def holds_checkpoint(path: Path) -> bool:
+    """Whether the file at ``path``, whatever its name, is what ``torch.save`` writes: a
+    zip archive with a ``data.pkl`` and no ``code/`` (which a TorchScript export has)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError, EOFError):
+        return False
+    return (any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
+            and not is_torchscript(names))
+
+
+def is_torchscript(names: list[str]) -> bool:
+    """Whether a zip archive's member ``names`` are those of a TorchScript archive."""
+    return any("/code/" in n or n.startswith("code/") for n in names)
 
 
 SMALL_FILE_LIMIT = 64 * 2**20   # a config or a metrics table is far smaller than this

@@ -435,6 +435,8 @@ function say(text) {
 // The settings in the controls, checked; throws an Error with a message for the user.
 function readSettings() {
   const number = (name, what, check) => {
+    const bad = field(name).dataset.bad;      // a value from the address that is no number
+    if (bad !== undefined) throw new Error(what + " The address gives " + name + "=" + bad + ".");
     const raw = field(name).value.trim();
     if (raw === "") return null;
     const v = Number(raw);
@@ -457,14 +459,19 @@ function readSettings() {
     o.seed = number("seed", "Seed must be a whole number from 0 to 4294967295.",
                     (v) => whole(v) && v >= 0 && v <= 4294967295);
   }
-  const typed = field("prime").value;
+  // The address's prime as it is, while the box shows it: a text box turns \r into \n.
+  const boxed = field("prime").value;
+  const typed = addressPrime !== null && boxed === addressPrime.replace(/\r\n?/g, "\n")
+    ? addressPrime : boxed;
   const prime = typed === "" ? spec.default_prime : typed;
   const chars = Array.from(prime);           // code points, not UTF-16 units
   const unknown = [...new Set(chars.filter((ch) => !ids.has(ch)))];
   if (unknown.length) {
     throw new Error("The prime has " + unknown.length + " character" +
                     (unknown.length > 1 ? "s" : "") + " this model never saw: " +
-                    unknown.map(shown).join(", ") + ". Remove or replace " +
+                    unknown.slice(0, 20).map(shown).join(", ") +
+                    (unknown.length > 20 ? " and " + (unknown.length - 20) + " more" : "") +
+                    ". Remove or replace " +
                     (unknown.length > 1 ? "them" : "it") + " and generate again.");
   }
   o.typed = typed;
@@ -590,8 +597,16 @@ window.charrnn = Object.freeze({
 
 // ---- settings from the address: ?prime=...&len=...&greedy=1&seed=...&run=1
 const query = new URLSearchParams(location.search);
+const addressPrime = query.get("prime");
 for (const name of ["prime", "len", "temperature", "top_k", "top_p", "seed"]) {
-  if (query.has(name)) field(name).value = query.get(name);
+  if (!query.has(name)) continue;
+  const given = query.get(name);
+  field(name).value = given;
+  if (name !== "prime" && given.trim() !== "" && field(name).value === "") {
+    field(name).dataset.bad = given;    // a number box drops what it cannot read: say so
+    field(name).addEventListener("input", () => delete field(name).dataset.bad,
+                                 { once: true });
+  }
 }
 const yes = (v) => ["1", "true", "yes", "on"].includes((v || "").toLowerCase());
 if (query.has("greedy")) field("greedy").checked = yes(query.get("greedy"));

@@ -15,8 +15,8 @@ import pytest
 from charrnn import config as cfg
 
 from conftest import ROOT, charrnn, run
-COMMANDS = ["train", "sample", "eval", "inspect", "runs", "plot", "download", "prepare", "config"]
-PANELS = {"Train and use a model": ["train", "sample", "eval"],
+COMMANDS = ["train", "sample", "eval", "export", "inspect", "runs", "plot", "download", "prepare", "config"]
+PANELS = {"Train and use a model": ["train", "sample", "eval", "export"],
           "Look inside and compare": ["inspect", "runs", "plot"],
           "Data and settings": ["download", "prepare", "config"]}
 

@@ -6,7 +6,9 @@ Each export's logits must equal the model's, and its greedy text that of `charrn
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -245,3 +247,65 @@ def test_a_missing_onnx_package_names_the_extra_to_install(exports, tmp_path):
         "error: ONNX export needs the onnx package; install it with pip install "
         "'charrnn[export]'"]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_export_never_replaces_a_checkpoint_a_device_or_a_pipe(exports, tmp_path, capsys):
+    """Whatever the output is called: a checkpoint named like an export (even the file
+    being exported), a device, a pipe; each refused in one line, the file untouched."""
+    checkpoint = exports["lstm"]["checkpoint"]
+    disguised = tmp_path / "model.ts"
+    disguised.write_bytes(checkpoint.read_bytes())
+    before = disguised.read_bytes()
+    code, out, err = run(["export", str(disguised), "-o", str(disguised)], capsys)
+    assert code == 1 and "checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert disguised.read_bytes() == before
+    pipe = tmp_path / "pipe.onnx"
+    os.mkfifo(pipe)
+    code, out, err = run(["export", str(checkpoint), "-o", str(pipe)], capsys)
+    assert code == 1 and "device or a pipe" in err
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+
+
+def test_the_name_and_format_must_agree_and_stdout_is_not_a_file(exports, tmp_path, capsys):
+    checkpoint = str(exports["gru"]["checkpoint"])
+    for argv, expected in (([str(tmp_path / "m.onnx"), "--format", "html"], "says onnx"),
+                           (["-", "--format", "onnx"], "a file named '-'"),
+                           ([str(tmp_path / "m.pt")], "cannot tell the format")):
+        code, out, err = run(["export", checkpoint, "-o", *argv], capsys)
+        assert code == 1 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_torchscript_file_given_as_a_checkpoint_is_named_as_such(exports, capsys):
+    code, out, err = run(["sample", str(exports["lstm"][".ts"])], capsys)
+    assert code == 1 and "is a TorchScript export" in err and out == ""
+
+
+def test_writing_over_an_earlier_export_keeps_its_permissions(exports, tmp_path, capsys):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    target.chmod(0o600)
+    code, out, err = run(["export", str(exports["gru"]["checkpoint"]), "-o", str(target)],
+                         capsys)
+    assert code == 0, err
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() != b"old"
+
+
+def test_a_model_whose_float32_rounding_grows_is_exported_and_says_so(tmp_path, capsys):
+    """A 3-layer tanh RNN with large weights: over the check's 256 characters torch's
+    own float32 drifts far from float64, and the ONNX file as far; not a fault."""
+    torch.manual_seed(0)
+    config = ModelConfig(cell="rnn", embedding_dim=16, hidden_size=64, num_layers=3)
+    model = CharRNN(len(CHARS), config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(6.0)
+    path = tmp_path / "chaotic.pt"
+    save_checkpoint({"model_config": to_dict(config), "train_config": to_dict(TrainConfig()),
+                     "vocab": CHARS, "model_state": model.state_dict()}, path)
+    code, out, err = run(["export", str(path), "-o", str(tmp_path / "c.onnx"), "--json"],
+                         capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["max_difference"] <= 1e-5 * 100 + 2 * result["float32_rounding"]
+    assert result["float32_rounding"] > 1e-4     # the case this test is about

@@ -85,6 +85,10 @@ CONSTANT_CHARS = "abcdefgh"
 LOGITS = [2.0, 1.5, 1.0, 0.5, 0.0, -0.5, -1.0, -2.0]
 TIED_LOGITS = [0.5, 1.0, 3.0, 3.0, 3.0, -1.0, 0.0, 2.0]   # greedy takes the first 3.0
 UNKNOWN_PRIME = "Zebra \U0001F993 and zebra"
+# A text with Windows line ends, and a prime that ends in a carriage return (which a
+# page's text box would turn into a newline).
+CRLF_TEXT = "First Citizen:\r\nBefore we proceed any further,\r\nhear me speak.\r\n\r\n"
+CRLF_PRIME = "First Citizen:\r"
 DRAWS = [dict(), dict(temperature=0.5), dict(top_k=3), dict(top_p=0.6),
          dict(temperature=2.0, top_k=5, top_p=0.95)]
 
@@ -250,6 +254,11 @@ def _pages(folder: Path) -> dict:
                      src=url(rnn, prime=UNKNOWN_PRIME, len=50, run=1)))
     jobs.append(dict(name="bad-temperature", wait=True,
                      src=url(rnn, prime="First", temperature="0", run=1)))
+    jobs.append(dict(name="bad-address", wait=True,
+                     src=url(rnn, prime="First", len="abc", run=1)))
+    path = add("crlf", *trained(CRLF_TEXT))
+    jobs.append(dict(name="crlf", wait=True,
+                     src=url(path, prime=CRLF_PRIME, len=200, greedy=1, run=1)))
     path = add("constant", *constant_model(LOGITS))
     for i, setting in enumerate(DRAWS):
         jobs.append(dict(name=f"draws/{i}", wait=True,
@@ -379,6 +388,20 @@ def test_prime_characters_outside_the_vocabulary_are_named_and_nothing_is_genera
     bad = pages["browser"]["bad-temperature"]
     assert bad["error"] == "1" and bad["text"] == ""
     assert bad["message"] == "Temperature must be a number above 0."
+    # A number box drops what it cannot read; the page says so instead of using 500.
+    bad = pages["browser"]["bad-address"]
+    assert bad["error"] == "1" and bad["text"] == ""
+    assert bad["message"].endswith("The address gives len=abc.")
+
+
+@needs_browser
+def test_a_prime_from_the_address_keeps_its_carriage_returns(pages, capsys):
+    checkpoint = pages["models"]["crlf"][2]
+    expected = sample_command(checkpoint, capsys, "--greedy", "--prime", CRLF_PRIME,
+                              "--len", "200")
+    shown = pages["browser"]["crlf"]
+    assert shown["done"] == "1" and shown["text"] == expected[len(CRLF_PRIME):]
+    assert "\r" in shown["text"]
 
 
 @needs_browser
