@@ -110,3 +110,20 @@ def tiny_run(small_text, tmp_path_factory) -> Path:
     model, config = tiny_configs(out=str(out))
     train(small_text, model, config, progress=False)
     return out
+
+
+def prime_sensitive_model(chars: str, **config):
+    """A random CharRNN (eval mode) over ``chars`` with its weights scaled up threefold,
+    so that what it predicts depends clearly on what it has read."""
+    import torch
+
+    from charrnn.data import Vocab
+    from charrnn.model import CharRNN
+
+    torch.manual_seed(4)
+    vocab = Vocab(chars)
+    model = CharRNN(len(vocab), ModelConfig(embedding_dim=8, hidden_size=16, **config))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    return model.eval(), vocab

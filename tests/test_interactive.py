@@ -21,12 +21,11 @@ import torch
 
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.config import ModelConfig, TrainConfig, to_dict
-from charrnn.data import Vocab
 from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN
 from charrnn.sample import Session, choose, generate
 
-from conftest import CELLS, child_env, run
+from conftest import CELLS, child_env, prime_sensitive_model, run
 
 CHARS = "\n /:abcdefghij"
 
@@ -246,23 +245,12 @@ def test_flags_that_do_not_fit_are_refused_in_one_line(checkpoint, capsys, flags
 
 
 # --------------------------------------------------------------------- the library
-def random_model(chars: str, **config) -> tuple[CharRNN, Vocab]:
-    """A random CharRNN (eval mode) over ``chars``, its weights scaled up threefold."""
-    torch.manual_seed(4)
-    vocab = Vocab(chars)
-    model = CharRNN(len(vocab), ModelConfig(embedding_dim=8, hidden_size=16, **config))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)
-    return model.eval(), vocab
-
-
 @pytest.mark.parametrize("name", CELLS)
 def test_a_session_that_keeps_its_state_draws_as_the_module_reading_all_its_text(name):
     """Every kind of cell, drawing (not greedy): each turn's characters against the
     plain module carrying its hidden state over all the text (every prime and every
     drawn character), drawing from its logits with one generator for the session."""
-    model, vocab = random_model("abcdefghij", num_layers=2, **CELLS[name])
+    model, vocab = prime_sensitive_model("abcdefghij", num_layers=2, **CELLS[name])
     settings = dict(temperature=0.8, top_k=6)
     session = Session(model, vocab, length=25, keep=True, seed=13, **settings)
     primes = ["jabbed", "", "b", "hig"]
@@ -284,7 +272,7 @@ def test_a_session_that_keeps_its_state_draws_as_the_module_reading_all_its_text
 
 
 def test_a_turn_read_in_part_leaves_the_state_after_its_last_character():
-    model, vocab = random_model("abcdefghij", num_layers=2, cell="gru")
+    model, vocab = prime_sensitive_model("abcdefghij", num_layers=2, cell="gru")
     session = Session(model, vocab, length=40, greedy=True, keep=True)
     turn = session.turn("jab")
     first = "".join(next(turn) for _ in range(10))           # then the reader stops
@@ -297,7 +285,7 @@ def test_a_turn_read_in_part_leaves_the_state_after_its_last_character():
 
 
 def test_session_settings_are_checked_and_a_bad_one_changes_nothing():
-    model, vocab = random_model("abc", num_layers=1)
+    model, vocab = prime_sensitive_model("abc", num_layers=1)
     session = Session(model, vocab, temperature=0.5)
     with pytest.raises(ConfigError, match="top-p must be in"):
         session.configure(temperature=2.0, top_p=0.0)

@@ -13,7 +13,7 @@ from charrnn.errors import DataError
 from charrnn.model import CharRNN
 from charrnn.sample import choose, generate, stream
 
-from conftest import CELLS, run
+from conftest import CELLS, prime_sensitive_model, run
 
 
 @pytest.fixture(scope="module")
@@ -178,18 +178,6 @@ def test_sample_command_greedy(constant_model, capsys):
     code, out, err = run(["sample", str(path), "--len", "50", "--greedy"], capsys)
     assert code == 0, err
     assert out == "a" * 50
-
-
-def prime_sensitive_model(chars: str, **config) -> tuple[CharRNN, Vocab]:
-    """A random CharRNN (eval mode) over ``chars`` with its weights scaled up threefold,
-    so that what it predicts depends clearly on what it has read."""
-    torch.manual_seed(4)
-    vocab = Vocab(chars)
-    model = CharRNN(len(vocab), ModelConfig(embedding_dim=8, hidden_size=16, **config))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)
-    return model.eval(), vocab
 
 
 @pytest.mark.parametrize("name", CELLS)
