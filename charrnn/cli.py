@@ -775,7 +775,7 @@ def export(
     from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from charrnn.export import export as export_model
     from charrnn.export import format_for
-    from charrnn.files import atomic_write, check_output
+    from charrnn.files import check_output
 
     chosen = format_for(output, fmt)
     check_output(output, "--output")
@@ -783,8 +783,7 @@ def export(
     ckpt = load_checkpoint(path)
     model, vocab = model_from_checkpoint(ckpt, path)
     _say_which(checkpoint, "exporting", path)
-    result = export_model(model, vocab, ckpt, output, chosen, write=lambda target: atomic_write(
-        target, fix="choose another file with --output"))
+    result = export_model(model, vocab, ckpt, output, chosen)
     if as_json:
         print(json.dumps(dict(path=str(result.path), format=result.format, bytes=result.bytes,
                               max_difference=result.max_difference,

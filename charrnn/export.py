@@ -44,6 +44,7 @@ from torch import nn
 from charrnn import __version__
 from charrnn.data import Vocab
 from charrnn.errors import ConfigError
+from charrnn.files import atomic_write
 from charrnn.model import CharRNN
 
 FORMATS = ("onnx", "torchscript", "html")
@@ -103,10 +104,10 @@ def metadata(model: CharRNN, vocab: Vocab, ckpt: dict[str, Any]) -> dict[str, st
     return {key: json.dumps(values[key], ensure_ascii=False) for key in METADATA_KEYS}
 
 
-def export(model: CharRNN, vocab: Vocab, ckpt: dict[str, Any], output: Path, fmt: str,
-           *, write: Any) -> Exported:
-    """Write ``model`` to ``output`` in ``fmt`` through ``write(path) -> binary file``
-    (an atomic writer), once its runtime has run it like the model (ONNX, TorchScript)."""
+def export(model: CharRNN, vocab: Vocab, ckpt: dict[str, Any], output: Path, fmt: str
+           ) -> Exported:
+    """Write ``model`` to ``output`` in ``fmt``, whole or not at all, once its runtime has
+    run it like the model (ONNX, TorchScript)."""
     if model.config.bidirectional:
         raise ConfigError("a bidirectional model cannot generate text, so it has no "
                           "export; train a one-directional model")
@@ -122,7 +123,7 @@ def export(model: CharRNN, vocab: Vocab, ckpt: dict[str, Any], output: Path, fmt
     else:
         data = torchscript_bytes(model, meta)
     difference, rounding, runtime = check(model, vocab, data, fmt)
-    with write(output) as out:
+    with atomic_write(output, fix="choose another file with --output") as out:
         out.write(data)
     return Exported(output, fmt, len(data), difference, rounding, runtime)
 

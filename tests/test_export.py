@@ -309,3 +309,19 @@ def test_a_model_whose_float32_rounding_grows_is_exported_and_says_so(tmp_path, 
     result = json.loads(out)
     assert result["max_difference"] <= 1e-5 * 100 + 2 * result["float32_rounding"]
     assert result["float32_rounding"] > 1e-4     # the case this test is about
+
+
+def test_an_export_that_runs_unlike_the_model_is_not_written(exports, tmp_path, capsys,
+                                                            monkeypatch):
+    """The check before writing: a runtime whose logits are off by 1e-3 (a broken
+    conversion) gives one line, and no file."""
+    from charrnn import export
+
+    real = export.run_export
+    monkeypatch.setattr(export, "run_export", lambda data, fmt, inputs: [
+        out + 1e-3 * (i == 0) for i, out in enumerate(real(data, fmt, inputs))])
+    target = tmp_path / "m.onnx"
+    code, out, err = run(["export", str(exports["lstm"]["checkpoint"]), "-o", str(target)],
+                         capsys)
+    assert code == 1 and "differs from the model by 1.00e-03" in err and "not written" in err
+    assert len(err.strip().splitlines()) == 1 and not target.exists()
