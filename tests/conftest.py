@@ -127,3 +127,15 @@ def prime_sensitive_model(chars: str, **config):
         for p in model.parameters():
             p.mul_(3.0)
     return model.eval(), vocab
+
+
+def save_model(model, chars: str, path: Path, **extra) -> Path:
+    """``model`` over the vocabulary ``chars`` saved as a checkpoint at ``path`` (with
+    the default training settings and any ``extra`` fields, e.g. step, val_loss)."""
+    from charrnn.checkpoint import save_checkpoint
+    from charrnn.config import to_dict
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint({"model_config": to_dict(model.config),
+                            "train_config": to_dict(TrainConfig()), "vocab": chars,
+                            "model_state": model.state_dict(), **extra}, path)

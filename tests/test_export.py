@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn.checkpoint import save_checkpoint
-from charrnn.config import ModelConfig, TrainConfig, to_dict
+from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
-from conftest import CELLS, ROOT, run
+from conftest import CELLS, ROOT, run, save_model
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="needs the export extra")
 
@@ -43,9 +42,7 @@ def make_checkpoint(folder: Path, name: str) -> tuple[CharRNN, Path]:
         for p in model.parameters():
             p.mul_(1.0 if config.nonlinearity == "relu" and config.cell == "rnn" else 3.0)
     path = folder / f"{name}.pt"
-    save_checkpoint({"model_config": to_dict(config), "train_config": to_dict(TrainConfig()),
-                     "vocab": CHARS, "model_state": model.state_dict(), "step": 7,
-                     "val_loss": 1.5}, path)
+    save_model(model, CHARS, path, step=7, val_loss=1.5)
     return model.eval(), path
 
 
@@ -301,8 +298,7 @@ def test_a_model_whose_float32_rounding_grows_is_exported_and_says_so(tmp_path, 
         for p in model.parameters():
             p.mul_(6.0)
     path = tmp_path / "chaotic.pt"
-    save_checkpoint({"model_config": to_dict(config), "train_config": to_dict(TrainConfig()),
-                     "vocab": CHARS, "model_state": model.state_dict()}, path)
+    save_model(model, CHARS, path)
     code, out, err = run(["export", str(path), "-o", str(tmp_path / "c.onnx"), "--json"],
                          capsys)
     assert code == 0, err

@@ -19,13 +19,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from charrnn.config import ModelConfig, TrainConfig, to_dict
+from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
+from charrnn.config import ModelConfig
 from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN
 from charrnn.sample import Session, choose, generate
 
-from conftest import CELLS, child_env, prime_sensitive_model, run
+from conftest import CELLS, child_env, prime_sensitive_model, run, save_model
 
 CHARS = "\n /:abcdefghij"
 
@@ -43,8 +43,7 @@ def checkpoint(tmp_path_factory):
         for p in model.parameters():
             p.mul_(5.0)
     path = tmp_path_factory.mktemp("interactive") / "model.pt"
-    save_checkpoint({"model_config": to_dict(config), "train_config": to_dict(TrainConfig()),
-                     "vocab": CHARS, "model_state": model.state_dict()}, path)
+    save_model(model, CHARS, path)
     return path
 
 

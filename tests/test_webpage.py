@@ -25,14 +25,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn.checkpoint import save_checkpoint
-from charrnn.config import ModelConfig, TrainConfig, to_dict
+from charrnn.config import ModelConfig
 from charrnn.data import Vocab
 from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
 from charrnn.webpage import page
 
-from conftest import SHAKESPEARE, run
+from conftest import SHAKESPEARE, run, save_model
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
@@ -94,11 +93,7 @@ DRAWS = [dict(), dict(temperature=0.5), dict(top_k=3), dict(top_p=0.6),
 
 
 def save(model: CharRNN, vocab: Vocab, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_checkpoint({"model_config": to_dict(model.config),
-                            "train_config": to_dict(TrainConfig()), "vocab": vocab.chars,
-                            "model_state": model.state_dict(), "val_loss": 1.25,
-                            "step": 60}, path)
+    return save_model(model, vocab.chars, path, val_loss=1.25, step=60)
 
 
 def trained(text: str, steps: int = 60, **config) -> tuple[CharRNN, Vocab]:
