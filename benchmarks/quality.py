@@ -1,19 +1,27 @@
-"""Time to quality: run the time-budgeted presets on tiny-shakespeare and report the
-validation loss each reaches, with the wall time of the whole command.
+"""Time to quality: train a time-budgeted preset on tiny-shakespeare several times and
+report the median validation loss, with the processor it was measured on.
 
-    python benchmarks/quality.py                       # both presets, 2 runs each
-    python benchmarks/quality.py --preset 105s --runs 3
-    python benchmarks/quality.py --json
+    python benchmarks/quality.py                          # every preset below, 3 runs each
+    python benchmarks/quality.py --preset 2min             # one preset, 3 runs
+    python benchmarks/quality.py --preset 2min --beside 105s
+                                   # each run followed by a run of the 105 s preset
+    python benchmarks/quality.py --config my.toml --runs 5 --json
 
-Each run is ``charrnn train CORPUS --config configs/shakespeare-<preset>.toml`` in a
-fresh process; the loss is the final full validation pass (nats/char on the last 10%).
-The processor (name, flags, CPU count) is printed first, and is "processor" in --json.
+Each run is ``charrnn train CORPUS --config FILE -q --json`` in a fresh process, timed
+from the process's start to its exit (start-up and the final validation included); the
+loss is the final full validation pass (nats/char on the last 10%). ``--beside`` runs a
+second preset right after each run of the first, so that both see the same machine at
+nearly the same moment: a gain measured as the difference of the two travels from one
+processor to another better than either number alone.
+
+Beside the losses: training steps, chars/s, and the fraction of this machine's fp32
+matmul peak (measured first, for a few seconds) that the training steps reached,
+counting 6 FLOP per weight per character (``bench.train_flops_per_char``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import statistics
 import subprocess
@@ -25,55 +33,120 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import machine  # noqa: E402
+import torch  # noqa: E402
 
-PRESETS = {"105s": 1.48, "10min": 1.42}  # preset -> target val loss
+from benchmarks import machine  # noqa: E402
+from benchmarks.bench import matmul_peak, train_flops_per_char  # noqa: E402
+from charrnn import config as cfg  # noqa: E402
+
+# preset (configs/shakespeare-<name>.toml) -> the validation loss it is meant to reach
+PRESETS = {"2min": 1.45, "10min": 1.40, "105s": 1.48}
+DEFAULT = ("2min", "10min")
 CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 
 
-def run_preset(preset: str, out: Path, device: str | None) -> dict:
-    command = [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--config",
-               str(ROOT / "configs" / f"shakespeare-{preset}.toml"), "--out", str(out), "-q"]
-    if device:
-        command += ["--device", device]
+def config_path(preset: str) -> Path:
+    return ROOT / "configs" / f"shakespeare-{preset}.toml"
+
+
+def flops_per_char(config: Path) -> float:
+    """Training FLOP per character of the model ``config`` describes."""
+    model = cfg.build("model", cfg.read_toml(config).get("model", {}))
+    vocab = len(set(CORPUS.read_text(encoding="utf-8")))
+    return train_flops_per_char(model, vocab)
+
+
+def run_once(config: Path, out: Path, extra: list[str]) -> dict:
+    """One training command; its wall time, steps, chars/s and final val loss."""
+    command = [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--config", str(config),
+               "--out", str(out), "-q", "--json", *extra]
     start = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
-    rows = list(csv.DictReader((out / "metrics.csv").open()))
-    return {"wall_s": round(wall, 1), "steps": int(rows[-1]["step"]),
-            "val_loss": round(float(rows[-1]["val_loss"]), 4),
-            "chars_per_s": float(rows[-1]["chars_per_s"])}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"wall_s": round(wall, 1), "steps": result["step"],
+            "chars_per_s": round(result["chars_per_s"]),
+            "val_loss": round(result["val_loss"], 4)}
+
+
+def summarise(name: str, config: Path, target: float | None, runs: list[dict],
+              peak: float) -> dict:
+    flops = flops_per_char(config)
+    for r in runs:
+        r["fraction_of_peak"] = round(r["chars_per_s"] * flops / 1e9 / peak, 3)
+    median = statistics.median(r["val_loss"] for r in runs)
+    return {"name": name, "config": str(config), "target": target, "runs": runs,
+            "median_val_loss": round(median, 4),
+            "median_steps": statistics.median(r["steps"] for r in runs),
+            "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+            "train_mflop_per_char": round(flops / 1e6, 2),
+            "met": None if target is None else median <= target}
+
+
+def describe(s: dict) -> str:
+    runs = ", ".join(f"{r['val_loss']:.4f} ({r['wall_s']} s, {r['steps']} steps, "
+                     f"{r['chars_per_s']:,} chars/s, {r['fraction_of_peak']:.0%} of peak)"
+                     for r in s["runs"])
+    verdict = ("" if s["target"] is None else
+               f", target {s['target']}: {'met' if s['met'] else 'missed'}")
+    return f"{s['name']}: median {s['median_val_loss']:.4f}{verdict}; runs {runs}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=list(PRESETS), action="append")
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--preset", choices=list(PRESETS), action="append",
+                        help=f"configs/shakespeare-NAME.toml (default: {', '.join(DEFAULT)})")
+    parser.add_argument("--config", type=Path, action="append", default=[],
+                        help="any other config file with a time budget")
+    parser.add_argument("--beside", choices=list(PRESETS),
+                        help="run this preset right after every run, for a paired comparison")
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--device", default=None, help="passed to charrnn train")
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--dtype", default=None, help="passed to charrnn train")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
+    extra = [flag for name in ("device", "dtype") if getattr(args, name)
+             for flag in (f"--{name}", getattr(args, name))]
+    candidates = [(p, config_path(p), PRESETS[p]) for p in args.preset or []]
+    candidates += [(str(c), c.resolve(), None) for c in args.config]
+    if not candidates:
+        candidates = [(p, config_path(p), PRESETS[p]) for p in DEFAULT]
+
     processor = machine.describe()
     print(machine.summary(processor), file=sys.stderr, flush=True)
-    results: dict = {}
+    peak, size = matmul_peak(torch.float32, 3.0)
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({size}²)", file=sys.stderr, flush=True)
+    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for preset in args.preset or list(PRESETS):
-            runs = []
+        for name, config, target in candidates:
+            runs: list[dict] = []
+            beside: list[dict] = []
             for i in range(args.runs):
-                runs.append(run_preset(preset, Path(tmp) / f"{preset}-{i}", args.device))
-                print(f"{preset} run {i + 1}: {runs[-1]}", file=sys.stderr, flush=True)
-            losses = [r["val_loss"] for r in runs]
-            results[preset] = {"target": PRESETS[preset], "runs": runs,
-                               "median_val_loss": round(statistics.median(losses), 4),
-                               "met": statistics.median(losses) <= PRESETS[preset]}
+                runs.append(run_once(config, Path(tmp) / f"run-{len(results)}-{i}", extra))
+                print(f"{name} run {i + 1}: {runs[-1]}", file=sys.stderr, flush=True)
+                if args.beside:
+                    beside.append(run_once(config_path(args.beside),
+                                           Path(tmp) / f"beside-{len(results)}-{i}", extra))
+                    print(f"  {args.beside} beside it: {beside[-1]}", file=sys.stderr, flush=True)
+            entry = summarise(name, config, target, runs, peak)
+            if args.beside:
+                entry["beside"] = summarise(args.beside, config_path(args.beside),
+                                            PRESETS[args.beside], beside, peak)
+                entry["median_gain"] = round(statistics.median(
+                    b["val_loss"] - r["val_loss"] for r, b in zip(runs, beside)), 4)
+            results.append(entry)
     if args.json:
-        print(json.dumps({"processor": processor, **results}))
+        print(json.dumps({"processor": processor, "peak_gflops": round(peak, 1),
+                          "results": results}))
         return
     print(machine.summary(processor))
-    for preset, r in results.items():
-        walls = ", ".join(f"{x['wall_s']}s" for x in r["runs"])
-        losses = ", ".join(f"{x['val_loss']:.4f}" for x in r["runs"])
-        print(f"shakespeare-{preset}: val {losses} (median {r['median_val_loss']:.4f}, target "
-              f"{r['target']}: {'met' if r['met'] else 'missed'}); wall {walls}")
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({size}²)")
+    for entry in results:
+        print(describe(entry))
+        if "beside" in entry:
+            print(f"  beside it, {describe(entry['beside'])}")
+            print(f"  {entry['name']} is lower by {entry['median_gain']:.4f} (median of the "
+                  "paired differences)")
 
 
 if __name__ == "__main__":

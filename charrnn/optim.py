@@ -22,10 +22,12 @@ def make_optimizer(model: CharRNN, c: TrainConfig) -> torch.optim.Optimizer:
     other = [p for p in model.parameters() if p.dim() < 2 or p is embedding]
     groups = [{"params": decay, "weight_decay": c.weight_decay},
               {"params": other, "weight_decay": 0.0}]
+    # The fused kernels update every tensor in one pass (about 4% of a CPU step saved
+    # on a 1x384 LSTM, BENCHMARKS.md); same algorithm, same state dict.
     if c.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=c.lr)
+        return torch.optim.AdamW(groups, lr=c.lr, fused=True)
     if c.optimizer == "adam":  # L2 penalty in the gradient, as torch's Adam does it
-        return torch.optim.Adam(groups, lr=c.lr)
+        return torch.optim.Adam(groups, lr=c.lr, fused=True)
     if c.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=c.lr, momentum=0.9)
     if c.optimizer == "rmsprop":
