@@ -2,8 +2,13 @@
 
 ``run`` is its entry point: Ctrl-C while the command-line modules are still being
 imported ends the process like Ctrl-C at any later moment (status 130, no traceback).
+Once the command is done, what is left in memory is handed to the operating system as
+it is: the interpreter's last garbage collections, walking every object torch made,
+take 0.5 to 1 s on a busy 2-core machine, and ``train --max-time`` counts the wall time
+until the process ends.
 """
 
+import gc
 import sys
 
 
@@ -13,7 +18,10 @@ def run() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("aborted\n")
         sys.exit(130)
-    main()
+    try:
+        main()
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":

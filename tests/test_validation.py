@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pty
+import re
 import select
 import signal
 import struct
@@ -206,11 +207,15 @@ def test_a_signal_during_a_long_validation_pass_stops_within_a_second(signum, sh
 @pytest.mark.parametrize("spent", [0.9, 5.0])
 def test_a_budget_too_short_for_one_step_and_the_final_pass_is_refused_before_training(
         spent, small_text, tmp_path):
-    """The budget is 1 s; the process started 0.9 s or 5 s ago (a slow start-up)."""
+    """The budget is 1 s; the process started 0.9 s or 5 s ago (a slow start-up). The
+    message counts those seconds and what reading the text and building the model took."""
     model, config = tiny_configs(max_steps=None, max_time=1.0, out=str(tmp_path / "run"))
-    with pytest.raises(ConfigError, match=rf"^--max-time 1 leaves no time to train: {spent}\d*s "
-                                          r"are spent .* give --max-time \d+ or more"):
+    with pytest.raises(ConfigError, match=r"^--max-time 1 leaves no time to train: (\d+\.\d)s "
+                                          r"are spent .* give --max-time (\d+) or more") as e:
         train(small_text, model, config, progress=False, start_time=time.time() - spent)
+    found = re.match(r".*: (\d+\.\d)s .* --max-time (\d+) ", str(e.value))
+    said = float(found.group(1))
+    assert spent - 0.05 <= said < spent + 30 and int(found.group(2)) > said
     assert not (tmp_path / "run").exists()
 
 
