@@ -14,9 +14,11 @@ second preset right after each run of the first, so that both see the same machi
 nearly the same moment: a gain measured as the difference of the two travels from one
 processor to another better than either number alone.
 
-Beside the losses: training steps, chars/s, and the fraction of this machine's fp32
-matmul peak (measured first, for a few seconds) that the training steps reached,
-counting 6 FLOP per weight per character (``bench.train_flops_per_char``).
+Beside the losses: training steps, chars/s, the precision the run trained in (a preset
+with dtype "auto" trains in bfloat16 on a CPU with bf16 instructions), and the fraction
+of this machine's matmul peak in that precision (measured for a few seconds) that the
+training steps reached, counting 6 FLOP per weight per character
+(``bench.train_flops_per_char``).
 """
 
 from __future__ import annotations
@@ -65,15 +67,30 @@ def run_once(config: Path, out: Path, extra: list[str]) -> dict:
     wall = time.perf_counter() - start
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return {"wall_s": round(wall, 1), "steps": result["step"],
-            "chars_per_s": round(result["chars_per_s"]),
+            "chars_per_s": round(result["chars_per_s"]), "dtype": result["dtype"],
             "val_loss": round(result["val_loss"], 4)}
 
 
+class Peaks:
+    """This machine's matmul peak (GFLOP/s) in each precision, measured when first asked."""
+
+    def __init__(self) -> None:
+        self.gflops: dict[str, float] = {}
+
+    def __call__(self, dtype: str) -> float:
+        if dtype not in self.gflops:
+            gflops, size = matmul_peak(getattr(torch, dtype), 3.0)
+            self.gflops[dtype] = round(gflops, 1)
+            print(f"{dtype} matmul peak: {gflops:.1f} GFLOP/s ({size}²)", file=sys.stderr,
+                  flush=True)
+        return self.gflops[dtype]
+
+
 def summarise(name: str, config: Path, target: float | None, runs: list[dict],
-              peak: float) -> dict:
+              peaks: Peaks) -> dict:
     flops = flops_per_char(config)
     for r in runs:
-        r["fraction_of_peak"] = round(r["chars_per_s"] * flops / 1e9 / peak, 3)
+        r["fraction_of_peak"] = round(r["chars_per_s"] * flops / 1e9 / peaks(r["dtype"]), 3)
     median = statistics.median(r["val_loss"] for r in runs)
     return {"name": name, "config": str(config), "target": target, "runs": runs,
             "median_val_loss": round(median, 4),
@@ -85,7 +102,8 @@ def summarise(name: str, config: Path, target: float | None, runs: list[dict],
 
 def describe(s: dict) -> str:
     runs = ", ".join(f"{r['val_loss']:.4f} ({r['wall_s']} s, {r['steps']} steps, "
-                     f"{r['chars_per_s']:,} chars/s, {r['fraction_of_peak']:.0%} of peak)"
+                     f"{r['chars_per_s']:,} chars/s, {r['dtype']}, "
+                     f"{r['fraction_of_peak']:.0%} of its peak)"
                      for r in s["runs"])
     verdict = ("" if s["target"] is None else
                f", target {s['target']}: {'met' if s['met'] else 'missed'}")
@@ -114,8 +132,8 @@ def main() -> None:
 
     processor = machine.describe()
     print(machine.summary(processor), file=sys.stderr, flush=True)
-    peak, size = matmul_peak(torch.float32, 3.0)
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({size}²)", file=sys.stderr, flush=True)
+    peaks = Peaks()
+    peaks("float32")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, config, target in candidates:
@@ -128,19 +146,20 @@ def main() -> None:
                     beside.append(run_once(config_path(args.beside),
                                            Path(tmp) / f"beside-{len(results)}-{i}", extra))
                     print(f"  {args.beside} beside it: {beside[-1]}", file=sys.stderr, flush=True)
-            entry = summarise(name, config, target, runs, peak)
+            entry = summarise(name, config, target, runs, peaks)
             if args.beside:
                 entry["beside"] = summarise(args.beside, config_path(args.beside),
-                                            PRESETS[args.beside], beside, peak)
+                                            PRESETS[args.beside], beside, peaks)
                 entry["median_gain"] = round(statistics.median(
                     b["val_loss"] - r["val_loss"] for r, b in zip(runs, beside)), 4)
             results.append(entry)
     if args.json:
-        print(json.dumps({"processor": processor, "peak_gflops": round(peak, 1),
+        print(json.dumps({"processor": processor, "peak_gflops": peaks.gflops,
                           "results": results}))
         return
     print(machine.summary(processor))
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s ({size}²)")
+    print("matmul peak: " + ", ".join(f"{dtype} {gflops} GFLOP/s"
+                                      for dtype, gflops in peaks.gflops.items()))
     for entry in results:
         print(describe(entry))
         if "beside" in entry:

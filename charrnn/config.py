@@ -28,7 +28,7 @@ CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
 BATCHINGS = ("stream", "random")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "auto")
 DECAYS = ("cosine", "linear")
 
 # Training length when none of max_steps, epochs or max_time is set.
@@ -152,7 +152,9 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_opt(
         "auto, cpu, cuda or cuda:N"))
     dtype: str = field(default="float32", metadata=_opt(
-        "float32, or bfloat16 autocast", choices=DTYPES))
+        "float32; bfloat16 autocast; or auto: bfloat16 where the device computes it "
+        "natively (a CPU with AVX512-BF16, AMX or Arm BF16 instructions, a GPU that "
+        "supports it), float32 elsewhere", choices=DTYPES))
     tensorboard: bool = field(default=False, metadata=_opt(
         "also write each evaluation's numbers as TensorBoard scalars into the run folder "
         "(needs the tensorboard package)"))

@@ -57,6 +57,34 @@ def check_dtype(dtype: str, device: torch.device) -> None:
                           "use --dtype float32")
 
 
+# The CPU capabilities (``torch.cpu.get_capabilities()``) that compute bfloat16 natively:
+# x86's AVX512-BF16 and AMX, Arm's BF16. Without them bf16 is emulated, slower than fp32.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively, so that bf16 autocast trains
+    faster than float32: a CPU with bf16 instructions, a GPU that supports bf16 (not
+    by emulation). False where torch cannot say."""
+    if device.type == "cuda":
+        try:
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:           # an older torch: no emulation to tell apart
+            return torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or not hasattr(torch.cpu, "get_capabilities"):
+        return False
+    capabilities = torch.cpu.get_capabilities()
+    return any(capabilities.get(flag) is True for flag in BF16_CPU_FLAGS)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """The precision a run on ``device`` trains in: ``auto`` is bfloat16 where the
+    device computes it natively, float32 elsewhere; any other setting is itself."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if native_bf16(device) else "float32"
+
+
 def autocast(device: torch.device, dtype: str):
     """The forward pass in ``dtype`` (``bfloat16``: mixed precision, float32 weights)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=(dtype == "bfloat16"))

@@ -38,7 +38,8 @@ from charrnn import corpus, distributed, files
 from charrnn.checkpoint import (load_checkpoint, model_from_checkpoint, peek_checkpoint,
                                 resolve_checkpoint, save_checkpoint)
 from charrnn.data import Vocab, make_batches, split
-from charrnn.device import autocast, check_dtype, check_fits, resolve_device, to_device
+from charrnn.device import (autocast, check_dtype, check_fits, resolve_device, resolve_dtype,
+                            to_device)
 from charrnn.errors import (CharRNNError, CheckpointError, ConfigError, DataError,
                             TrainingInterrupted)
 from charrnn.model import CharRNN, Hidden, detach_hidden, parameter_count, training_bytes
@@ -65,6 +66,7 @@ class RunResult:
     stopped_early: bool = False     # by --patience
     best_step: int | None = None    # of the evaluation with the lowest val loss
     numbered: list[Path] = field(default_factory=list)   # the step-N.pt files kept
+    dtype: str = "float32"          # the precision it trained in ("auto" resolved)
 
     def to_dict(self) -> dict[str, Any]:
         """The end of a run for scripts (JSON has no NaN: a missing number is null)."""
@@ -80,6 +82,7 @@ class RunResult:
                 "best_val_bpc": number(self.best_val_loss / LN2),
                 "chars_per_s": number(self.chars_per_s, 1),
                 "stopped_early": self.stopped_early, "best_step": self.best_step,
+                "dtype": self.dtype,
                 "best": str(self.run_dir / files.BEST), "last": str(self.run_dir / files.LAST),
                 "numbered": [str(path) for path in self.numbered]}
 
@@ -321,6 +324,7 @@ class Run:
         self.group, self.device, self.text_paths = group, device, text_paths
         self.model_config, self.c, self.run_dir, self.stop = model_config, c, run_dir, stop
         self.allow_changed_text = allow_changed_text
+        self.dtype = resolve_dtype(c.dtype, device)    # what "auto" is on this device
         resume = origin.checkpoint if origin is not None and origin.resume else None
         # A resume writes on in its own folder; any other folder must be free.
         own = resume is not None and run_dir.resolve() == origin.path.parent.resolve()
@@ -448,7 +452,8 @@ class Run:
                 "val_scored": self.val_chars * self.group.world_size,
                 "model": self.model_config.describe(),
                 "parameters": self.model.num_parameters(), "device": str(self.device),
-                "dtype": self.c.dtype, "batching": self.c.batching,
+                "dtype": self.dtype + (" (auto)" if self.c.dtype == "auto" else ""),
+                "batching": self.c.batching,
                 "batch_size": self.c.batch_size, "seq_length": self.c.seq_length,
                 "budget": str(self.budget), "run_dir": str(self.run_dir),
                 "resumed_at": self.state.step, "processes": self.group.world_size,
@@ -477,7 +482,7 @@ class Run:
             s.hidden = None
         window = batch.window.to(self.device, non_blocking=True)      # (B, T + 1)
         x, y = window[:, :-1], window[:, 1:]                           # (B, T) each
-        with autocast(self.device, c.dtype):
+        with autocast(self.device, self.dtype):
             logits, hidden = self.replica(x, s.hidden)                # (B, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
@@ -641,7 +646,7 @@ class Run:
                                                      c.seq_length + 1), device=device)
             for _ in range(2):
                 start = _synced(device)
-                with autocast(device, c.dtype):
+                with autocast(device, self.dtype):
                     logits, _ = self.model(window[:, :-1])                  # (B, T, V)
                     F.cross_entropy(logits.flatten(0, 1).float(), window[:, 1:].flatten()
                                     ).backward()
@@ -671,7 +676,8 @@ class Run:
                          first_step_s=s.first_step_s, rank=self.group.rank,
                          stopped_early=self.stopped_early,
                          best_step=None if best is None else int(best["step"]),
-                         numbered=[path for _, path in files.numbered_checkpoints(self.run_dir)])
+                         numbered=[path for _, path in files.numbered_checkpoints(self.run_dir)],
+                         dtype=self.dtype)
 
 
 def _synced(device: torch.device) -> float:

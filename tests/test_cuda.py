@@ -15,7 +15,7 @@ import torch
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import StreamBatches
 from charrnn.sample import generate
-from charrnn.device import resolve_device
+from charrnn.device import resolve_device, resolve_dtype
 from charrnn.scoring import evaluate
 from charrnn.train import train
 
@@ -26,6 +26,11 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_auto_picks_the_gpu():
     assert resolve_device("auto").type == "cuda"
+
+
+def test_auto_precision_is_bfloat16_on_a_gpu_that_computes_it_natively():
+    native = torch.cuda.get_device_capability()[0] >= 8        # Ampere and later
+    assert resolve_dtype("auto", torch.device("cuda")) == ("bfloat16" if native else "float32")
 
 
 def test_batches_for_a_gpu_are_pinned():

@@ -19,6 +19,7 @@ from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.config import ModelConfig, TrainConfig, read_toml
 from charrnn.data import load_text
+from charrnn.device import resolve_dtype
 from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
 from charrnn.optim import lr_at, make_optimizer
@@ -130,13 +131,14 @@ def test_linear_decay_is_a_straight_line_to_the_floor():
     assert lr_at(5, 0.5, floor) == pytest.approx(1.5) and lr_at(9, 1.0, floor) == pytest.approx(1.0)
 
 
-def reference_run(text: str, model_config: ModelConfig, c: TrainConfig,
-                  steps: int) -> tuple[dict[str, torch.Tensor], list[float]]:
+def reference_run(text: str, model_config: ModelConfig, c: TrainConfig, steps: int,
+                  bf16: bool = False) -> tuple[dict[str, torch.Tensor], list[float]]:
     """The weights after ``steps`` steps of a plain-torch loop written from the batching
     rules, and each step's loss: ids by hand, windows cut by hand, the hidden state
     carried (detached) from one window of a stream into the next and zero at the start
     of each epoch (stream), or zero for every window (random). Constant learning rate,
-    AdamW without decay, gradients clipped to ``grad_clip``."""
+    AdamW without decay, gradients clipped to ``grad_clip``; with ``bf16``, the forward
+    pass under bfloat16 autocast and the loss in float32."""
     chars = sorted(set(text))
     ids = torch.tensor([chars.index(ch) for ch in text])
     torch.manual_seed(c.seed)
@@ -158,8 +160,9 @@ def reference_run(text: str, model_config: ModelConfig, c: TrainConfig,
             starts = torch.randint(0, len(ids) - T, (B, 1), generator=offsets)
             window = ids[starts + torch.arange(T + 1)]
             hidden = None
-        logits, hidden = model(window[:, :-1], hidden)
-        loss = F.cross_entropy(logits.reshape(-1, len(chars)), window[:, 1:].reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits, hidden = model(window[:, :-1], hidden)
+        loss = F.cross_entropy(logits.reshape(-1, len(chars)).float(), window[:, 1:].reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
@@ -198,6 +201,49 @@ def test_training_matches_a_plain_torch_loop(batching, cell, tmp_path):
     assert last["epoch"] == pytest.approx(epochs)
     assert [float(r["epoch"]) for r in last["metrics"]] == pytest.approx(
         [epochs * s / 23 for s in (10, 20, 23)], abs=1e-4)
+
+
+@pytest.mark.parametrize("capabilities, expected", [
+    ({"avx512_bf16": True}, "bfloat16"), ({"amx_tile": True, "amx_bf16": True}, "bfloat16"),
+    ({"architecture": "arm64", "bf16": True}, "bfloat16"),
+    ({"avx2": True, "avx512_f": True, "avx512_bf16": False}, "float32"), ({}, "float32"),
+    (None, "float32")])   # None: a torch too old to say
+def test_auto_precision_follows_the_cpu_s_bf16_instructions(capabilities, expected,
+                                                             monkeypatch):
+    if capabilities is None:
+        monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    else:
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == expected
+    assert [resolve_dtype(d, cpu) for d in ("float32", "bfloat16")] == ["float32", "bfloat16"]
+
+
+@pytest.mark.parametrize("bf16_instructions", [True, False])
+def test_auto_precision_trains_in_bfloat16_where_the_cpu_has_bf16_instructions(
+        bf16_instructions, tmp_path, monkeypatch):
+    """--dtype auto on a CPU that has (or lacks) bf16 instructions: the weights are those
+    of a plain-torch loop under bfloat16 autocast (or in float32), which differ."""
+    flags = {"avx2": True, "avx512_f": True, "avx512_bf16": bf16_instructions}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
+    text = "".join(np.random.default_rng(5).choice(list("abcdefgh \n"), size=1400))
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    model = ModelConfig(cell="lstm", embedding_dim=8, hidden_size=16, num_layers=1)
+    config = TrainConfig(seq_length=16, batch_size=8, max_steps=8, eval_every=8,
+                         sample_every=0, lr=1e-2, warmup_steps=0, min_lr_ratio=1.0,
+                         weight_decay=0.0, grad_clip=0.1, device="cpu", dtype="auto",
+                         val_file=str(tmp_path / "t.txt"), out=str(tmp_path / "run"))
+    seen = {}
+    result = train(tmp_path / "t.txt", model, config, progress=False, on_start=seen.update)
+    expected = "bfloat16" if bf16_instructions else "float32"
+    assert result.dtype == result.to_dict()["dtype"] == expected
+    assert seen["dtype"] == f"{expected} (auto)"
+    weights = load_checkpoint(tmp_path / "run" / "last.pt")["model_state"]
+    same, other = (reference_run(text, model, config, 8, bf16=bf16)[0]
+                   for bf16 in (bf16_instructions, not bf16_instructions))
+    for name, tensor in weights.items():
+        assert torch.allclose(tensor, same[name], atol=1e-5), name
+    assert max((weights[name] - other[name]).abs().max() for name in weights) > 1e-4
 
 
 def test_validation_scores_exactly_the_held_out_targets(tiny_run, small_text, capsys):
