@@ -221,7 +221,7 @@ def page_sampling(vocab: Vocab, c: ModelConfig, length: int, folder: Path) -> fl
 
 # ----------------------------------------------------------------------------- encoding
 
-ENCODE_CHILD = """
+ENCODE_CHILD = r"""
 import re, sys, tempfile, time, tracemalloc
 from charrnn import corpus
 def rss():  # peak resident memory of this process image so far, bytes (Linux's VmHWM;

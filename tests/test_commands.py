@@ -3,6 +3,7 @@ completion, `config show`, `train --json` and `--tensorboard`, exit codes, prese
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -234,6 +235,26 @@ def test_the_four_presets_exist_and_state_their_command_time_and_loss():
             assert re.search(r"\d+(\.\d+)? nats/char", header), name
             assert re.search(r"\d+ ?(s|min)\b", header), name
     assert cfg.resolve(PRESETS["shakespeare-gpu"], {})[1].device == "cuda"
+
+
+def test_the_time_budgeted_presets_fit_their_budget_and_name_their_processor():
+    """Each preset that stops on the clock: its max_time leaves the process's start-up
+    room within the budget its name states, quality.py can run it, and its header gives
+    the command, the loss and the processor it was measured on."""
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    timed = {name: path for name, path in PRESETS.items() if cfg.resolve(path, {})[1].max_time}
+    assert {"shakespeare-105s", "shakespeare-2min", "shakespeare-10min"} <= set(timed)
+    for name, path in timed.items():
+        amount, unit = re.fullmatch(r"shakespeare-(\d+)(s|min)", name).groups()
+        budget = int(amount) * (60 if unit == "min" else 1)
+        assert cfg.resolve(path, {})[1].max_time <= budget - 0.5, name
+        assert name.removeprefix("shakespeare-") in quality.PRESETS
+        header = path.read_text(encoding="utf-8").split("\n[", 1)[0]
+        assert f"--config configs/{name}.toml" in header, name
+        assert re.search(r"\d\.\d{4}\b.* nats/char", header, re.S), name
+        assert re.search(r"[Mm]easured on .*(AVX2|AVX-512)", header, re.S), name
 
 
 def test_runs_elsewhere_are_found_with_runs_dir_or_its_variable(tiny_run, tmp_path,
