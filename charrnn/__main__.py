@@ -4,7 +4,7 @@
 imported ends the process like Ctrl-C at any later moment (status 130, no traceback).
 Once the command is done, what is left in memory is handed to the operating system as
 it is: the interpreter's last garbage collections, walking every object torch made,
-take 0.5 to 1 s on a busy 2-core machine, and ``train --max-time`` counts the wall time
+took 0.6 to 1.2 s on a busy 2-core machine, and ``train --max-time`` counts the wall time
 until the process ends.
 """
 
