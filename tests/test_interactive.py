@@ -364,7 +364,8 @@ def test_on_a_terminal_ctrl_c_stops_a_continuation_and_the_prompt_comes_back(che
     # A session of its own whose controlling terminal is this one, so that ^C typed
     # there is a SIGINT to the process, as in a shell.
     start = ("import fcntl, os, sys, termios; os.setsid(); "
-             "fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.executable, sys.argv)")
+             "fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+             "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
     proc = subprocess.Popen([sys.executable, "-c", start, "-m", "charrnn", "sample", "-i",
                              str(checkpoint), "--len", "100000000", "--device", "cpu"],
                             stdin=follower, stdout=follower, stderr=follower,
