@@ -844,7 +844,7 @@ def plot(
 ) -> None:
     """Draw train and val loss against steps and seconds, several runs overlaid.
 
-    Needs matplotlib: pip install 'charrnn\\[plot]'."""
+    Needs matplotlib: pip install 'charrnn-cli\\[plot]'."""
     from charrnn.plot import plot_runs
     from charrnn.files import read_metrics
     from charrnn.runs import list_runs

@@ -11,18 +11,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import sys
+import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from charrnn.errors import ConfigError
 from charrnn.files import read_small_text
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")

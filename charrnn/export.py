@@ -238,7 +238,7 @@ def require(module: str, what: str) -> None:
         importlib.import_module(module)
     except ImportError:
         raise ConfigError(f"{what} needs the {module} package; install it with "
-                          "pip install 'charrnn[export]'") from None
+                          "pip install 'charrnn-cli[export]'") from None
 
 
 def onnx_bytes(model: CharRNN, meta: dict[str, str]) -> bytes:

@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 import shutil
-import sys
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -27,11 +27,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from charrnn.errors import CharRNNError, ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 CONFIG, METRICS, BEST, LAST = "config.toml", "metrics.csv", "best.pt", "last.pt"
 RESULTS = (BEST, LAST, METRICS)     # what a run has written once it has saved

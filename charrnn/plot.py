@@ -5,7 +5,7 @@
 One figure, two panels side by side (loss against optimiser steps, and against wall
 time), every run in its own colour: validation loss as a solid line with a dot per
 evaluation, the mean training loss since the previous evaluation dashed. matplotlib is
-an optional extra (``pip install 'charrnn[plot]'``), imported only when a plot is drawn,
+an optional extra (``pip install 'charrnn-cli[plot]'``), imported only when a plot is drawn,
 and drawn without pyplot (no window, no global state).
 """
 
@@ -27,7 +27,7 @@ def _figure_class():
         from matplotlib.figure import Figure
     except ImportError:
         raise CharRNNError("plotting needs matplotlib, which is not installed: "
-                           "pip install 'charrnn[plot]'") from None
+                           "pip install 'charrnn-cli[plot]'") from None
     return Figure
 
 

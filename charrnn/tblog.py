@@ -7,7 +7,7 @@ writes its numbers as scalars into an event file in the run folder, so
 
 shows every run's curves side by side. The writer comes from
 ``torch.utils.tensorboard``, which needs the ``tensorboard`` package: an optional
-extra (``pip install 'charrnn[tensorboard]'``); ``require()`` says so in one line.
+extra (``pip install 'charrnn-cli[tensorboard]'``); ``require()`` says so in one line.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def require() -> type:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ConfigError("--tensorboard needs the tensorboard package: pip install "
-                          "'charrnn[tensorboard]' (or drop --tensorboard)") from None
+                          "'charrnn-cli[tensorboard]' (or drop --tensorboard)") from None
     return SummaryWriter
 
 

@@ -3,18 +3,42 @@ text files, one tiny trained run that many tests read, and the CLI called in-pro
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import pytest
+# The suite writes nothing into the project folder. Bytecode caches go to a folder of
+# their own, for this process and every child process (the README runs the suite with
+# `python -B`, so that this file's own is not written either); run folders, plots and
+# corpus caches go to each test's own folder (``work_in_tmp_path``).
+_PYCACHE = tempfile.mkdtemp(prefix="charrnn-tests-pycache-")
+atexit.register(shutil.rmtree, _PYCACHE, ignore_errors=True)
+sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
 
-from charrnn.config import ModelConfig, TrainConfig
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
+
+# Hypothesis keeps no example database in the working folder: the seeded runs replay
+# the same examples anyway.
+settings.register_profile("charrnn", database=None)
+settings.load_profile("charrnn")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT / "data" / "tinyshakespeare.txt"
+
+
+@pytest.fixture(autouse=True)
+def work_in_tmp_path(tmp_path, monkeypatch) -> None:
+    """Every test runs in its own temporary folder, as a user runs charrnn in theirs:
+    what a command writes by default (runs/, a plot) never lands in the project."""
+    monkeypatch.chdir(tmp_path)
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:

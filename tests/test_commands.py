@@ -47,7 +47,7 @@ def test_help_keeps_bracketed_text_such_as_defaults(capsys, monkeypatch):
     assert code == 0
     assert "hidden state h [default: 256]" in out and "[model] and [train] tables" in out
     code, out, _ = run(["plot", "--help"], capsys)
-    assert "[default: the newest run under --runs-dir]" in out and "'charrnn[plot]'" in out
+    assert "[default: the newest run under --runs-dir]" in out and "'charrnn-cli[plot]'" in out
 
 
 # Completion options that take the shell's name instead of detecting it.
@@ -216,7 +216,7 @@ def test_tensorboard_missing_is_one_line_before_any_training(small_text, tmp_pat
                          capsys)
     assert code == 1 and out == ""
     assert err.strip() == ("error: --tensorboard needs the tensorboard package: pip install "
-                           "'charrnn[tensorboard]' (or drop --tensorboard)")
+                           "'charrnn-cli[tensorboard]' (or drop --tensorboard)")
     assert not out_dir.exists()
 
 

@@ -242,7 +242,7 @@ def test_a_missing_onnx_package_names_the_extra_to_install(exports, tmp_path):
     assert child.returncode == 1
     assert child.stderr.strip().splitlines() == [
         "error: ONNX export needs the onnx package; install it with pip install "
-        "'charrnn[export]'"]
+        "'charrnn-cli[export]'"]
     assert not (tmp_path / "m.onnx").exists()
 
 

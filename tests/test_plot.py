@@ -85,7 +85,7 @@ def test_missing_matplotlib_says_how_to_install_it(two_runs, tmp_path, monkeypat
     code, out, err = run(["plot", str(two_runs[0]), "-o", str(tmp_path / "x.png")], capsys)
     assert code == 1 and out == ""
     assert err.strip() == "error: plotting needs matplotlib, which is not installed: " \
-                          "pip install 'charrnn[plot]'"
+                          "pip install 'charrnn-cli[plot]'"
     assert not (tmp_path / "x.png").exists()
 
 

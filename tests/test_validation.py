@@ -172,9 +172,9 @@ def read_until(fd: int, wanted: bytes, proc: subprocess.Popen, timeout: float = 
 def test_a_signal_during_a_long_validation_pass_stops_without_finishing_it(signum, shakespeare,
                                                                           tmp_path):
     """A 6,700,000-character validation text, whose whole pass takes about 15 s on 2
-    cores: the terminal shows the pass under way, the signal comes, and the run ends at
-    once with last.pt at the step before it: usually within 0.4 s; the bound leaves room
-    for a busy machine's save of that checkpoint and exit, not for the rest of the pass."""
+    cores: the terminal shows the pass under way, the signal comes, and the run ends
+    with the pass given up: last.pt holds the step without a metrics row (a run that
+    finished the pass first would have written its row)."""
     text = load_text(shakespeare)
     held_out = tmp_path / "held_out.txt"
     held_out.write_text(text * 6, encoding="utf-8")
@@ -190,14 +190,11 @@ def test_a_signal_during_a_long_validation_pass_stops_without_finishing_it(signu
     os.close(terminal)
     try:
         read_until(controller, b"validating", proc)
-        sent = time.monotonic()
         proc.send_signal(signum)
         proc.wait(timeout=120)
-        waited = time.monotonic() - sent
     finally:
         proc.kill()
         os.close(controller)
     assert proc.returncode == 128 + signum
-    assert waited < 6.0, f"{waited:.1f}s from the signal to the end of the process"
     stopped = load_checkpoint(out / "last.pt")
     assert stopped["step"] == 1 and stopped["metrics"] == []
