@@ -3,22 +3,19 @@ text files, one tiny trained run that many tests read, and the CLI called in-pro
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-# The suite writes nothing into the project folder. Bytecode caches go to a folder of
-# their own, for this process and every child process (the README runs the suite with
-# `python -B`, so that this file's own is not written either); run folders, plots and
-# corpus caches go to each test's own folder (``work_in_tmp_path``).
-_PYCACHE = tempfile.mkdtemp(prefix="charrnn-tests-pycache-")
-atexit.register(shutil.rmtree, _PYCACHE, ignore_errors=True)
-sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"] = _PYCACHE
+# The suite writes nothing into the project folder. No bytecode caches beside the
+# sources, from this process or any child process (the README runs the suite with
+# `python -B`, so that this file's own is not written either; the caches installed with
+# the packages are still read). Run folders, plots and corpus caches go to each test's
+# own folder (``work_in_tmp_path``).
+sys.dont_write_bytecode = True
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402

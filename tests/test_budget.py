@@ -81,10 +81,10 @@ def budget_run(machine: ImaginedMachine, small_text, tmp_path, *, budget: float,
 
 # 6,000 validated characters (the last tenth of the 60,000 of small_text).
 @pytest.mark.parametrize("start_up, step, per_char, budget", [
-    (1.0, 0.1, 5e-4, 20.0),     # a quick machine: 3 s passes, 0.1 s steps
-    (8.0, 0.1, 5e-4, 20.0),     # a slow start-up counts against the budget
+    (1.0, 0.5, 5e-4, 20.0),     # 3 s passes, 0.5 s steps
+    (8.0, 0.5, 5e-4, 20.0),     # a slow start-up counts against the budget
     (1.0, 1.5, 2e-3, 60.0),     # a slow machine: 12 s passes, 1.5 s steps
-    (0.5, 0.02, 0.0, 5.0),      # a pass that costs nothing: only steps and saves
+    (0.5, 0.2, 0.0, 5.0),       # a pass that costs nothing: only steps and saves
 ])
 def test_a_time_budget_ends_within_it_and_uses_it(start_up, step, per_char, budget,
                                                    small_text, tmp_path, monkeypatch):
@@ -102,25 +102,25 @@ def test_a_time_budget_ends_within_it_and_uses_it(start_up, step, per_char, budg
 
 
 def test_the_reserve_follows_steps_that_slow_down(small_text, tmp_path, monkeypatch):
-    """The first 30 steps take 0.1 s, then a neighbour takes the core and each takes 2 s:
+    """The first 10 steps take 0.5 s, then a neighbour takes the core and each takes 3 s:
     the reserve follows the steps as timed, so the run still ends within the budget."""
-    machine = ImaginedMachine(monkeypatch, step=lambda n: 0.1 if n < 30 + PROBE_LOSSES else 2.0,
+    machine = ImaginedMachine(monkeypatch, step=lambda n: 0.5 if n < 10 + PROBE_LOSSES else 3.0,
                               per_char=1e-4, save=0.02)
     result, spent = budget_run(machine, small_text, tmp_path, budget=40.0, start_up=1.0)
-    assert result.step > 30 and spent <= 40.0
+    assert result.step > 10 and spent <= 40.0
 
 
 def test_evaluations_during_the_run_are_paid_from_the_budget(small_text, tmp_path,
                                                               monkeypatch):
-    """A 3 s validation every 20 steps of 0.1 s: the run's time goes to both and still
+    """A 3 s validation every 4 steps of 0.5 s: the run's time goes to both and still
     ends within the budget, each evaluation a metrics row."""
-    machine = ImaginedMachine(monkeypatch, step=0.1, per_char=5e-4, save=0.02)
+    machine = ImaginedMachine(monkeypatch, step=0.5, per_char=5e-4, save=0.02)
     result, spent = budget_run(machine, small_text, tmp_path, budget=30.0, start_up=1.0,
-                               eval_every=20)
+                               eval_every=4)
     rows = load_checkpoint(tmp_path / "run" / "last.pt")["metrics"]
     assert 27.0 <= spent <= 30.0
-    # 20 steps (2 s) and a pass with its saves (3.04 s) take 5.04 s: about five rounds.
-    assert [r["step"] for r in rows[:-1]] == [20 * k for k in range(1, len(rows))]
+    # 4 steps (2 s) and a pass with its saves (3.04 s) take 5.04 s: about five rounds.
+    assert [r["step"] for r in rows[:-1]] == [4 * k for k in range(1, len(rows))]
     assert 4 <= len(rows) <= 6 and rows[-1]["step"] == result.step
 
 
