@@ -16,6 +16,9 @@ from pathlib import Path
 # own folder (``work_in_tmp_path``).
 sys.dont_write_bytecode = True
 os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+# One intra-op thread in this process and in every child: the suite's models are tiny, and
+# two threads beside a busy core wait on each other (a step tens of times slower).
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
