@@ -15,6 +15,7 @@ ends with the suite's exit status.
 from __future__ import annotations
 
 import argparse
+import platform
 import re
 import shutil
 import subprocess
@@ -66,13 +67,10 @@ def main() -> int:
                                              if name in versions), flush=True)
         suite = subprocess.run([str(python), "-B", "-m", "pytest", *args.pytest_args],
                                cwd=ROOT)
-        if suite.returncode == 0 and args.write_lock:
-            platform = subprocess.run(
-                [str(python), "-c", "import platform; print(platform.system(), "
-                 "platform.machine())"], check=True, capture_output=True, text=True)
-            version = ".".join(map(str, sys.version_info[:2]))
-            LOCK.write_text(HEADER.format(python=version, platform=platform.stdout.strip())
-                            + "\n".join(pins) + "\n", encoding="utf-8")
+        if suite.returncode == 0 and args.write_lock:   # the venv runs this interpreter
+            header = HEADER.format(python=platform.python_version().rsplit(".", 1)[0],
+                                   platform=f"{platform.system()} {platform.machine()}")
+            LOCK.write_text(header + "\n".join(pins) + "\n", encoding="utf-8")
             print(f"wrote {LOCK.relative_to(ROOT)} ({len(pins)} packages)")
         return suite.returncode
     finally:

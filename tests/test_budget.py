@@ -36,7 +36,7 @@ class ImaginedMachine:
     character ``per_char``, each checkpoint written ``save``; nothing else takes time."""
 
     def __init__(self, monkeypatch, *, step, per_char: float, save: float) -> None:
-        self.now, self.losses, self.saves = 1_000_000.0, 0, 0
+        self.now, self.losses = 1_000_000.0, 0
         self.step = step if callable(step) else (lambda n: step)
         self.per_char, self.save = per_char, save
         monkeypatch.setattr(train_module, "time", SimpleNamespace(time=lambda: self.now))
@@ -58,7 +58,6 @@ class ImaginedMachine:
 
     def _save_checkpoint(self, *args, **kwargs):
         self.now += self.save
-        self.saves += 1
         return self._real_save_checkpoint(*args, **kwargs)
 
     _real_nats_sum = staticmethod(train_module.nats_sum)
