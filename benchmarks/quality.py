@@ -6,6 +6,8 @@ report the median validation loss, with the processor it was measured on.
     python benchmarks/quality.py --preset 2min --beside 105s
                                    # each run followed by a run of the 105 s preset
     python benchmarks/quality.py --config my.toml --runs 5 --json
+    python benchmarks/quality.py --sweep --budget 120 [--corpus pycode] [--threads 1]
+                                   # 8 fixed model shapes beside --size auto (sweep.py)
 
 Each run is ``charrnn train CORPUS --config FILE -q --json`` in a fresh process, timed
 from the process's start to its exit (start-up and the final validation included); the
@@ -37,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import machine, sweep  # noqa: E402
 from benchmarks.bench import matmul_peak, train_flops_per_char  # noqa: E402
 from charrnn import config as cfg  # noqa: E402
 
@@ -122,9 +124,22 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="passed to charrnn train")
     parser.add_argument("--dtype", default=None, help="passed to charrnn train")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument("--sweep", action="store_true",
+                        help="fixed model shapes beside --size auto at one --budget")
+    parser.add_argument("--budget", type=float, default=120.0,
+                        help="with --sweep: seconds of wall time per row")
+    parser.add_argument("--corpus", default="shakespeare",
+                        help="with --sweep: shakespeare, pycode (this Python's standard "
+                        "library sources) or a path")
+    parser.add_argument("--threads", default=None, help="passed to charrnn train")
+    parser.add_argument("--only", choices=("fixed", "auto"),
+                        help="with --sweep: run only the fixed shapes, or only the auto row")
+    parser.add_argument("--jsonl", type=Path, help="with --sweep: append each row here")
     args = parser.parse_args()
-    extra = [flag for name in ("device", "dtype") if getattr(args, name)
+    extra = [flag for name in ("device", "dtype", "threads") if getattr(args, name)
              for flag in (f"--{name}", getattr(args, name))]
+    if args.sweep:
+        return run_sweep(args, extra)
     candidates = [(p, config_path(p), PRESETS[p]) for p in args.preset or []]
     candidates += [(str(c), c.resolve(), None) for c in args.config]
     if not candidates:
@@ -166,6 +181,22 @@ def main() -> None:
             print(f"  beside it, {describe(entry['beside'])}")
             print(f"  {entry['name']} is lower by {entry['median_gain']:.4f} (median of the "
                   "paired differences)")
+
+
+def run_sweep(args: argparse.Namespace, extra: list[str]) -> None:
+    processor = machine.describe()
+    print(machine.summary(processor), file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        results = sweep.sweep(args.corpus, args.budget, extra, jsonl=args.jsonl,
+                              fixed=args.only != "auto", auto=args.only != "fixed",
+                              tmp=Path(tmp))
+    if args.json:
+        print(json.dumps({"processor": processor, "results": results}))
+        return
+    print(machine.summary(processor))
+    flags = " ".join(extra) or "default threads and dtype"
+    print(f"{args.corpus}, {args.budget:g} s per row, {flags}")
+    print(sweep.table(results))
 
 
 if __name__ == "__main__":

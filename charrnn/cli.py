@@ -101,7 +101,7 @@ SETTINGS = (
     + [("train", "tensorboard", bool, BUDGET, ("--tensorboard/--no-tensorboard",))]
     + [("train", name, kind, RUN, ()) for name, kind in (
         ("out", str), ("save_every", int), ("keep", int), ("seed", int), ("device", str),
-        ("dtype", str))]
+        ("dtype", str), ("threads", int), ("size", str))]
 )
 
 
@@ -207,8 +207,8 @@ def train(
     from charrnn.train import train as run_training
 
     origin = Origin.open(resume, init_from)
-    model_config, train_config = cfg.resolve(config, settings,
-                                             origin.settings() if origin else None)
+    model_config, train_config, free = cfg.resolve(config, settings,
+                                                   origin.settings() if origin else None)
     if origin is not None and origin.changes(train_config):
         err.print(Text("resuming with changed training settings: "
                        + "; ".join(origin.changes(train_config))))
@@ -226,7 +226,7 @@ def train(
                           allow_changed_text=allow_changed_text, progress=not quiet,
                           start_time=STARTED,
                           on_start=None if quiet else lambda info: views.render_train_start(
-                              info, err))
+                              info, err), free=free)
     if result.rank == 0:  # under torchrun, rank 0 reports for the group
         views.render_train_end(result.to_dict(), err, RUNS)
         if as_json:
@@ -974,7 +974,7 @@ def config_show(
 ) -> None:
     """Print the settings a train with the same --config and flags would use (defaults <
     --config file < flags) as TOML that --config reads: a dry run of the precedence."""
-    model_config, train_config = cfg.resolve(config, settings)
+    model_config, train_config, _ = cfg.resolve(config, settings)
     if as_json:
         print(json.dumps({"model": cfg.to_dict(model_config),
                           "train": cfg.to_dict(train_config)}, indent=2))

@@ -14,7 +14,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from charrnn.errors import ConfigError
 from charrnn.files import read_small_text
@@ -25,6 +25,7 @@ BATCHINGS = ("stream", "random")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop", "adagrad")
 DTYPES = ("float32", "bfloat16", "auto")
 DECAYS = ("cosine", "linear")
+SIZES = ("auto", "fixed")
 
 # Training length when none of max_steps, epochs or max_time is set.
 DEFAULT_MAX_STEPS = 3000
@@ -146,10 +147,19 @@ class TrainConfig:
         "seed for initialisation, batching, dropout and samples", min=0, max=2**63 - 1))
     device: str = field(default="auto", metadata=_opt(
         "auto, cpu, cuda or cuda:N"))
-    dtype: str = field(default="float32", metadata=_opt(
+    dtype: str = field(default="auto", metadata=_opt(
         "float32; bfloat16 autocast; or auto: bfloat16 where the device computes it "
         "natively (a CPU with AVX512-BF16, AMX or Arm BF16 instructions, a GPU that "
         "supports it), float32 elsewhere", choices=DTYPES))
+    threads: int = field(default=0, metadata=_opt(
+        "CPU threads to compute with (0 = chosen by timing the work with each count, and "
+        "re-checked as training goes, so that a busy machine does not slow it down)",
+        min=0, max=4096))
+    size: str | None = field(default=None, metadata=_opt(
+        "auto: choose the model's width, depth and dropout (and batch, window and "
+        "learning rate) for the time budget, from a probe of this machine's speed; "
+        "fixed: the model the settings give. Default: auto when --max-time is the only "
+        "budget and no model setting is given", choices=SIZES))
     tensorboard: bool = field(default=False, metadata=_opt(
         "also write each evaluation's numbers as TensorBoard scalars into the run folder "
         "(needs the tensorboard package)"))
@@ -296,17 +306,39 @@ def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
     return {name: dict(data.get(name, {})) for name in SECTIONS}
 
 
+class Resolved(NamedTuple):
+    model: ModelConfig
+    train: TrainConfig
+    free: frozenset[str]      # with size auto: the model settings left for it to choose
+
+
 def resolve(config_file: str | Path | None, overrides: dict[str, dict[str, Any]],
-            base: dict[str, dict[str, Any]] | None = None) -> tuple[ModelConfig, TrainConfig]:
+            base: dict[str, dict[str, Any]] | None = None) -> Resolved:
     """Defaults < ``base`` (a checkpoint's settings, when continuing from one) < config
-    file < ``overrides`` (flags; None means not given)."""
+    file < ``overrides`` (flags; None means not given).
+
+    ``train.size`` left unset becomes ``auto`` when a time budget is the only budget and
+    no model setting is given, else ``fixed``. With ``auto``, the training settings of
+    ``sizing.RECIPE`` that none of the layers gives take the recipe's values, and the
+    shape settings none gives are ``free`` for the run to choose."""
+    from charrnn import sizing
+
     layers = {name: dict((base or {}).get(name, {})) for name in SECTIONS}
     if config_file:
         for section, values in read_toml(config_file).items():
             layers[section].update(values)
     for section, values in overrides.items():
         layers[section].update({k: v for k, v in values.items() if v is not None})
-    return build("model", layers["model"]), build("train", layers["train"])
+    train = layers["train"]
+    if train.get("size") is None:
+        only_time = all(train.get(k) is None for k in ("max_steps", "epochs"))
+        train["size"] = ("auto" if train.get("max_time") is not None and only_time
+                         and not layers["model"] else "fixed")
+    free: frozenset[str] = frozenset()
+    if train["size"] == "auto":
+        train.update({k: v for k, v in sizing.RECIPE.items() if k not in train})
+        free = frozenset(k for k in sizing.SHAPE_KEYS if k not in layers["model"])
+    return Resolved(build("model", layers["model"]), build("train", train), free)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

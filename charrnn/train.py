@@ -15,6 +15,7 @@ the run early, normally, once that many evaluations in a row brought no new best
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 import signal
@@ -34,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from charrnn import config as cfg
-from charrnn import corpus, distributed, files
+from charrnn import corpus, distributed, files, sizing, threads
 from charrnn.checkpoint import (load_checkpoint, model_from_checkpoint, peek_checkpoint,
                                 resolve_checkpoint, save_checkpoint)
 from charrnn.data import Vocab, make_batches, split
@@ -67,6 +68,8 @@ class RunResult:
     best_step: int | None = None    # of the evaluation with the lowest val loss
     numbered: list[Path] = field(default_factory=list)   # the step-N.pt files kept
     dtype: str = "float32"          # the precision it trained in ("auto" resolved)
+    threads: int = 0                # CPU threads at the end (0: not known)
+    size: dict[str, Any] | None = None   # what --size auto timed and chose
 
     def to_dict(self) -> dict[str, Any]:
         """The end of a run for scripts (JSON has no NaN: a missing number is null)."""
@@ -82,7 +85,7 @@ class RunResult:
                 "best_val_bpc": number(self.best_val_loss / LN2),
                 "chars_per_s": number(self.chars_per_s, 1),
                 "stopped_early": self.stopped_early, "best_step": self.best_step,
-                "dtype": self.dtype,
+                "dtype": self.dtype, "threads": self.threads, "size": self.size,
                 "best": str(self.run_dir / files.BEST), "last": str(self.run_dir / files.LAST),
                 "numbered": [str(path) for path in self.numbered]}
 
@@ -131,7 +134,7 @@ class Origin:
     def changes(self, train_config: cfg.TrainConfig) -> list[str]:
         """The training settings a resume changes, as ``name old -> new``."""
         return cfg.changes(self.checkpoint["train_config"], train_config,
-                           ignore=("out", "cache_dir")) if self.resume else []
+                           ignore=("out", "cache_dir", "threads", "size")) if self.resume else []
 
     @property
     def text(self) -> Path | None:
@@ -320,10 +323,11 @@ class Run:
     def __init__(self, group: distributed.Group, device: torch.device, text_paths: list[Path],
                  model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None,
                  run_dir: Path, stop: _StopRequest, *, overwrite: bool,
-                 allow_changed_text: bool, progress: bool, started: float) -> None:
+                 allow_changed_text: bool, progress: bool, started: float,
+                 free: frozenset[str] = frozenset()) -> None:
         self.group, self.device, self.text_paths = group, device, text_paths
         self.model_config, self.c, self.run_dir, self.stop = model_config, c, run_dir, stop
-        self.allow_changed_text = allow_changed_text
+        self.allow_changed_text, self.started = allow_changed_text, started
         self.dtype = resolve_dtype(c.dtype, device)    # what "auto" is on this device
         resume = origin.checkpoint if origin is not None and origin.resume else None
         # A resume writes on in its own folder; any other folder must be free.
@@ -333,10 +337,13 @@ class Run:
             _check_not_rewound(origin, run_dir)
         self._check_fits(vocab_size=1)   # before the texts are read: the smallest it can be
         self._read_texts(origin, progress)
+        self.sizing: sizing.Sizing | None = None
+        self._fit_to_machine(choose_size=c.size == "auto" and origin is None
+                             and bool(c.max_time) and not group.active, free=free)
 
         self._check_fits(len(self.vocab))
         torch.manual_seed(c.seed)
-        self.model = CharRNN(len(self.vocab), model_config)
+        self.model = CharRNN(len(self.vocab), self.model_config)
         if origin is not None:
             self.model.load_state_dict(origin.checkpoint["model_state"])
         self.model.to(device).train()
@@ -357,7 +364,7 @@ class Run:
         # A time budget found to hold one step gets it, however the clock moves till then.
         self.step_owed = self.reserve is not None and self.state.elapsed_before < c.max_time
         if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
-            files.prepare_run_dir(self.run_dir, cfg.to_toml(model_config, c),
+            files.prepare_run_dir(self.run_dir, cfg.to_toml(self.model_config, c),
                                   checkpoint_bytes=12 * self.model.num_parameters(),
                                   replaced=replaced, numbered=self._numbered_to_come())
 
@@ -372,6 +379,49 @@ class Run:
         if c.keep:
             return c.keep if planned is None else min(c.keep, planned)
         return planned or 0
+
+    def _fit_to_machine(self, choose_size: bool, free: frozenset[str]) -> None:
+        """Choose the thread count by timing a training step with each (unless one is
+        fixed) and, with ``--size auto``, the model's shape by timing candidates with
+        it (``charrnn.sizing``), then the thread count again for the model chosen. The
+        ``Tuner`` re-checks the count as the run goes."""
+        c, device = self.c, self.device
+        window = torch.randint(len(self.vocab), (c.batch_size // self.group.world_size,
+                                                 c.seq_length + 1), device=device)
+
+        def work(model_config: cfg.ModelConfig, short: bool = False) -> Callable[[], None]:
+            """A step of the model, or of an 8-character window (``short``): enough to
+            rank thread counts, and cheap when one of them is many times slower."""
+            model = CharRNN(len(self.vocab), model_config).to(device)
+            x = window[:, :9] if short else window
+            return lambda: _forward_backward(model, x, device, self.dtype)
+
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            first = self.model_config
+            if choose_size:
+                first = dataclasses.replace(first, hidden_size=512, num_layers=1)
+            self.threads = threads.pick(c.threads, device.type, work(first, short=True))
+            if choose_size:
+                self.sizing = self._choose_size(work, free)
+                self.model_config = self.sizing.model
+                if self.threads.how == "probe":
+                    self.threads = threads.choose(work(self.model_config, short=True))
+        self.tuner = threads.Tuner(self.threads) if self.threads.how == "probe" else None
+
+    def _choose_size(self, work: Callable[[cfg.ModelConfig], Callable[[], None]],
+                     free: frozenset[str]) -> sizing.Sizing:
+        c = self.c
+
+        def time_step(model_config: cfg.ModelConfig) -> float:
+            step = work(model_config)
+            step()                                   # warm-up
+            return min(_timed(step, self.device) for _ in range(2))
+
+        windows = self.val_chars / (c.seq_length * c.batch_size)
+        return sizing.choose(self.model_config, set(free), time_step,
+                             seconds=c.max_time - (time.time() - self.started),
+                             train_chars=len(self.train_ids),
+                             chars_per_step=c.seq_length * c.batch_size, eval_steps=windows / 3)
 
     def _check_fits(self, vocab_size: int) -> None:
         c, params = self.c, parameter_count(vocab_size, self.model_config)
@@ -453,6 +503,8 @@ class Run:
                 "model": self.model_config.describe(),
                 "parameters": self.model.num_parameters(), "device": str(self.device),
                 "dtype": self.dtype + (" (auto)" if self.c.dtype == "auto" else ""),
+                "threads": self.threads.describe(),
+                "size": None if self.sizing is None else self.sizing.reason(),
                 "batching": self.c.batching,
                 "batch_size": self.c.batch_size, "seq_length": self.c.seq_length,
                 "budget": str(self.budget), "run_dir": str(self.run_dir),
@@ -495,9 +547,12 @@ class Run:
         if not math.isfinite(loss_value):
             s.step += 1   # (the step that diverged, for the message)
             raise self._diverged(f"loss is {loss_value}")
-        s.record_step(loss_value, x.numel() * self.group.world_size, time.time() - t_step)
+        seconds = time.time() - t_step
+        s.record_step(loss_value, x.numel() * self.group.world_size, seconds)
         if self.reserve is not None:
-            self.reserve.steps.append(time.time() - t_step)
+            self.reserve.steps.append(seconds)
+        if self.tuner is not None:
+            self.tuner.step_done(seconds)
         self.step_owed = False
         return loss_value
 
@@ -542,6 +597,8 @@ class Run:
         request gives the pass up (``Stopped``), except under torchrun, where the
         processes must finish it together. ``on_chunk(scored, total)`` follows it."""
         g, done = self.group, 0
+        if self.tuner is not None:    # never a pass with a thread count on trial
+            self.tuner.settle()
 
         def chunk(scored: int) -> None:
             nonlocal done
@@ -631,6 +688,8 @@ class Run:
         }
 
     def sample(self) -> str:
+        if self.tuner is not None:
+            self.tuner.settle()
         text = generate(self.model, self.vocab, self.c.sample_length,
                         seed=self.c.seed + self.state.step)[0]
         return f"--- sample at step {self.state.step} ---\n{text}\n---"
@@ -644,13 +703,9 @@ class Run:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             window = torch.randint(len(self.vocab), (c.batch_size // self.group.world_size,
                                                      c.seq_length + 1), device=device)
-            for _ in range(2):
-                start = _synced(device)
-                with autocast(device, self.dtype):
-                    logits, _ = self.model(window[:, :-1])                  # (B, T, V)
-                    F.cross_entropy(logits.flatten(0, 1).float(), window[:, 1:].flatten()
-                                    ).backward()
-                step = _synced(device) - start
+            _forward_backward(self.model, window, device, self.dtype)
+            step = _timed(lambda: _forward_backward(self.model, window, device, self.dtype),
+                          device)
             self.model.zero_grad(set_to_none=True)
         marks, counts = [_synced(device)], []
 
@@ -677,7 +732,8 @@ class Run:
                          stopped_early=self.stopped_early,
                          best_step=None if best is None else int(best["step"]),
                          numbered=[path for _, path in files.numbered_checkpoints(self.run_dir)],
-                         dtype=self.dtype)
+                         dtype=self.dtype, threads=threads.current(),
+                         size=None if self.sizing is None else self.sizing.to_dict())
 
 
 def _synced(device: torch.device) -> float:
@@ -687,13 +743,30 @@ def _synced(device: torch.device) -> float:
     return time.time()
 
 
+def _timed(work: Callable[[], object], device: torch.device) -> float:
+    start = _synced(device)
+    work()
+    return _synced(device) - start
+
+
+def _forward_backward(model: CharRNN, window: torch.Tensor, device: torch.device,
+                      dtype: str) -> None:
+    """A training step's forward and backward on ``window`` (B, T + 1), for timing: the
+    gradients it leaves are the caller's to drop."""
+    with autocast(device, dtype):
+        logits, _ = model(window[:, :-1])                                   # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), window[:, 1:].flatten())
+    loss.backward()
+
+
 # ------------------------------------------------------------------------------ the loop
 def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfig,
           train_config: cfg.TrainConfig, *, resume: str | Path | Origin | None = None,
           init_from: str | Path | Origin | None = None, overwrite: bool = False,
           allow_changed_text: bool = False, progress: bool = True,
           start_time: float | None = None,
-          on_start: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+          on_start: Callable[[dict[str, Any]], None] | None = None,
+          free: frozenset[str] = frozenset()) -> RunResult:
     """Train a CharRNN on the text at ``text_path``, or on the files of a list of paths
     read as one text (``corpus.expand_inputs`` makes one); see the module docstring.
 
@@ -704,7 +777,9 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
     replace the checkpoints and metrics already in its folder; ``allow_changed_text``
     lets a resume go on with a text other than the one it was trained on. ``start_time``
     (``time.time()``) makes the wall-clock budget count the process's start-up too;
-    ``on_start`` is called with ``Run.describe()`` just before the first step. Under
+    ``on_start`` is called with ``Run.describe()`` just before the first step.
+    ``free``: with ``train_config.size`` "auto", the model settings the run chooses
+    (``config.resolve`` finds them; ``charrnn.sizing``). Under
     torchrun every process calls this, and they train as one data-parallel group (see
     ``charrnn.distributed``).
     """
@@ -718,7 +793,7 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
                         overwrite=overwrite, allow_changed_text=allow_changed_text,
                         progress=progress and group.main,
                         started=time.time() if start_time is None else start_time,
-                        on_start=on_start if group.main else None)
+                        on_start=on_start if group.main else None, free=free)
         group.barrier()  # leave together: a rank tearing down while rank 0 still saves can abort
         return result
     finally:
@@ -728,7 +803,8 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
 def _train(group: distributed.Group, device: torch.device, text_paths: list[Path],
            model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None, *,
            overwrite: bool, allow_changed_text: bool, progress: bool, started: float,
-           on_start: Callable[[dict[str, Any]], None] | None) -> RunResult:
+           on_start: Callable[[dict[str, Any]], None] | None,
+           free: frozenset[str] = frozenset()) -> RunResult:
     if model_config.bidirectional:
         raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
                           "direction would read the characters it must predict; drop it")
@@ -741,7 +817,7 @@ def _train(group: distributed.Group, device: torch.device, text_paths: list[Path
     with _catch_stop_signals() as stop, files.locked(run_dir) if group.main else nullcontext():
         run = Run(group, device, text_paths, model_config, c, origin, run_dir, stop,
                   overwrite=overwrite, allow_changed_text=allow_changed_text,
-                  progress=progress, started=started)
+                  progress=progress, started=started, free=free)
         if on_start is not None:
             on_start(run.describe())
         _loop(run, progress)

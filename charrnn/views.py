@@ -45,6 +45,9 @@ def render_train_start(info: dict[str, Any], console: Console) -> None:
     console.print(Text(f"model: {info['model']} ({info['parameters']:,} parameters) on "
                        f"{info['device']} {info['dtype']}; {info['batching']} batches of "
                        f"{info['batch_size']}x{info['seq_length']}; budget {info['budget']}"))
+    console.print(Text(f"threads: {info['threads']}"))
+    if info.get("size"):
+        console.print(Text(f"size auto: {info['size']}"))
     if info["processes"] > 1:
         console.print(f"data parallel: {info['processes']} processes, "
                       f"{info['batch_size'] // info['processes']} rows of each batch apiece")

@@ -101,7 +101,8 @@ def test_config_show_prints_the_defaults_as_toml_that_reads_back(tmp_path, capsy
     assert code == 0 and err == ""
     path = tmp_path / "shown.toml"
     path.write_text(out, encoding="utf-8")
-    assert cfg.resolve(path, {}) == (cfg.ModelConfig(), cfg.TrainConfig())
+    assert cfg.resolve(path, {}) == (cfg.ModelConfig(), cfg.TrainConfig(size="fixed"),
+                                     frozenset())
     assert "[model]" in out and "[train]" in out and "tensorboard = false" in out
 
 
@@ -114,7 +115,7 @@ def test_config_show_resolves_a_file_over_the_defaults(tmp_path, capsys):
     assert cfg.resolve(path, {}) == cfg.resolve(preset, {})
     code, out, _ = run(["config", "show", "-c", str(preset), "--json"], capsys)
     shown = json.loads(out)
-    model, train = cfg.resolve(preset, {})
+    model, train, _ = cfg.resolve(preset, {})
     assert shown == {"model": cfg.to_dict(model), "train": cfg.to_dict(train)}
     assert shown["train"]["lr"] == 0.01 and shown["train"]["optimizer"] == "adamw"
 

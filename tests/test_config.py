@@ -16,8 +16,8 @@ def test_precedence_is_defaults_then_file_then_flags(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[model]\ncell = "gru"\nhidden_size = 64\n[train]\nlr = 0.01\n',
                     encoding="utf-8")
-    model, train = cfg.resolve(path, {"model": {"hidden_size": 32, "num_layers": None},
-                                      "train": {}})
+    model, train, _ = cfg.resolve(path, {"model": {"hidden_size": 32, "num_layers": None},
+                                         "train": {}})
     assert model.cell == "gru"                 # from the file
     assert model.hidden_size == 32             # the flag wins over the file
     assert model.num_layers == cfg.ModelConfig().num_layers   # default (flag not given)
@@ -51,10 +51,10 @@ def test_bad_toml_names_the_line(tmp_path):
 
 def test_resolved_config_written_as_toml_reads_back_the_same(tmp_path):
     model = cfg.ModelConfig(cell="gru", dropout=0.25, tie_weights=True, embedding_dim=256)
-    train = cfg.TrainConfig(out='runs/a "quoted" name', max_time=60.0)
+    train = cfg.TrainConfig(out='runs/a "quoted" name', max_time=60.0, size="fixed")
     path = tmp_path / "round.toml"
     path.write_text(cfg.to_toml(model, train), encoding="utf-8")
-    assert cfg.resolve(path, {}) == (model, train)
+    assert cfg.resolve(path, {}) == (model, train, frozenset())
 
 
 def test_default_budget_applies_only_when_no_budget_is_set():
@@ -71,6 +71,6 @@ def test_there_are_presets():
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_every_preset_is_valid_and_documents_itself(path):
-    model, train = cfg.resolve(path, {})
+    model, train, _ = cfg.resolve(path, {})
     header = path.read_text(encoding="utf-8").split("[", 1)[0]
     assert "charrnn train" in header and "val" in header.lower()

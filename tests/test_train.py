@@ -184,7 +184,8 @@ def test_training_matches_a_plain_torch_loop(batching, cell, tmp_path):
     config = TrainConfig(seq_length=16, batch_size=8, batching=batching, max_steps=23,
                          eval_every=10, sample_every=0, lr=1e-2, warmup_steps=0,
                          min_lr_ratio=1.0, weight_decay=0.0, grad_clip=0.1, device="cpu",
-                         val_file=str(tmp_path / "v.txt"), out=str(tmp_path / "run"))
+                         dtype="float32", val_file=str(tmp_path / "v.txt"),
+                         out=str(tmp_path / "run"))   # the reference loop is in float32
     train(tmp_path / "t.txt", model, config, progress=False)
     last = load_checkpoint(tmp_path / "run" / "last.pt")
     weights, losses = reference_run(text, model, config, 23)

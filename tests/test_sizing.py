@@ -1,0 +1,145 @@
+"""--size auto: when it applies, what it leaves to the user, and the rule that turns
+timed candidates into a shape. The rule's timings are imagined (a step costs a fixed
+time per parameter), so the choices are checked by hand counts, not by this machine."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+
+from charrnn import config as cfg
+from charrnn import sizing
+from charrnn.config import ModelConfig
+from charrnn.model import parameter_count
+from tests.conftest import run
+
+NONE: dict = {"model": {}, "train": {}}
+
+
+def flags(**train) -> dict:
+    return {"model": {}, "train": train}
+
+
+def test_a_time_budget_alone_sizes_the_model_and_fills_in_the_recipe():
+    model, train, free = cfg.resolve(None, flags(max_time=60.0))
+    assert train.size == "auto"
+    assert free == {"hidden_size", "num_layers", "dropout"}
+    for key, value in sizing.RECIPE.items():
+        assert getattr(train, key) == value
+
+
+@pytest.mark.parametrize("overrides", [
+    {"model": {}, "train": {}},                                    # no budget: 3000 steps
+    {"model": {}, "train": {"max_steps": 100, "max_time": 60.0}},  # a second budget
+    {"model": {}, "train": {"epochs": 1.0, "max_time": 60.0}},
+    {"model": {"hidden_size": 128}, "train": {"max_time": 60.0}},  # a shape given
+    {"model": {"cell": "gru"}, "train": {"max_time": 60.0}},
+    {"model": {}, "train": {"max_time": 60.0, "size": "fixed"}},
+])
+def test_anything_else_keeps_the_model_the_settings_give(overrides):
+    model, train, free = cfg.resolve(None, overrides)
+    assert train.size == "fixed" and not free
+    assert train.seq_length == cfg.TrainConfig().seq_length
+    assert model.hidden_size == overrides["model"].get("hidden_size", 256)
+
+
+def test_a_config_file_with_a_model_table_keeps_its_model(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nhidden_size = 96\n[train]\nmax_time = 30\n", encoding="utf-8")
+    model, train, free = cfg.resolve(path, NONE)
+    assert (train.size, model.hidden_size, free) == ("fixed", 96, frozenset())
+
+
+def test_with_size_auto_given_settings_win_and_the_rest_is_chosen():
+    model, train, free = cfg.resolve(None, {
+        "model": {"hidden_size": 384}, "train": {"max_time": 60.0, "size": "auto",
+                                                 "lr": 0.002, "seq_length": 100}})
+    assert free == {"num_layers", "dropout"}
+    assert (model.hidden_size, train.lr, train.seq_length) == (384, 0.002, 100)
+    assert train.batch_size == sizing.RECIPE["batch_size"]
+
+
+def test_a_resumed_auto_run_keeps_its_shape():
+    saved = {"model": cfg.to_dict(ModelConfig(hidden_size=640, num_layers=1, dropout=0.1)),
+             "train": cfg.to_dict(cfg.TrainConfig(max_time=60.0, size="auto"))}
+    model, train, free = cfg.resolve(None, flags(max_time=120.0), base=saved)
+    assert (model.hidden_size, model.num_layers, model.dropout) == (640, 1, 0.1)
+    assert train.size == "auto" and not free
+
+
+@pytest.mark.parametrize("passes, dropout", [(0.3, 0.0), (1.0, 0.0), (3.0, 0.1),
+                                             (5.0, 0.2), (40.0, 0.3)])
+def test_dropout_grows_with_the_passes_over_the_text(passes, dropout):
+    assert sizing.dropout_for(passes) == pytest.approx(dropout)
+
+
+class StepClock:
+    """A step costs ``per_param`` seconds per parameter; counts the candidates timed."""
+
+    def __init__(self, per_param: float) -> None:
+        self.per_param, self.timed = per_param, []
+
+    def __call__(self, config: ModelConfig) -> float:
+        self.timed.append((config.num_layers, config.hidden_size))
+        return self.per_param * parameter_count(65, config)
+
+
+def expected_choice(per_param: float, seconds: float, eval_steps: float = 0.0):
+    """By hand: the most parameters whose predicted steps reach MIN_STEPS."""
+    best = None
+    for layers, hidden in sizing.CANDIDATES:
+        step = per_param * parameter_count(65, ModelConfig(num_layers=layers, hidden_size=hidden))
+        steps = seconds / (sizing.STEP_OVERHEAD * step) - eval_steps
+        if steps >= sizing.MIN_STEPS:
+            best = (layers, hidden)
+    return best
+
+
+@pytest.mark.parametrize("per_param, seconds", [(1e-8, 60), (1e-8, 600), (3e-9, 120),
+                                                (5e-8, 120), (1e-9, 600)])
+def test_the_largest_model_with_enough_steps_is_chosen(per_param, seconds):
+    clock = StepClock(per_param)
+    result = sizing.choose(ModelConfig(), set(sizing.SHAPE_KEYS), clock, seconds=seconds,
+                           chars_per_step=1024, train_chars=1_000_000, eval_steps=0)
+    want = expected_choice(per_param, seconds * 0.97)   # less what the timing costs
+    got = (result.model.num_layers, result.model.hidden_size)
+    assert got == (want or sizing.CANDIDATES[0])
+    assert result.chosen.steps >= sizing.MIN_STEPS or got == sizing.CANDIDATES[0]
+    # Candidates are timed cheapest first, up to the first that falls short.
+    assert clock.timed == sizing.CANDIDATES[:len(clock.timed)]
+    assert len(clock.timed) <= sizing.CANDIDATES.index(got) + 2
+    passes = result.chosen.steps * 1024 / 1_000_000
+    assert result.model.dropout == sizing.dropout_for(passes)
+
+
+def test_when_no_candidate_gets_enough_steps_the_fastest_is_chosen():
+    result = sizing.choose(ModelConfig(), set(sizing.SHAPE_KEYS), StepClock(1e-5),
+                           seconds=30, chars_per_step=1024, train_chars=10**6, eval_steps=0)
+    assert (result.model.num_layers, result.model.hidden_size) == sizing.CANDIDATES[0]
+
+
+def test_a_given_width_or_dropout_is_kept():
+    given = ModelConfig(hidden_size=512, dropout=0.4)
+    clock = StepClock(1e-9)
+    result = sizing.choose(given, {"num_layers"}, clock, seconds=600, chars_per_step=1024,
+                           train_chars=10**6, eval_steps=0)
+    assert result.model.hidden_size == 512 and result.model.dropout == 0.4
+    assert {h for _, h in clock.timed} == {512}
+
+
+def test_a_run_with_only_a_time_budget_says_what_it_chose_and_saves_it(small_text, capsys):
+    code, out, err = run(["train", str(small_text), "--max-time", "12", "--val-max-chars",
+                          "2000", "--out", "run", "--json"], capsys)
+    assert code == 0, err
+    assert "size auto: " in err and "steps" in err and "passes over the text" in err
+    result = json.loads(out)
+    chosen = result["size"]["chosen"]
+    layers, hidden = map(int, chosen.split("x"))
+    with open("run/config.toml", "rb") as f:
+        saved = tomllib.load(f)
+    assert (saved["model"]["num_layers"], saved["model"]["hidden_size"]) == (layers, hidden)
+    assert saved["train"]["size"] == "auto"
+    assert saved["train"]["seq_length"] == sizing.RECIPE["seq_length"]
+    assert set(result["size"]["timed"]) >= {chosen}
