@@ -1,8 +1,10 @@
 """Speed benchmark of charrnn on this machine, every figure measured in one run.
 
-    python benchmarks/bench.py            # full run, about 5 minutes (at most 7)
+    python benchmarks/bench.py            # full run, about 8 minutes (at most 10)
     python benchmarks/bench.py --quick    # shorter time limits, under 2 minutes
     python benchmarks/bench.py --json     # one JSON object on stdout
+    python benchmarks/bench.py --threads  # only the thread counts, quiet and beside a busy
+                                          # process (busy.py), about 3 minutes
     BENCH_HIDE_CPU_FLAGS=avx512_bf16,amx_bf16 python benchmarks/bench.py --quick
                                           # as on a processor without bf16 instructions
 
@@ -42,7 +44,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import machine  # noqa: E402
+from benchmarks import busy, machine  # noqa: E402
 from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
 from charrnn.data import Vocab  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
@@ -53,9 +55,9 @@ CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 # Counts and time limits (seconds) of the full run and of --quick. Each figure stops at
 # whichever of its count and its time comes first.
 LIMITS = {
-    "full": {"peak_s": 5.0, "train_steps": 150, "train_s": 25.0, "sample_chars": (3000, 500),
+    "full": {"threads_s": 15.0, "threads_rounds": 2, "peak_s": 5.0, "train_steps": 150, "train_s": 25.0, "sample_chars": (3000, 500),
              "sample_s": 10.0, "page_chars": 1000, "encode_mb": 100, "help_runs": 7, "help_s": 15.0},
-    "quick": {"peak_s": 1.5, "train_steps": 30, "train_s": 5.0, "sample_chars": (500, 100),
+    "quick": {"threads_s": 8.0, "threads_rounds": 1, "peak_s": 1.5, "train_steps": 30, "train_s": 5.0, "sample_chars": (500, 100),
               "sample_s": 3.0, "page_chars": 200, "encode_mb": 20, "help_runs": 3, "help_s": 5.0},
 }
 
@@ -277,8 +279,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter time limits (< 2 minutes)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--threads", action="store_true",
+                        help="only the speed with one, all and the chosen thread counts, "
+                        "quiet and beside a busy process")
     args = parser.parse_args()
     lim = LIMITS["quick" if args.quick else "full"]
+    if args.threads:
+        return threads_only(lim, args.json)
     processor = machine.describe()
     bf16, bf16_note = machine.bf16_support(processor)
     dtypes = ("float32", "bfloat16") if bf16 else ("float32",)
@@ -330,6 +337,9 @@ def main() -> None:
                                               / row["float32"]["charrnn_chars_per_s"], 3)
             results["train"].append(row)
 
+        log("thread counts, quiet and beside a busy process ...")
+        results["threads"] = busy.figures(CORPUS, lim["threads_s"], lim["threads_rounds"],
+                                          Path(tmp), log)
         log("sampling ...")
         big = ModelConfig(hidden_size=512)
         long, wide = lim["sample_chars"]
@@ -349,6 +359,18 @@ def main() -> None:
         print(json.dumps(results))
     else:
         print_table(results)
+
+
+def threads_only(lim: dict, as_json: bool) -> None:
+    processor = machine.describe()
+    log(machine.summary(processor))
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = busy.figures(CORPUS, lim["threads_s"], lim["threads_rounds"], Path(tmp), log)
+    if as_json:
+        print(json.dumps({"processor": processor, "threads": figures}))
+        return
+    print(machine.summary(processor))
+    print("\n".join(busy.describe(figures)))
 
 
 def print_table(r: dict) -> None:
@@ -373,6 +395,7 @@ def print_table(r: dict) -> None:
                   f"of peak; {d['steps']} and {d['bare_steps']} steps")
         if "bf16_over_fp32" in row:
             print(f"  bf16 / fp32: {row['bf16_over_fp32']}")
+    print("\n".join(busy.describe(r["threads"])))
     s = r["sample_2x512_lstm"]
     print(f"sample 2x512 lstm: batch 1 {s['batch_1_chars_per_s']:,} chars/s, batch 64 "
           f"{s['batch_64_chars_per_s']:,} chars/s aggregate")

@@ -143,6 +143,9 @@ Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress bar or notes on stderr; only the result.")]
 Device = Annotated[str, typer.Option(
     help="auto (a GPU when there is one), cpu, cuda or cuda:N.")]
+Threads = Annotated[int, typer.Option(
+    "--threads", min=0, help="CPU threads to compute with (0: the fastest count for this "
+    "model on this machine's present load, found by timing each).")]
 ConfigFile = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/); "
     "flags override it.", rich_help_panel=RUN)]
@@ -286,6 +289,7 @@ def sample(
         "--keep-state", help="With -i: each prime continues from where the last "
         "continuation ended (as :keep on).")] = False,
     device: Device = "auto",
+    threads: Threads = 0,
 ) -> None:
     """Generate text from a trained model (text on stdout, nothing else).
 
@@ -307,15 +311,18 @@ def sample(
         from charrnn.interactive import interact
         from charrnn.sample import Session
 
+        from charrnn.sample import pick_threads
+
         model, vocab, path = _load_model(checkpoint, runs_dir, device)
         _say_which(checkpoint, "sampling from", path)
+        pick_threads(model, 1, threads)
         interact(Session(model, vocab, length=length, temperature=temperature, top_k=top_k,
                           top_p=top_p, greedy=greedy, keep=keep_state, seed=seed), stop)
         return
     from tqdm import tqdm
 
     from charrnn.files import check_output, read_small_text
-    from charrnn.sample import stream
+    from charrnn.sample import pick_threads, stream
 
     if prime_file is not None:
         if prime is not None:
@@ -325,6 +332,7 @@ def sample(
         check_output(output, "--output")
     model, vocab, path = _load_model(checkpoint, runs_dir, device)
     _say_which(checkpoint, "sampling from", path)
+    pick_threads(model, 1, threads)
     choice = dict(prime=prime, temperature=temperature, top_k=top_k, top_p=top_p,
                   greedy=greedy)
     # Each sample is drawn and written as it comes (the prime was checked by the first).
@@ -663,6 +671,7 @@ def eval_(
     top: Annotated[int, typer.Option(
         "--top", help="Guesses kept per character by --per-char and --html.")] = 5,
     device: Device = "auto",
+    threads: Threads = 0,
     as_json: Json = False,
     quiet: Quiet = False,
 ) -> None:
@@ -685,7 +694,7 @@ def eval_(
         err.print(Text(f"scoring {label} with {path}"))
     score = score_text(path, paths, skip_unknown=skip_unknown, max_chars=max_chars,
                        cache_dir=cache_dir, device=resolve_device(device), progress=not quiet,
-                       outputs=outputs)
+                       outputs=outputs, threads=threads)
     if score.unknown_count and not quiet:
         err.print(Text(f"left out {score.unknown_count:,} character(s) outside the vocabulary "
                        f"({len(score.unknown_chars)} distinct: "

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from charrnn import threads
 from charrnn.data import Vocab
 from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN, Hidden
@@ -287,6 +288,20 @@ def _warm(model: CharRNN, stepper: Stepper, batch: torch.Tensor,
     elif states is None:
         states = zero_states(model, batch.size(0), batch.device)
     return states, batch[:, -1]
+
+
+def pick_threads(model: CharRNN, batch: int, requested: int = 0) -> threads.Choice:
+    """Set the thread count to draw ``batch`` samples at a time with: ``requested``
+    (0: the fastest for a few sampling steps of this model, see ``charrnn.threads``)."""
+    device = next(model.parameters()).device
+    stepper, idx = Stepper(model), torch.zeros(batch, dtype=torch.long, device=device)
+    states = zero_states(model, batch, device)
+
+    @torch.no_grad()
+    def work() -> None:
+        for _ in range(8):
+            stepper.step(idx, states)
+    return threads.pick(requested, device.type, work)
 
 
 def zero_states(model: CharRNN, batch: int, device) -> list:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from charrnn import corpus, files, per_char
+from charrnn import threads as cpu_threads
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import Vocab, list_chars, text_pieces
 from charrnn.errors import DataError
@@ -198,14 +199,16 @@ class Score:
 def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
                skip_unknown: bool = False, max_chars: int | None = None,
                cache_dir: str | Path | None = None, device: str | torch.device = "cpu",
-               progress: bool = False, outputs: per_char.Outputs | None = None) -> Score:
+               progress: bool = False, outputs: per_char.Outputs | None = None,
+               threads: int = 0) -> Score:
     """Nats, bits and perplexity per character of the model in ``checkpoint`` on the
     text at ``text_path`` (or the files of a list, read as one text as training reads
     them; see the module docstring), in bounded memory: the text's ids are written to
     ``cache_dir`` (by default the corpus cache beside the checkpoint's run, else a
     temporary folder) and scored memory-mapped. ``outputs``: the per-character records
     and the HTML page to write too (``charrnn.per_char``); their logprobs add up to
-    minus the total."""
+    minus the total. ``threads``: the CPU threads to score with (0: the fastest for a
+    forward call of this model, ``charrnn.threads``)."""
     t0 = time.time()
     checkpoint = Path(checkpoint)
     paths = [Path(text_path)] if isinstance(text_path, (str, Path)) else list(text_path)
@@ -234,6 +237,7 @@ def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
         device = torch.device(device)
         model.to(device)
         plan = stream_plan(len(ids), max_chars)
+        _pick_threads(model, len(plan), device, threads)
         recorder = None if outputs is None else per_char.Recorder(
             plan, ids, outputs.top, len(vocab), spill)
         try:
@@ -260,6 +264,17 @@ def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
                  perplexity=math.exp(nats), unknown_count=texts.chars - kept,
                  unknown_chars=unknown, skipped_unknown=bool(unknown),
                  seconds=round(time.time() - t0, 3))
+
+
+def _pick_threads(model: CharRNN, streams: int, device: torch.device, requested: int) -> None:
+    """Set the thread count to score with: a forward call of the shape a pass makes,
+    timed with each count (``charrnn.threads``), unless ``requested`` fixes it."""
+    x = torch.zeros(streams, min(CHUNK_STEPS, 64), dtype=torch.long, device=device)
+
+    @torch.no_grad()
+    def work() -> None:
+        model(x)
+    cpu_threads.pick(requested, device.type, work)
 
 
 def _known_pieces(texts: corpus.Texts, vocab: Vocab, unknown: str) -> Iterator[np.ndarray]:

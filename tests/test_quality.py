@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from charrnn.sizing import CANDIDATES
 from conftest import ROOT
 
 QUICK = """[model]
@@ -49,3 +50,41 @@ def test_quality_runs_a_config_and_reports_the_median_and_the_processor(tmp_path
     assert run["fraction_of_peak"] == pytest.approx(
         run["chars_per_s"] * flop_per_char / 1e9 / report["peak_gflops"]["float32"],
         rel=0.01, abs=1e-3)
+
+
+def test_the_sweep_runs_the_auto_row_and_saves_what_it_chose(tmp_path, shakespeare):
+    text = tmp_path / "small.txt"
+    text.write_text(shakespeare.read_text(encoding="utf-8")[:30_000], encoding="utf-8")
+    rows = tmp_path / "rows.jsonl"
+    done = subprocess.run([sys.executable, "benchmarks/quality.py", "--sweep", "--only", "auto",
+                           "--budget", "9", "--corpus", str(text), "--threads", "1",
+                           "--jsonl", str(rows)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    (row,) = [json.loads(line) for line in rows.read_text().splitlines()]
+    assert row["row"] == "auto" and row["budget_s"] == 9 and "--threads" in row["common"]
+    settings = row["settings"]
+    assert (int(settings["num_layers"]), int(settings["hidden_size"])) in CANDIDATES
+    assert f"| auto: {settings['num_layers']}x{settings['hidden_size']}" in done.stdout
+    assert f"| {row['val_loss']:.4f} |" in done.stdout
+
+
+def test_the_sweep_table_marks_the_best_fixed_shape_and_the_auto_gap():
+    from benchmarks.sweep import table
+
+    rows = [{"row": "1x256 d0", "val_loss": 1.5, "steps": 10, "chars_per_s": 5, "wall_s": 9},
+            {"row": "1x384 d0", "val_loss": 1.45, "steps": 8, "chars_per_s": 4, "wall_s": 9},
+            {"row": "auto", "val_loss": 1.4561, "steps": 8, "chars_per_s": 4, "wall_s": 9,
+             "settings": {"num_layers": "1", "hidden_size": "384", "dropout": "0.1"}}]
+    out = table(rows)
+    assert "| 1x384 d0 | **1.4500** |" in out and "| 1x256 d0 | 1.5000 |" in out
+    assert "| auto: 1x384 d0.1 | 1.4561 |" in out
+    assert "auto minus the best fixed shape: +0.0061" in out
+
+
+def test_the_code_corpus_is_the_same_text_each_time(tmp_path):
+    from benchmarks.sweep import pycode_corpus
+
+    a = pycode_corpus(tmp_path / "a.txt", chars=200_000).read_text(encoding="utf-8")
+    b = pycode_corpus(tmp_path / "b.txt", chars=200_000).read_text(encoding="utf-8")
+    assert a == b and len(a) == 200_000 and "def " in a and "import " in a

@@ -173,3 +173,29 @@ def test_threads_flag_fixes_the_count(small_text, capsys):
     assert code == 0, err
     assert "threads: 2 (--threads)" in err
     assert json.loads(out)["threads"] == 2
+
+
+def test_eval_and_sample_give_the_same_results_with_any_count(tiny_run, small_text, capsys,
+                                                              monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    scores, texts = [], []
+    for count in ("1", "2", "0"):
+        code, out, err = run(["eval", str(tiny_run), str(small_text), "--max-chars", "5000",
+                              "--json", "--threads", count], capsys)
+        assert code == 0, err
+        scores.append(json.loads(out)["nats_per_char"])
+        code, out, err = run(["sample", str(tiny_run), "--greedy", "--len", "80", "--threads",
+                              count], capsys)
+        assert code == 0, err
+        texts.append(out)
+        if count != "0":
+            assert torch.get_num_threads() == int(count)
+    assert scores == pytest.approx([scores[0]] * 3, abs=1e-6)
+    assert texts == [texts[0]] * 3 and len(texts[0]) >= 80
+
+
+def test_a_negative_thread_count_is_one_line(tiny_run, capsys):
+    code, out, err = run(["sample", str(tiny_run), "--threads", "-1"], capsys)
+    assert code == 2 and "--threads" in err and len(err.strip().splitlines()) == 1
+    code, out, err = run(["train", str(tiny_run), "--threads", "-1"], capsys)
+    assert code == 1 and "train.threads must be at least 0" in err
