@@ -19,6 +19,7 @@ import dataclasses
 import io
 import math
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -202,19 +203,24 @@ class Reserve:
     """The seconds a time budget keeps free: for the next step, and for the final
     evaluation (a validation pass and the saves of best.pt and last.pt). Measured on
     the warm model before the first step, then corrected as real steps and passes are
-    timed, so that a run ends within its budget on a busy machine too."""
+    timed, so that a run ends within its budget on a busy machine too: when the steps
+    have become slower than they were when the pass was timed (another job took a
+    core), the pass is expected to be that much slower too."""
     MARGIN = 1.25   # on the first estimate of a pass; 1.1 on a timed one
 
     def __init__(self, step: float, score: float, save: float) -> None:
         self.steps: deque[float] = deque([step], maxlen=8)   # the latest steps' seconds
         self.score, self.save = self.MARGIN * score, save
+        self.step_then = step          # the step time when ``score`` was measured
 
     def evaluated(self, score: float, save: float) -> None:
         """A real pass took ``score`` seconds and each checkpoint ``save``."""
         self.score, self.save = 1.1 * score, save
+        self.step_then = statistics.median(self.steps)
 
     def seconds(self) -> float:
-        return max(self.steps) + self.score + 2 * self.save
+        slower = max(1.0, statistics.median(self.steps) / self.step_then)
+        return max(self.steps) + slower * self.score + 2 * self.save
 
     def check_fits(self, budget: float, before: float, elapsed: float) -> None:
         """A budget that earlier sessions have not spent, but that cannot hold this

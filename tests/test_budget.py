@@ -179,6 +179,18 @@ def test_the_reserve_follows_the_passes_actually_timed():
     assert math.isclose(max(reserve.steps), 0.9)
 
 
+def test_when_the_steps_slow_down_the_reserve_expects_a_slower_pass():
+    reserve = train_module.Reserve(step=0.1, score=2.0, save=0.0)
+    reserve.steps.extend([0.1] * 7)
+    assert reserve.seconds() == pytest.approx(0.1 + 1.25 * 2.0)
+    reserve.steps.extend([0.3] * 8)        # another job took a core: steps 3x slower
+    assert reserve.seconds() == pytest.approx(0.3 + 3 * 1.25 * 2.0)
+    reserve.evaluated(score=6.0, save=0.0)  # a pass timed at that speed
+    assert reserve.seconds() == pytest.approx(0.3 + 1.1 * 6.0)
+    reserve.steps.extend([0.1] * 8)        # faster again: never less than the pass timed
+    assert reserve.seconds() == pytest.approx(0.1 + 1.1 * 6.0)
+
+
 def test_a_time_budget_beside_a_busy_process_trains_or_says_why(small_text, tmp_path):
     """The whole command, while another process keeps a core busy: it trains and saves
     at least one step, or says in one line that the budget cannot hold one and writes
