@@ -135,6 +135,9 @@ def main() -> None:
     parser.add_argument("--only", choices=("fixed", "auto"),
                         help="with --sweep: run only the fixed shapes, or only the auto row")
     parser.add_argument("--jsonl", type=Path, help="with --sweep: append each row here")
+    parser.add_argument("--shape", action="append", type=sweep.parse_shape,
+                        help="with --sweep: a fixed shape such as 1x384 or 2x512:0.15 "
+                        "(layers x width : dropout) instead of the sweep's own eight")
     args = parser.parse_args()
     extra = [flag for name in ("device", "dtype", "threads") if getattr(args, name)
              for flag in (f"--{name}", getattr(args, name))]
@@ -189,7 +192,7 @@ def run_sweep(args: argparse.Namespace, extra: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = sweep.sweep(args.corpus, args.budget, extra, jsonl=args.jsonl,
                               fixed=args.only != "auto", auto=args.only != "fixed",
-                              tmp=Path(tmp))
+                              shapes=args.shape, tmp=Path(tmp))
     if args.json:
         print(json.dumps({"processor": processor, "results": results}))
         return

@@ -91,11 +91,19 @@ def run_row(text: Path, budget: float, flags: list[str], common: list[str],
             "val_loss": round(result["val_loss"], 4), "settings": model}
 
 
+def parse_shape(text: str) -> tuple[int, int, float]:
+    """``2x512`` or ``2x512:0.15`` (layers x width : dropout) -> (width, layers, dropout)."""
+    shape, _, dropout = text.partition(":")
+    layers, _, hidden = shape.partition("x")
+    return int(hidden), int(layers), float(dropout or 0.0)
+
+
 def sweep(corpus: str, budget: float, common: list[str], *, auto: bool = True,
-          fixed: bool = True, jsonl: Path | None = None, tmp: Path) -> list[dict]:
+          fixed: bool = True, shapes: list[tuple[int, int, float]] | None = None,
+          jsonl: Path | None = None, tmp: Path) -> list[dict]:
     text = corpus_path(corpus, tmp)
     rows = [(f"{n}x{h} d{d:g}", shape_flags(h, n, d))
-            for h, n, d in SHAPES] if fixed else []
+            for h, n, d in shapes or SHAPES] if fixed else []
     if auto:
         rows.append(("auto", []))
     results = []

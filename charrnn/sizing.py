@@ -1,19 +1,20 @@
 """``--size auto``: the model this machine can train best in the time a run is given.
 
-What a time budget buys is a number of optimiser steps, and what a model learns in a
-budget depends on that number more than on anything else (see BENCHMARKS.md, "Sizing
-for the budget"). So the rule is stated in steps: of the candidate shapes, ordered by
-the time a step takes on this machine (timed, in the precision and with the threads
-the run will train with), take the slowest that still gets ``MIN_STEPS`` steps in the
-budget; when none does, the fastest. A small model given many steps stops improving
-long before its budget ends; a large one given few has not started learning. Then
-dropout grows with the passes over the text the chosen model will make, since a
-model that reads its text many times memorises it.
+A time budget buys a number of characters read: the steps this machine takes in it
+(timed, in the precision and with the threads the run will train with) times the
+characters of a step. A small model given many stops improving long before its budget
+ends; a large one given few has not started learning. So the rule: of the candidate
+shapes, take the one with the most parameters that still reads ``MIN_CHARS_PER_PARAM``
+characters per parameter in the budget; when none does, the smallest. Then dropout
+grows with the passes over the text the chosen model will make, since a model that
+reads its text many times memorises it.
 
-How the numbers were chosen: a sweep of 8 fixed shapes at several budgets, on two
-corpora (tiny-shakespeare, Python source code) and two speeds of processor, recorded
-in BENCHMARKS.md; ``MIN_STEPS`` is where the best fixed shape's step count fell, and
-``dropout_for`` follows the best dropout at a given number of passes.
+How the numbers were chosen (BENCHMARKS.md, "Sizing for the budget"): a sweep of 8
+fixed shapes at 60 and 120 s, on two corpora (tiny-shakespeare, Python source code)
+and two speeds of processor. The best shape always read 4 to 8.5 characters per
+parameter; one that read 2.3 to 2.4 came 0.007 to 0.03 behind it. One wide layer beat
+two narrower ones of the same cost every time, so the candidates are one layer up to
+a width that a few minutes of a 2-core machine cannot use, and two layers beyond.
 
 Everything the rule does not choose (batch and window, learning rate and schedule) is
 the ``RECIPE`` below, which the sweep used for every row. Settings a user gives always
@@ -29,15 +30,15 @@ from typing import Callable
 from charrnn.config import BIG_COUNT, ModelConfig
 
 # (layers, hidden size), cheapest first; the timed order decides in the end.
-CANDIDATES = [(1, 128), (1, 192), (1, 256), (1, 384), (1, 512), (1, 640), (1, 768),
-              (2, 512), (1, 1024), (2, 768), (2, 1024)]
+CANDIDATES = [(1, 128), (1, 192), (1, 256), (1, 320), (1, 384), (1, 448), (1, 512),
+              (1, 640), (1, 768), (1, 1024), (2, 768), (2, 1024), (2, 1536)]
 # The rest of the run, as the sweep trained every row: short windows carried as streams,
 # a high peak rate decayed in a straight line to zero, one validation at the end.
 RECIPE = {"seq_length": 32, "batch_size": 32, "batching": "stream", "lr": 8e-3,
           "decay": "linear", "min_lr_ratio": 0.0, "warmup_steps": 100,
           "eval_every": BIG_COUNT}
 SHAPE_KEYS = ("hidden_size", "num_layers", "dropout")
-MIN_STEPS = 2400
+MIN_CHARS_PER_PARAM = 3.2
 # Step time of a real training step (data, clipping, optimiser, bookkeeping) over the
 # timed forward and backward of the probe.
 STEP_OVERHEAD = 1.15
@@ -45,9 +46,9 @@ PROBE_SHARE = 0.03       # of the budget, at most, spent timing candidates
 
 
 def dropout_for(passes: float) -> float:
-    """Dropout for a model that will read its training text ``passes`` times: none
-    for one pass or less, then 0.05 for each further pass, at most 0.3."""
-    return round(min(0.3, max(0.0, 0.05 * (passes - 1.0))), 2)
+    """Dropout for a model that will read its training text ``passes`` times: none up
+    to three passes, then 0.04 for each further pass, at most 0.25."""
+    return round(min(0.25, max(0.0, 0.04 * (passes - 3.0))), 2)
 
 
 @dataclass
@@ -56,8 +57,10 @@ class Timed:
     layers: int
     hidden: int
     step_s: float
+    params: int
     steps: int = 0
     passes: float = 0.0
+    chars_per_param: float = 0.0
 
     @property
     def name(self) -> str:
@@ -75,13 +78,16 @@ class Sizing:
     def reason(self) -> str:
         c = self.chosen
         others = ", ".join(f"{t.name} {t.step_s * 1e3:.0f} ms" for t in self.timed)
-        return (f"{c.name}: about {c.steps:,} steps and {c.passes:.1f} passes over the text "
-                f"in {self.seconds:.0f} s (the largest with {MIN_STEPS:,} steps or more; "
-                f"dropout {self.model.dropout:g} for that many passes); step times: {others}")
+        return (f"{c.name}: about {c.steps:,} steps, {c.passes:.1f} passes over the text, "
+                f"{c.chars_per_param:.1f} characters per parameter in {self.seconds:.0f} s "
+                f"(the largest model with {MIN_CHARS_PER_PARAM:g} or more; dropout "
+                f"{self.model.dropout:g} for that many passes); step times: {others}")
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.name, "steps": self.chosen.steps,
-                "passes": round(self.chosen.passes, 2), "seconds": round(self.seconds, 1),
+                "passes": round(self.chosen.passes, 2),
+                "chars_per_param": round(self.chosen.chars_per_param, 2),
+                "seconds": round(self.seconds, 1),
                 "timed": {t.name: round(t.step_s, 5) for t in self.timed}}
 
 
@@ -97,30 +103,31 @@ def candidates(given: ModelConfig, free: set[str]) -> list[tuple[int, int]]:
 
 
 def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig], float],
-           *, seconds: float, chars_per_step: int, train_chars: int,
-           eval_steps: float) -> Sizing:
+           count: Callable[[ModelConfig], int], *, seconds: float, chars_per_step: int,
+           train_chars: int, eval_steps: float) -> Sizing:
     """The shape for a budget of ``seconds`` of training.
 
-    ``time_step(config)`` times one training step of a model (seconds); candidates are
-    timed cheapest first until one falls short of ``MIN_STEPS`` (the larger ones only
-    get fewer) or the timing itself has spent ``PROBE_SHARE`` of the budget.
-    ``eval_steps``: the final validation, in training steps' worth of time (about a
-    third of a step per window it scores)."""
+    ``time_step(config)`` times one training step of a model (seconds), ``count(config)``
+    counts its parameters. Candidates are timed smallest first until one falls short of
+    ``MIN_CHARS_PER_PARAM`` (the larger ones only read fewer) or the timing itself has
+    spent ``PROBE_SHARE`` of the budget. ``eval_steps``: the final validation, in
+    training steps' worth of time (about a third of a step per window it scores)."""
     timed: list[Timed] = []
     spent = 0.0
     for layers, hidden in candidates(given, free):
         config = replace(given, num_layers=layers, hidden_size=hidden)
         step_s = time_step(config)
         spent += 3 * step_s                  # what timing it cost, about
-        t = Timed(layers, hidden, step_s)
+        t = Timed(layers, hidden, step_s, count(config))
         t.steps = max(1, int((seconds - spent) / (STEP_OVERHEAD * step_s) - eval_steps))
         t.passes = t.steps * chars_per_step / max(1, train_chars)
+        t.chars_per_param = t.steps * chars_per_step / t.params
         timed.append(t)
-        if t.steps < MIN_STEPS or spent > PROBE_SHARE * seconds:
+        if t.chars_per_param < MIN_CHARS_PER_PARAM or spent > PROBE_SHARE * seconds:
             break
-    enough = [t for t in timed if t.steps >= MIN_STEPS]
-    chosen = (max(enough, key=lambda t: t.step_s) if enough
-              else min(timed, key=lambda t: t.step_s))
+    enough = [t for t in timed if t.chars_per_param >= MIN_CHARS_PER_PARAM]
+    chosen = (max(enough, key=lambda t: t.params) if enough
+              else min(timed, key=lambda t: t.params))
     dropout = given.dropout if "dropout" not in free else dropout_for(chosen.passes)
     model = replace(given, num_layers=chosen.layers, hidden_size=chosen.hidden,
                     dropout=dropout)

@@ -425,6 +425,7 @@ class Run:
 
         windows = self.val_chars / (c.seq_length * c.batch_size)
         return sizing.choose(self.model_config, set(free), time_step,
+                             lambda m: parameter_count(len(self.vocab), m),
                              seconds=c.max_time - (time.time() - self.started),
                              train_chars=len(self.train_ids),
                              chars_per_step=c.seq_length * c.batch_size, eval_steps=windows / 3)

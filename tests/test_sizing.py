@@ -69,10 +69,14 @@ def test_a_resumed_auto_run_keeps_its_shape():
     assert train.size == "auto" and not free
 
 
-@pytest.mark.parametrize("passes, dropout", [(0.3, 0.0), (1.0, 0.0), (3.0, 0.1),
-                                             (5.0, 0.2), (40.0, 0.3)])
+@pytest.mark.parametrize("passes, dropout", [(0.3, 0.0), (1.0, 0.0), (3.0, 0.0),
+                                             (5.5, 0.1), (8.0, 0.2), (40.0, 0.25)])
 def test_dropout_grows_with_the_passes_over_the_text(passes, dropout):
     assert sizing.dropout_for(passes) == pytest.approx(dropout)
+
+
+def params(config: ModelConfig) -> int:
+    return parameter_count(65, config)
 
 
 class StepClock:
@@ -83,39 +87,43 @@ class StepClock:
 
     def __call__(self, config: ModelConfig) -> float:
         self.timed.append((config.num_layers, config.hidden_size))
-        return self.per_param * parameter_count(65, config)
+        return self.per_param * params(config)
 
 
-def expected_choice(per_param: float, seconds: float, eval_steps: float = 0.0):
-    """By hand: the most parameters whose predicted steps reach MIN_STEPS."""
+def expected_choice(per_param: float, seconds: float, chars_per_step: int):
+    """By hand: the most parameters that still read MIN_CHARS_PER_PARAM characters
+    each (a step of N parameters takes per_param * N seconds, times the overhead)."""
     best = None
     for layers, hidden in sizing.CANDIDATES:
-        step = per_param * parameter_count(65, ModelConfig(num_layers=layers, hidden_size=hidden))
-        steps = seconds / (sizing.STEP_OVERHEAD * step) - eval_steps
-        if steps >= sizing.MIN_STEPS:
+        n = params(ModelConfig(num_layers=layers, hidden_size=hidden))
+        steps = seconds / (sizing.STEP_OVERHEAD * per_param * n)
+        if steps * chars_per_step / n >= sizing.MIN_CHARS_PER_PARAM:
             best = (layers, hidden)
     return best
 
 
 @pytest.mark.parametrize("per_param, seconds", [(1e-8, 60), (1e-8, 600), (3e-9, 120),
-                                                (5e-8, 120), (1e-9, 600)])
-def test_the_largest_model_with_enough_steps_is_chosen(per_param, seconds):
+                                                (5e-8, 120), (1e-9, 600), (1e-10, 600)])
+def test_the_largest_model_that_reads_enough_per_parameter_is_chosen(per_param, seconds):
     clock = StepClock(per_param)
-    result = sizing.choose(ModelConfig(), set(sizing.SHAPE_KEYS), clock, seconds=seconds,
-                           chars_per_step=1024, train_chars=1_000_000, eval_steps=0)
-    want = expected_choice(per_param, seconds * 0.97)   # less what the timing costs
+    result = sizing.choose(ModelConfig(), set(sizing.SHAPE_KEYS), clock, params,
+                           seconds=seconds, chars_per_step=1024, train_chars=1_000_000,
+                           eval_steps=0)
     got = (result.model.num_layers, result.model.hidden_size)
-    assert got == (want or sizing.CANDIDATES[0])
-    assert result.chosen.steps >= sizing.MIN_STEPS or got == sizing.CANDIDATES[0]
-    # Candidates are timed cheapest first, up to the first that falls short.
+    # The timing itself costs a little of the budget: the hand count gets 97% of it.
+    assert got == (expected_choice(per_param, 0.97 * seconds, 1024) or sizing.CANDIDATES[0])
+    assert (result.chosen.chars_per_param >= sizing.MIN_CHARS_PER_PARAM
+            or got == sizing.CANDIDATES[0])
+    # Candidates are timed smallest first, up to the first that falls short.
     assert clock.timed == sizing.CANDIDATES[:len(clock.timed)]
     assert len(clock.timed) <= sizing.CANDIDATES.index(got) + 2
     passes = result.chosen.steps * 1024 / 1_000_000
     assert result.model.dropout == sizing.dropout_for(passes)
+    assert result.chosen.params == params(result.model)
 
 
-def test_when_no_candidate_gets_enough_steps_the_fastest_is_chosen():
-    result = sizing.choose(ModelConfig(), set(sizing.SHAPE_KEYS), StepClock(1e-5),
+def test_when_no_candidate_reads_enough_the_smallest_is_chosen():
+    result = sizing.choose(ModelConfig(), set(sizing.SHAPE_KEYS), StepClock(1e-5), params,
                            seconds=30, chars_per_step=1024, train_chars=10**6, eval_steps=0)
     assert (result.model.num_layers, result.model.hidden_size) == sizing.CANDIDATES[0]
 
@@ -123,8 +131,8 @@ def test_when_no_candidate_gets_enough_steps_the_fastest_is_chosen():
 def test_a_given_width_or_dropout_is_kept():
     given = ModelConfig(hidden_size=512, dropout=0.4)
     clock = StepClock(1e-9)
-    result = sizing.choose(given, {"num_layers"}, clock, seconds=600, chars_per_step=1024,
-                           train_chars=10**6, eval_steps=0)
+    result = sizing.choose(given, {"num_layers"}, clock, params, seconds=600,
+                           chars_per_step=1024, train_chars=10**6, eval_steps=0)
     assert result.model.hidden_size == 512 and result.model.dropout == 0.4
     assert {h for _, h in clock.timed} == {512}
 
