@@ -53,9 +53,10 @@ def config_path(preset: str) -> Path:
     return ROOT / "configs" / f"shakespeare-{preset}.toml"
 
 
-def flops_per_char(config: Path) -> float:
-    """Training FLOP per character of the model ``config`` describes."""
-    model = cfg.build("model", cfg.read_toml(config).get("model", {}))
+def flops_per_char(run_dir: Path) -> float:
+    """Training FLOP per character of the model a run trained (its config.toml: with
+    --size auto, the shape it chose)."""
+    model = cfg.build("model", cfg.read_toml(run_dir / "config.toml")["model"])
     vocab = len(set(CORPUS.read_text(encoding="utf-8")))
     return train_flops_per_char(model, vocab)
 
@@ -68,9 +69,12 @@ def run_once(config: Path, out: Path, extra: list[str]) -> dict:
     done = subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    model = cfg.read_toml(out / "config.toml")["model"]
     return {"wall_s": round(wall, 1), "steps": result["step"],
             "chars_per_s": round(result["chars_per_s"]), "dtype": result["dtype"],
-            "val_loss": round(result["val_loss"], 4)}
+            "threads": result["threads"], "val_loss": round(result["val_loss"], 4),
+            "model": f"{model['num_layers']}x{model['hidden_size']} d{model['dropout']:g}",
+            "train_flop_per_char": round(flops_per_char(out))}
 
 
 class Peaks:
@@ -90,20 +94,19 @@ class Peaks:
 
 def summarise(name: str, config: Path, target: float | None, runs: list[dict],
               peaks: Peaks) -> dict:
-    flops = flops_per_char(config)
     for r in runs:
-        r["fraction_of_peak"] = round(r["chars_per_s"] * flops / 1e9 / peaks(r["dtype"]), 3)
+        r["fraction_of_peak"] = round(r["chars_per_s"] * r["train_flop_per_char"] / 1e9
+                                      / peaks(r["dtype"]), 3)
     median = statistics.median(r["val_loss"] for r in runs)
     return {"name": name, "config": str(config), "target": target, "runs": runs,
             "median_val_loss": round(median, 4),
             "median_steps": statistics.median(r["steps"] for r in runs),
             "median_wall_s": statistics.median(r["wall_s"] for r in runs),
-            "train_mflop_per_char": round(flops / 1e6, 2),
             "met": None if target is None else median <= target}
 
 
 def describe(s: dict) -> str:
-    runs = ", ".join(f"{r['val_loss']:.4f} ({r['wall_s']} s, {r['steps']} steps, "
+    runs = ", ".join(f"{r['val_loss']:.4f} ({r['model']}, {r['wall_s']} s, {r['steps']} steps, "
                      f"{r['chars_per_s']:,} chars/s, {r['dtype']}, "
                      f"{r['fraction_of_peak']:.0%} of its peak)"
                      for r in s["runs"])

@@ -47,6 +47,7 @@ def test_quality_runs_a_config_and_reports_the_median_and_the_processor(tmp_path
     # multiply-adds per character, 2 FLOP each, 3 times over for forward and backward.
     flop_per_char = 6 * (4 * 32 * (16 + 32) + 32 * 65)
     assert run["dtype"] == "float32" and run["steps"] == 40 and run["wall_s"] > 0
+    assert run["train_flop_per_char"] == flop_per_char and run["model"] == "1x32 d0"
     assert run["fraction_of_peak"] == pytest.approx(
         run["chars_per_s"] * flop_per_char / 1e9 / report["peak_gflops"]["float32"],
         rel=0.01, abs=1e-3)
