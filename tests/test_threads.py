@@ -33,7 +33,8 @@ class Imagined:
     def work(self) -> None:
         n = torch.get_num_threads()
         self.calls[n] += 1
-        self.now += self.cost[n]
+        cost = self.cost[n]                     # seconds, or one per call in turn
+        self.now += cost if isinstance(cost, float) else cost[self.calls[n] - 1]
 
 
 @pytest.mark.parametrize("cost, expected", [
@@ -56,6 +57,12 @@ def test_a_count_many_times_slower_is_run_once_and_dropped():
     threads.choose(m.work, [1, 2], rounds=3, clock=m.clock)
     assert m.calls[2] == 1            # its first call showed it: not timed again
     assert m.calls[1] == 4            # one to warm up, three timed
+
+
+def test_a_count_that_turns_slow_during_the_probe_is_dropped():
+    m = Imagined({1: 0.010, 2: [0.006, 0.006, 0.500, 0.006, 0.006]})
+    choice = threads.choose(m.work, [1, 2], rounds=3, clock=m.clock)
+    assert m.calls[2] == 3 and choice.threads == 1
 
 
 def test_the_probe_stops_once_its_time_is_spent():
@@ -180,10 +187,14 @@ def test_eval_and_sample_give_the_same_results_with_any_count(tiny_run, small_te
     monkeypatch.delenv("OMP_NUM_THREADS")
     scores, texts = [], []
     for count in ("1", "2", "0"):
+        torch.set_num_threads(3)
         code, out, err = run(["eval", str(tiny_run), str(small_text), "--max-chars", "5000",
                               "--json", "--threads", count], capsys)
         assert code == 0, err
         scores.append(json.loads(out)["nats_per_char"])
+        assert torch.get_num_threads() == (int(count) if count != "0" else
+                                           torch.get_num_threads()) != 3
+        torch.set_num_threads(3)
         code, out, err = run(["sample", str(tiny_run), "--greedy", "--len", "80", "--threads",
                               count], capsys)
         assert code == 0, err
@@ -199,3 +210,35 @@ def test_a_negative_thread_count_is_one_line(tiny_run, capsys):
     assert code == 2 and "--threads" in err and len(err.strip().splitlines()) == 1
     code, out, err = run(["train", str(tiny_run), "--threads", "-1"], capsys)
     assert code == 1 and "train.threads must be at least 0" in err
+
+
+def test_validation_never_runs_with_a_count_on_trial(small_text, tmp_path, monkeypatch):
+    """A trial starts at every step here; each validation pass must still run with the
+    count the run had chosen."""
+    from charrnn import train as train_module
+    from tests.conftest import tiny_configs
+
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    original = threads.Tuner.step_done
+    tuners, during = [], []
+
+    def always_trying(self, seconds):
+        original(self, seconds)
+        if self.trial is None and self._others():
+            tuners.append(self)
+            self.trial = (self._others()[0], [])
+            threads.set_threads(self.trial[0])
+    monkeypatch.setattr(threads.Tuner, "step_done", always_trying)
+    real = train_module.nats_sum
+
+    def recording(*args, **kwargs):
+        during.append((torch.get_num_threads(), tuners[-1].current, tuners[-1].trial))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train_module, "nats_sum", recording)
+    model, config = tiny_configs(max_steps=9, eval_every=3, out=str(tmp_path / "run"),
+                                 threads=0)
+    train_module.train(small_text, model, config, progress=False)
+    if threads.available() < 2:
+        pytest.skip("one CPU: no other count to try")
+    assert len(during) == 3
+    assert all(count == current and trial is None for count, current, trial in during)
