@@ -15,7 +15,6 @@ the run early, normally, once that many evaluations in a row brought no new best
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import signal
@@ -36,7 +35,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from charrnn import config as cfg
-from charrnn import corpus, distributed, files, sizing, threads
+from charrnn import corpus, distributed, files, fitting, threads
+from charrnn.fitting import forward_backward, synced, timed
 from charrnn.checkpoint import (load_checkpoint, model_from_checkpoint, peek_checkpoint,
                                 resolve_checkpoint, save_checkpoint)
 from charrnn.data import Vocab, make_batches, split
@@ -333,7 +333,7 @@ class Run:
                  free: frozenset[str] = frozenset()) -> None:
         self.group, self.device, self.text_paths = group, device, text_paths
         self.model_config, self.c, self.run_dir, self.stop = model_config, c, run_dir, stop
-        self.allow_changed_text, self.started = allow_changed_text, started
+        self.allow_changed_text = allow_changed_text
         self.dtype = resolve_dtype(c.dtype, device)    # what "auto" is on this device
         resume = origin.checkpoint if origin is not None and origin.resume else None
         # A resume writes on in its own folder; any other folder must be free.
@@ -343,9 +343,14 @@ class Run:
             _check_not_rewound(origin, run_dir)
         self._check_fits(vocab_size=1)   # before the texts are read: the smallest it can be
         self._read_texts(origin, progress)
-        self.sizing: sizing.Sizing | None = None
-        self._fit_to_machine(choose_size=c.size == "auto" and origin is None
-                             and bool(c.max_time) and not group.active, free=free)
+        fitted = fitting.fit(model_config, c, vocab_size=len(self.vocab), device=device,
+                             dtype=self.dtype, rows=c.batch_size // group.world_size, free=free,
+                             choose_size=c.size == "auto" and origin is None
+                             and bool(c.max_time) and not group.active,
+                             seconds=(c.max_time or 0.0) - (time.time() - started),
+                             train_chars=len(self.train_ids), val_chars=self.val_chars)
+        self.model_config, self.threads = fitted.model_config, fitted.threads
+        self.sizing, self.tuner = fitted.sizing, fitted.tuner
 
         self._check_fits(len(self.vocab))
         torch.manual_seed(c.seed)
@@ -385,50 +390,6 @@ class Run:
         if c.keep:
             return c.keep if planned is None else min(c.keep, planned)
         return planned or 0
-
-    def _fit_to_machine(self, choose_size: bool, free: frozenset[str]) -> None:
-        """Choose the thread count by timing a training step with each (unless one is
-        fixed) and, with ``--size auto``, the model's shape by timing candidates with
-        it (``charrnn.sizing``), then the thread count again for the model chosen. The
-        ``Tuner`` re-checks the count as the run goes."""
-        c, device = self.c, self.device
-        window = torch.randint(len(self.vocab), (c.batch_size // self.group.world_size,
-                                                 c.seq_length + 1), device=device)
-
-        def work(model_config: cfg.ModelConfig, short: bool = False) -> Callable[[], None]:
-            """A step of the model, or of an 8-character window (``short``): enough to
-            rank thread counts, and cheap when one of them is many times slower."""
-            model = CharRNN(len(self.vocab), model_config).to(device)
-            x = window[:, :9] if short else window
-            return lambda: _forward_backward(model, x, device, self.dtype)
-
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            first = self.model_config
-            if choose_size:
-                first = dataclasses.replace(first, hidden_size=512, num_layers=1)
-            self.threads = threads.pick(c.threads, device.type, work(first, short=True))
-            if choose_size:
-                self.sizing = self._choose_size(work, free)
-                self.model_config = self.sizing.model
-                if self.threads.how == "probe":
-                    self.threads = threads.choose(work(self.model_config, short=True))
-        self.tuner = threads.Tuner(self.threads) if self.threads.how == "probe" else None
-
-    def _choose_size(self, work: Callable[[cfg.ModelConfig], Callable[[], None]],
-                     free: frozenset[str]) -> sizing.Sizing:
-        c = self.c
-
-        def time_step(model_config: cfg.ModelConfig) -> float:
-            step = work(model_config)
-            step()                                   # warm-up
-            return min(_timed(step, self.device) for _ in range(2))
-
-        windows = self.val_chars / (c.seq_length * c.batch_size)
-        return sizing.choose(self.model_config, set(free), time_step,
-                             lambda m: parameter_count(len(self.vocab), m),
-                             seconds=c.max_time - (time.time() - self.started),
-                             train_chars=len(self.train_ids),
-                             chars_per_step=c.seq_length * c.batch_size, eval_steps=windows / 3)
 
     def _check_fits(self, vocab_size: int) -> None:
         c, params = self.c, parameter_count(vocab_size, self.model_config)
@@ -710,14 +671,14 @@ class Run:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             window = torch.randint(len(self.vocab), (c.batch_size // self.group.world_size,
                                                      c.seq_length + 1), device=device)
-            _forward_backward(self.model, window, device, self.dtype)
-            step = _timed(lambda: _forward_backward(self.model, window, device, self.dtype),
-                          device)
+            forward_backward(self.model, window, device, self.dtype)
+            step = timed(lambda: forward_backward(self.model, window, device, self.dtype),
+                         device)
             self.model.zero_grad(set_to_none=True)
-        marks, counts = [_synced(device)], []
+        marks, counts = [synced(device)], []
 
         def chunk(scored: int) -> None:
-            marks.append(_synced(device))
+            marks.append(synced(device))
             counts.append(scored)
         try:
             self._pass(chunk, stop=lambda: len(marks) > 2)
@@ -741,29 +702,6 @@ class Run:
                          numbered=[path for _, path in files.numbered_checkpoints(self.run_dir)],
                          dtype=self.dtype, threads=threads.current(),
                          size=None if self.sizing is None else self.sizing.to_dict())
-
-
-def _synced(device: torch.device) -> float:
-    """The time, once the device has finished its queued work."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.time()
-
-
-def _timed(work: Callable[[], object], device: torch.device) -> float:
-    start = _synced(device)
-    work()
-    return _synced(device) - start
-
-
-def _forward_backward(model: CharRNN, window: torch.Tensor, device: torch.device,
-                      dtype: str) -> None:
-    """A training step's forward and backward on ``window`` (B, T + 1), for timing: the
-    gradients it leaves are the caller's to drop."""
-    with autocast(device, dtype):
-        logits, _ = model(window[:, :-1])                                   # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), window[:, 1:].flatten())
-    loss.backward()
 
 
 # ------------------------------------------------------------------------------ the loop

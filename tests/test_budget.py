@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import pytest
 import torch.nn.functional as F
 
+from charrnn import fitting
 from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import ConfigError
@@ -31,7 +32,7 @@ from conftest import child_env, tiny_configs
 
 
 class ImaginedMachine:
-    """The clock ``charrnn.train`` reads. Each forward-and-loss of a training step (the
+    """The clock ``charrnn.train`` and ``charrnn.fitting`` read. Each forward-and-loss of a training step (the
     probe's too) costs ``step(n)`` seconds for the n-th one (from 0), each validated
     character ``per_char``, each checkpoint written ``save``; nothing else takes time."""
 
@@ -39,8 +40,9 @@ class ImaginedMachine:
         self.now, self.losses = 1_000_000.0, 0
         self.step = step if callable(step) else (lambda n: step)
         self.per_char, self.save = per_char, save
-        monkeypatch.setattr(train_module, "time", SimpleNamespace(time=lambda: self.now))
-        monkeypatch.setattr(train_module, "F", SimpleNamespace(cross_entropy=self._loss))
+        for module in (train_module, fitting):     # fitting: the probe's timed steps
+            monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: self.now))
+            monkeypatch.setattr(module, "F", SimpleNamespace(cross_entropy=self._loss))
         monkeypatch.setattr(train_module, "nats_sum", self._nats_sum)
         monkeypatch.setattr(train_module, "save_checkpoint", self._save_checkpoint)
 

@@ -138,7 +138,7 @@ def test_a_given_width_or_dropout_is_kept():
 
 
 def test_a_run_with_only_a_time_budget_says_what_it_chose_and_saves_it(small_text, capsys):
-    code, out, err = run(["train", str(small_text), "--max-time", "12", "--val-max-chars",
+    code, out, err = run(["train", str(small_text), "--max-time", "20", "--val-max-chars",
                           "2000", "--out", "run", "--json"], capsys)
     assert code == 0, err
     assert "size auto: " in err and "steps" in err and "passes over the text" in err
