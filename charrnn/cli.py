@@ -144,7 +144,7 @@ Quiet = Annotated[bool, typer.Option(
 Device = Annotated[str, typer.Option(
     help="auto (a GPU when there is one), cpu, cuda or cuda:N.")]
 Threads = Annotated[int, typer.Option(
-    "--threads", min=0, help="CPU threads to compute with (0: the fastest count for this "
+    "--threads", min=0, max=4096, help="CPU threads to compute with (0: the fastest count for this "
     "model on this machine's present load, found by timing each).")]
 ConfigFile = Annotated[Optional[Path], typer.Option(
     "--config", "-c", help="TOML file with \\[model] and \\[train] tables (see configs/); "
@@ -983,12 +983,12 @@ def config_show(
 ) -> None:
     """Print the settings a train with the same --config and flags would use (defaults <
     --config file < flags) as TOML that --config reads: a dry run of the precedence."""
-    model_config, train_config, _ = cfg.resolve(config, settings)
-    if as_json:
-        print(json.dumps({"model": cfg.to_dict(model_config),
-                          "train": cfg.to_dict(train_config)}, indent=2))
+    model_config, train_config, free = cfg.resolve(config, settings)
+    if as_json:   # what --size auto will choose: null
+        model = {k: None if k in free else v for k, v in cfg.to_dict(model_config).items()}
+        print(json.dumps({"model": model, "train": cfg.to_dict(train_config)}, indent=2))
     else:
-        print(cfg.to_toml(model_config, train_config), end="")
+        print(cfg.to_toml(model_config, train_config, free), end="")
 
 
 class _Stopped(BaseException):

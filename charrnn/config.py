@@ -266,7 +266,7 @@ def build(section: str, values: dict[str, Any]) -> Any:
         checked[name] = _coerce(section, by_name[name], value)
     config = cls(**checked)
     if isinstance(config, ModelConfig):
-        _check_model(config)
+        check_model(config)
     elif config.keep and not config.save_every:
         raise ConfigError(f"train.keep ({config.keep}) needs save_every: numbered checkpoints "
                           "are written only with --save-every N; set it, or drop --keep "
@@ -274,7 +274,8 @@ def build(section: str, values: dict[str, Any]) -> Any:
     return config
 
 
-def _check_model(c: ModelConfig) -> None:
+def check_model(c: ModelConfig) -> None:
+    """A ``ConfigError`` for settings that cannot make a model together."""
     if c.proj_size and c.cell != "lstm":
         raise ConfigError(f"model.proj_size works with the lstm cell only, not {c.cell}; "
                           "drop --proj-size or use --cell lstm")
@@ -336,9 +337,26 @@ def resolve(config_file: str | Path | None, overrides: dict[str, dict[str, Any]]
                          and not layers["model"] else "fixed")
     free: frozenset[str] = frozenset()
     if train["size"] == "auto":
+        _check_auto(train, base)
         train.update({k: v for k, v in sizing.RECIPE.items() if k not in train})
         free = frozenset(k for k in sizing.SHAPE_KEYS if k not in layers["model"])
     return Resolved(build("model", layers["model"]), build("train", train), free)
+
+
+def _check_auto(train: dict[str, Any], base: dict[str, dict[str, Any]] | None) -> None:
+    """``size = "auto"`` needs a new run with a time budget alone (a resume keeps the
+    shape its checkpoint has, whatever the budget)."""
+    resuming = bool(base and base.get("train"))
+    if base and not resuming:
+        raise ConfigError("--init-from keeps the checkpoint's model, so there is nothing for "
+                          "--size auto to choose; drop --size auto")
+    others = [f"--{k.replace('_', '-')}" for k in ("max_steps", "epochs")
+              if train.get(k) is not None]
+    if not resuming and (train.get("max_time") is None or others):
+        raise ConfigError("--size auto sizes the model for a --max-time budget alone; give "
+                          "--max-time SECONDS" + (f" without {' or '.join(others)}"
+                                                  if others else "")
+                          + ", or drop --size auto")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -354,14 +372,17 @@ def changes(saved: dict[str, Any], now: Any, ignore: tuple[str, ...] = ()) -> li
             if k not in ignore and was.get(k) != v]
 
 
-def to_toml(model: ModelConfig, train: TrainConfig) -> str:
-    """The resolved settings as a TOML file that ``--config`` reads back."""
+def to_toml(model: ModelConfig, train: TrainConfig, free: frozenset[str] = frozenset()) -> str:
+    """The resolved settings as a TOML file that ``--config`` reads back; the model
+    settings in ``free`` (left for ``--size auto`` to choose) as comments."""
     lines = []
     for section, config in (("model", model), ("train", train)):
         lines.append(f"[{section}]")
         for f in fields(config):
             value = getattr(config, f.name)
-            if value is None:
+            if section == "model" and f.name in free:
+                lines.append(f"# {f.name} = (chosen by --size auto)")
+            elif value is None:
                 lines.append(f"# {f.name} = (not set)")
             elif isinstance(value, bool):
                 lines.append(f"{f.name} = {_format_value(value)}")

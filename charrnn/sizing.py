@@ -27,11 +27,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from charrnn.config import BIG_COUNT, ModelConfig
+from charrnn.config import BIG_COUNT, ModelConfig, check_model
+from charrnn.errors import ConfigError
 
 # (layers, hidden size), cheapest first; the timed order decides in the end.
 CANDIDATES = [(1, 128), (1, 192), (1, 256), (1, 320), (1, 384), (1, 448), (1, 512),
               (1, 640), (1, 768), (1, 1024), (2, 768), (2, 1024), (2, 1536)]
+WIDTHS = sorted({h for _, h in CANDIDATES})     # for a depth the user fixed
+DEPTHS = (1, 2)                                 # for a width the user fixed
 # The rest of the run, as the sweep trained every row: short windows carried as streams,
 # a high peak rate decayed in a straight line to zero, one validation at the end.
 RECIPE = {"seq_length": 32, "batch_size": 32, "batching": "stream", "lr": 8e-3,
@@ -74,14 +77,17 @@ class Sizing:
     chosen: Timed
     timed: list[Timed]
     seconds: float            # of training the prediction counted on
+    dropout_chosen: bool = True
 
     def reason(self) -> str:
         c = self.chosen
         others = ", ".join(f"{t.name} {t.step_s * 1e3:.0f} ms" for t in self.timed)
+        dropout = (f"dropout {self.model.dropout:g} for that many passes" if self.dropout_chosen
+                   else f"dropout {self.model.dropout:g} as given")
         return (f"{c.name}: about {c.steps:,} steps, {c.passes:.1f} passes over the text, "
                 f"{c.chars_per_param:.1f} characters per parameter in {self.seconds:.0f} s "
-                f"(the largest model with {MIN_CHARS_PER_PARAM:g} or more; dropout "
-                f"{self.model.dropout:g} for that many passes); step times: {others}")
+                f"(the largest model with {MIN_CHARS_PER_PARAM:g} or more; {dropout}); "
+                f"step times: {others}")
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.name, "steps": self.chosen.steps,
@@ -91,15 +97,32 @@ class Sizing:
                 "timed": {t.name: round(t.step_s, 5) for t in self.timed}}
 
 
-def candidates(given: ModelConfig, free: set[str]) -> list[tuple[int, int]]:
-    """The (layers, hidden size) pairs left once the given settings are fixed."""
-    pairs = [(n, h) for n, h in CANDIDATES
-             if ("num_layers" in free or n == given.num_layers)
-             and ("hidden_size" in free or h == given.hidden_size)]
-    if not pairs:   # both fixed, or a size outside the list
-        pairs = [(given.num_layers if "num_layers" not in free else 1,
-                  given.hidden_size if "hidden_size" not in free else 512)]
-    return pairs
+def candidates(given: ModelConfig, free: set[str]) -> list[ModelConfig]:
+    """The shapes to time, smallest first: ``CANDIDATES`` when width and depth are both
+    free; every width at a depth the user fixed; depth 1 and 2 at a width the user
+    fixed; the given shape when both are fixed. Shapes that other given settings rule
+    out (a ``proj_size`` as wide as the layer, tied weights of another width) are left
+    out; when none is left, a one-line ``ConfigError`` says why."""
+    if {"num_layers", "hidden_size"} <= free:
+        pairs = CANDIDATES
+    elif "hidden_size" in free:
+        pairs = [(given.num_layers, h) for h in WIDTHS]
+    elif "num_layers" in free:
+        pairs = [(n, given.hidden_size) for n in DEPTHS]
+    else:
+        pairs = [(given.num_layers, given.hidden_size)]
+    shapes, refusal = [], None
+    for layers, hidden in pairs:
+        shape = replace(given, num_layers=layers, hidden_size=hidden)
+        try:
+            check_model(shape)
+        except ConfigError as e:
+            refusal = refusal or e
+            continue
+        shapes.append(shape)
+    if not shapes:
+        raise ConfigError(f"--size auto found no shape to choose: {refusal}")
+    return shapes
 
 
 def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig], float],
@@ -114,11 +137,10 @@ def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig]
     training steps' worth of time (about a third of a step per window it scores)."""
     timed: list[Timed] = []
     spent = 0.0
-    for layers, hidden in candidates(given, free):
-        config = replace(given, num_layers=layers, hidden_size=hidden)
-        step_s = time_step(config)
+    for config in candidates(given, free):
+        step_s = max(time_step(config), 1e-6)
         spent += 3 * step_s                  # what timing it cost, about
-        t = Timed(layers, hidden, step_s, count(config))
+        t = Timed(config.num_layers, config.hidden_size, step_s, count(config))
         t.steps = max(1, int((seconds - spent) / (STEP_OVERHEAD * step_s) - eval_steps))
         t.passes = t.steps * chars_per_step / max(1, train_chars)
         t.chars_per_param = t.steps * chars_per_step / t.params
@@ -131,4 +153,4 @@ def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig]
     dropout = given.dropout if "dropout" not in free else dropout_for(chosen.passes)
     model = replace(given, num_layers=chosen.layers, hidden_size=chosen.hidden,
                     dropout=dropout)
-    return Sizing(model, chosen, timed, seconds)
+    return Sizing(model, chosen, timed, seconds, dropout_chosen="dropout" in free)

@@ -22,6 +22,7 @@ does not matter and is left as it is.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from collections import deque
@@ -30,6 +31,8 @@ from typing import Callable
 
 NEAR_TIE = 1.03   # a count with more threads must be at least 3% faster to be chosen
 DROP = 3.0        # a count this many times slower than the best so far is not timed again
+FIRST_DROP = 9.0  # the same for a count's first call, which also starts its threads
+MOST = 4096
 
 
 def available() -> int:
@@ -65,12 +68,14 @@ class Choice:
 
 
 def fixed(requested: int) -> Choice | None:
-    """The count a user fixed: ``requested`` > 0, else OMP_NUM_THREADS; None: choose."""
+    """The count a user fixed: ``requested`` > 0, else OMP_NUM_THREADS (its first
+    number: "2,1" gives nested levels, the outer one is ours), at most ``MOST``; None:
+    choose. A value that is not a positive number fixes nothing, as for OpenMP."""
     if requested > 0:
-        return Choice(requested, "--threads")
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return Choice(int(env), "OMP_NUM_THREADS")
+        return Choice(min(requested, MOST), "--threads")
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if re.fullmatch(r"[0-9]+", first) and int(first) > 0:
+        return Choice(min(int(first), MOST), "OMP_NUM_THREADS")
     return None
 
 
@@ -107,8 +112,9 @@ def choose(work: Callable[[], object], counts: list[int] | None = None, *, round
 
     Each count has one untimed call first (its threads start, the caches fill), then
     ``rounds`` alternating rounds time one call each, fewer once ``limit_s`` is spent.
-    A count whose call takes ``DROP`` times the best so far is dropped at once: beside
-    a busy process, more threads can be tens of times slower, and one call shows it.
+    A count whose call takes ``DROP`` times the best so far (``FIRST_DROP`` for the
+    untimed call) is dropped at once: beside a busy process, more threads can be tens
+    of times slower, and one call shows it.
     A count with more threads has to be ``NEAR_TIE`` faster to be chosen."""
     counts = counts or candidates()
     times: dict[int, list[float]] = {n: [] for n in counts}
@@ -128,7 +134,7 @@ def choose(work: Callable[[], object], counts: list[int] | None = None, *, round
         for n in counts if r % 2 == 0 else counts[::-1]:
             if n in dropped:
                 continue
-            if not times[n] and (first := timed(n)) > DROP * best():   # the untimed call
+            if not times[n] and (first := timed(n)) > FIRST_DROP * best():  # untimed call
                 times[n].append(first)
                 dropped.add(n)
                 continue
@@ -176,7 +182,9 @@ class Tuner:
         i = self.counts.index(self.current) if self.current in self.counts else 0
         return [self.counts[j] for j in (i - 1, i + 1) if 0 <= j < len(self.counts)]
 
-    def step_done(self, seconds: float) -> None:
+    def step_done(self, seconds: float, may_try: bool = True) -> None:
+        """A step with the current count took ``seconds``. ``may_try``: False near the
+        end of a time budget, where a slow trial step could overrun it."""
         if self.trial is not None:
             self._trial_step(seconds)
             return
@@ -190,7 +198,7 @@ class Tuner:
             self.reference, self.wait = median, self.FIRST
             self.next_trial = min(self.next_trial, self.clock())
         others = self._others()
-        if others and self.clock() >= self.next_trial:
+        if others and may_try and self.clock() >= self.next_trial:
             self.trials += 1
             other = others[self.trials % len(others)]
             self.trial = (other, [])
@@ -206,7 +214,7 @@ class Tuner:
             self._end_trial(won=statistics.median(times[1:]) * NEAR_TIE < baseline)
 
     def settle(self) -> None:
-        """End a trial without a verdict (before a validation pass or a save, which
+        """End a trial without a verdict (before a validation pass or a sample, which
         must not run with a count that may be the slow one)."""
         if self.trial is not None:
             self.trial = None

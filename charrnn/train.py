@@ -128,8 +128,8 @@ class Origin:
     def settings(self) -> dict[str, dict[str, Any]]:
         """The settings the run inherits (flags and a --config file override them): the
         model's always; a resume's training settings too, except its folder."""
-        train = ({k: v for k, v in self.checkpoint["train_config"].items() if k != "out"}
-                 if self.resume else {})
+        train = ({k: v for k, v in self.checkpoint["train_config"].items()
+                  if k not in ("out", "threads")} if self.resume else {})   # (the machine's)
         return {"model": dict(self.checkpoint["model_config"]), "train": train}
 
     def changes(self, train_config: cfg.TrainConfig) -> list[str]:
@@ -219,7 +219,7 @@ class Reserve:
         self.step_then = statistics.median(self.steps)
 
     def seconds(self) -> float:
-        slower = max(1.0, statistics.median(self.steps) / self.step_then)
+        slower = max(1.0, statistics.median(self.steps) / max(self.step_then, 1e-6))
         return max(self.steps) + slower * self.score + 2 * self.save
 
     def check_fits(self, budget: float, before: float, elapsed: float) -> None:
@@ -343,10 +343,13 @@ class Run:
             _check_not_rewound(origin, run_dir)
         self._check_fits(vocab_size=1)   # before the texts are read: the smallest it can be
         self._read_texts(origin, progress)
+        if c.size == "auto" and origin is None and group.active:
+            raise ConfigError("--size auto cannot choose under torchrun (each process would "
+                              "time its own machine); give the model's shape, e.g. "
+                              "--hidden-size 512 --num-layers 1, or --size fixed")
         fitted = fitting.fit(model_config, c, vocab_size=len(self.vocab), device=device,
                              dtype=self.dtype, rows=c.batch_size // group.world_size, free=free,
-                             choose_size=c.size == "auto" and origin is None
-                             and bool(c.max_time) and not group.active,
+                             choose_size=c.size == "auto" and origin is None,
                              seconds=(c.max_time or 0.0) - (time.time() - started),
                              train_chars=len(self.train_ids), val_chars=self.val_chars)
         self.model_config, self.threads = fitted.model_config, fitted.threads
@@ -519,8 +522,8 @@ class Run:
         s.record_step(loss_value, x.numel() * self.group.world_size, seconds)
         if self.reserve is not None:
             self.reserve.steps.append(seconds)
-        if self.tuner is not None:
-            self.tuner.step_done(seconds)
+        if self.tuner is not None:   # no trial in the last tenth of a budget
+            self.tuner.step_done(seconds, may_try=progress < 0.9)
         self.step_owed = False
         return loss_value
 

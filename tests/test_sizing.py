@@ -151,3 +151,50 @@ def test_a_run_with_only_a_time_budget_says_what_it_chose_and_saves_it(small_tex
     assert saved["train"]["size"] == "auto"
     assert saved["train"]["seq_length"] == sizing.RECIPE["seq_length"]
     assert set(result["size"]["timed"]) >= {chosen}
+
+
+def shapes(given: ModelConfig, free: set[str]) -> list[tuple[int, int]]:
+    return [(m.num_layers, m.hidden_size) for m in sizing.candidates(given, free)]
+
+
+def test_a_fixed_width_leaves_the_depth_and_a_fixed_depth_the_width():
+    assert shapes(ModelConfig(hidden_size=512), {"num_layers", "dropout"}) == [(1, 512), (2, 512)]
+    assert shapes(ModelConfig(num_layers=2), {"hidden_size"}) == [(2, w) for w in sizing.WIDTHS]
+    assert shapes(ModelConfig(num_layers=3, hidden_size=100), set()) == [(3, 100)]
+
+
+def test_shapes_other_settings_rule_out_are_left_out():
+    # A projection of 200 needs a wider layer; tied weights need the head's input = 384.
+    proj = shapes(ModelConfig(proj_size=200), set(sizing.SHAPE_KEYS))
+    assert proj and min(h for _, h in proj) > 200
+    tied = shapes(ModelConfig(tie_weights=True, embedding_dim=384), set(sizing.SHAPE_KEYS))
+    assert {h for _, h in tied} == {384}
+    with pytest.raises(cfg.ConfigError, match="--size auto found no shape.*tie_weights"):
+        sizing.candidates(ModelConfig(tie_weights=True, embedding_dim=100),
+                          set(sizing.SHAPE_KEYS))
+
+
+@pytest.mark.parametrize("train, base, message", [
+    ({"size": "auto"}, None, "give --max-time SECONDS, or drop"),
+    ({"size": "auto", "max_time": 60.0, "max_steps": 10}, None, "without --max-steps"),
+    ({"size": "auto", "max_time": 60.0, "epochs": 1.0}, None, "without --epochs"),
+    ({"size": "auto", "max_time": 60.0}, {"model": {"hidden_size": 64}, "train": {}},
+     "--init-from keeps the checkpoint's model"),
+])
+def test_size_auto_where_it_cannot_choose_is_one_line(train, base, message):
+    with pytest.raises(cfg.ConfigError, match=message):
+        cfg.resolve(None, {"model": {}, "train": train}, base=base)
+
+
+def test_config_show_leaves_what_auto_chooses_open_and_reads_back(tmp_path, capsys):
+    code, out, err = run(["config", "show", "--max-time", "90"], capsys)
+    assert code == 0, err
+    assert "# hidden_size = (chosen by --size auto)" in out and 'size = "auto"' in out
+    path = tmp_path / "shown.toml"
+    path.write_text(out, encoding="utf-8")
+    again = cfg.resolve(path, {"model": {}, "train": {}})
+    assert again == cfg.resolve(None, flags(max_time=90.0))
+    code, out, err = run(["config", "show", "--max-time", "90", "--json"], capsys)
+    model = json.loads(out)["model"]
+    assert model["hidden_size"] is model["num_layers"] is model["dropout"] is None
+    assert model["cell"] == "lstm"

@@ -84,8 +84,11 @@ def test_a_count_is_fixed_by_the_flag_then_by_omp_num_threads(monkeypatch):
     assert (threads.fixed(0).threads, threads.fixed(0).how) == (3, "OMP_NUM_THREADS")
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert threads.fixed(0) is None
-    monkeypatch.setenv("OMP_NUM_THREADS", "")
-    assert threads.fixed(0) is None
+    for value, expected in (("", None), ("0", None), ("abc", None), ("\u00b2", None),
+                            (" 4 ", 4), ("2,1", 2), ("100000", threads.MOST)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        chosen = threads.fixed(0)
+        assert (chosen and chosen.threads) == expected, value
 
 
 class Steps:
@@ -150,6 +153,15 @@ def test_when_the_machine_gets_quiet_again_the_run_takes_more_threads():
     m.cost[2] = 0.010
     steps.run(int(threads.Tuner.LONGEST / 0.016) + 20)
     assert tuner.current == 2 and torch.get_num_threads() == 2
+
+
+def test_no_trial_starts_when_the_run_says_not_to():
+    m = Imagined({1: 0.016, 2: 0.010})
+    tuner = tuner_at(2, m)
+    for _ in range(3000):                       # 30 s of steps near a budget's end
+        m.now += 0.010
+        tuner.step_done(0.010, may_try=False)
+    assert tuner.trials == 0 and torch.get_num_threads() == 2
 
 
 def test_settle_ends_a_trial_on_the_count_it_had():
@@ -222,8 +234,8 @@ def test_validation_never_runs_with_a_count_on_trial(small_text, tmp_path, monke
     original = threads.Tuner.step_done
     tuners, during = [], []
 
-    def always_trying(self, seconds):
-        original(self, seconds)
+    def always_trying(self, seconds, **kwargs):
+        original(self, seconds, **kwargs)
         if self.trial is None and self._others():
             tuners.append(self)
             self.trial = (self._others()[0], [])
