@@ -9,7 +9,7 @@ report the median validation loss, with the processor it was measured on.
     python benchmarks/quality.py --sweep --budget 120 [--corpus pycode] [--threads 1]
                                    # 8 fixed model shapes beside --size auto (sweep.py)
 
-Each run is ``charrnn train CORPUS --config FILE -q --json`` in a fresh process, timed
+Each run is ``charrnn train CORPUS --config FILE --json`` in a fresh process, timed
 from the process's start to its exit (start-up and the final validation included); the
 loss is the final full validation pass (nats/char on the last 10%). ``--beside`` runs a
 second preset right after each run of the first, so that both see the same machine at
@@ -64,17 +64,21 @@ def flops_per_char(run_dir: Path) -> float:
 def run_once(config: Path, out: Path, extra: list[str]) -> dict:
     """One training command; its wall time, steps, chars/s and final val loss."""
     command = [sys.executable, "-m", "charrnn", "train", str(CORPUS), "--config", str(config),
-               "--out", str(out), "-q", "--json", *extra]
+               "--out", str(out), "--json", *extra]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
+    # What the run said it chose, as a user sees it (no -q: samples too, as for a user).
+    said = [line for line in done.stderr.splitlines()
+            if line.startswith(("model:", "threads:", "size auto:"))]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     model = cfg.read_toml(out / "config.toml")["model"]
     return {"wall_s": round(wall, 1), "steps": result["step"],
             "chars_per_s": round(result["chars_per_s"]), "dtype": result["dtype"],
             "threads": result["threads"], "val_loss": round(result["val_loss"], 4),
             "model": f"{model['num_layers']}x{model['hidden_size']} d{model['dropout']:g}",
-            "train_flop_per_char": round(flops_per_char(out))}
+            "train_flop_per_char": round(flops_per_char(out)), "said": said}
 
 
 class Peaks:
@@ -183,6 +187,8 @@ def main() -> None:
                                       for dtype, gflops in peaks.gflops.items()))
     for entry in results:
         print(describe(entry))
+        for run in entry["runs"]:
+            print("\n".join(f"  {line}" for line in run["said"]))
         if "beside" in entry:
             print(f"  beside it, {describe(entry['beside'])}")
             print(f"  {entry['name']} is lower by {entry['median_gain']:.4f} (median of the "
