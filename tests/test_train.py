@@ -220,8 +220,9 @@ def test_auto_precision_follows_the_cpu_s_bf16_instructions(capabilities, expect
 @pytest.mark.parametrize("bf16_instructions", [True, False])
 def test_auto_precision_trains_in_bfloat16_where_the_cpu_has_bf16_instructions(
         bf16_instructions, tmp_path, monkeypatch):
-    """--dtype auto on a CPU that has (or lacks) bf16 instructions: the weights are those
-    of a plain-torch loop under bfloat16 autocast (or in float32), which differ."""
+    """--dtype auto, the default, on a CPU that has (or lacks) bf16 instructions: the
+    weights are those of a plain-torch loop under bfloat16 autocast (or in float32),
+    which differ."""
     flags = {"avx2": True, "avx512_f": True, "avx512_bf16": bf16_instructions}
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
     text = "".join(np.random.default_rng(5).choice(list("abcdefgh \n"), size=1400))
@@ -229,7 +230,7 @@ def test_auto_precision_trains_in_bfloat16_where_the_cpu_has_bf16_instructions(
     model = ModelConfig(cell="lstm", embedding_dim=8, hidden_size=16, num_layers=1)
     config = TrainConfig(seq_length=16, batch_size=8, max_steps=8, eval_every=8,
                          sample_every=0, lr=1e-2, warmup_steps=0, min_lr_ratio=1.0,
-                         weight_decay=0.0, grad_clip=0.1, device="cpu", dtype="auto",
+                         weight_decay=0.0, grad_clip=0.1, device="cpu",
                          val_file=str(tmp_path / "t.txt"), out=str(tmp_path / "run"))
     seen = {}
     result = train(tmp_path / "t.txt", model, config, progress=False, on_start=seen.update)
