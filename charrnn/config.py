@@ -254,9 +254,11 @@ def _choice_hint(value: Any, choices: tuple[str, ...]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def build(section: str, values: dict[str, Any]) -> Any:
+def build(section: str, values: dict[str, Any], check: bool = True) -> Any:
     """A validated ``ModelConfig`` or ``TrainConfig`` from defaults overridden by
-    ``values``; unknown keys and bad values raise ``ConfigError``."""
+    ``values``; unknown keys and bad values raise ``ConfigError``. ``check=False``
+    leaves out the model's checks across settings (``check_model``), for a shape that
+    ``--size auto`` is still to choose."""
     cls = SECTIONS[section]
     by_name = {f.name: f for f in fields(cls)}
     checked = {}
@@ -266,7 +268,8 @@ def build(section: str, values: dict[str, Any]) -> Any:
         checked[name] = _coerce(section, by_name[name], value)
     config = cls(**checked)
     if isinstance(config, ModelConfig):
-        check_model(config)
+        if check:
+            check_model(config)
     elif config.keep and not config.save_every:
         raise ConfigError(f"train.keep ({config.keep}) needs save_every: numbered checkpoints "
                           "are written only with --save-every N; set it, or drop --keep "
@@ -340,7 +343,9 @@ def resolve(config_file: str | Path | None, overrides: dict[str, dict[str, Any]]
         _check_auto(train, base)
         train.update({k: v for k, v in sizing.RECIPE.items() if k not in train})
         free = frozenset(k for k in sizing.SHAPE_KEYS if k not in layers["model"])
-    return Resolved(build("model", layers["model"]), build("train", train), free)
+    # A shape still to choose is checked candidate by candidate (sizing.candidates).
+    return Resolved(build("model", layers["model"], check=not free), build("train", train),
+                    free)
 
 
 def _check_auto(train: dict[str, Any], base: dict[str, dict[str, Any]] | None) -> None:

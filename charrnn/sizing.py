@@ -88,10 +88,12 @@ class Sizing:
         others = ", ".join(f"{t.name} {t.step_s * 1e3:.0f} ms" for t in self.timed)
         dropout = (f"dropout {self.model.dropout:g} for that many passes" if self.dropout_chosen
                    else f"dropout {self.model.dropout:g} as given")
+        why = (f"the largest model with {MIN_CHARS_PER_PARAM:g} or more"
+               if c.chars_per_param >= MIN_CHARS_PER_PARAM else
+               f"none reads {MIN_CHARS_PER_PARAM:g}, so the smallest")
         return (f"{c.name}: about {c.steps:,} steps, {c.passes:.1f} passes over the text, "
                 f"{c.chars_per_param:.1f} characters per parameter in {self.seconds:.0f} s "
-                f"(the largest model with {MIN_CHARS_PER_PARAM:g} or more; {dropout}); "
-                f"step times: {others}")
+                f"({why}; {dropout}); step times: {others}")
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.name, "steps": self.chosen.steps,
@@ -125,7 +127,8 @@ def candidates(given: ModelConfig, free: set[str]) -> list[ModelConfig]:
             continue
         shapes.append(shape)
     if not shapes:
-        raise ConfigError(f"--size auto found no shape to choose: {refusal}")
+        raise ConfigError(f"--size auto found no candidate shape that the other settings "
+                          f"allow; give --hidden-size too, or change what this says: {refusal}")
     return shapes
 
 

@@ -127,6 +127,16 @@ def test_when_no_candidate_reads_enough_the_smallest_is_chosen():
     result = sizing.choose(ModelConfig(), set(sizing.SHAPE_KEYS), StepClock(1e-5), params,
                            seconds=30, chars_per_step=1024, train_chars=10**6, eval_steps=0)
     assert (result.model.num_layers, result.model.hidden_size) == sizing.CANDIDATES[0]
+    assert "none reads 4, so the smallest" in result.reason()
+
+
+def test_a_config_that_fits_only_some_widths_is_sized_among_them(tmp_path):
+    model, train, free = cfg.resolve(None, {"model": {"tie_weights": True, "embedding_dim": 384},
+                                            "train": {"max_time": 60.0, "size": "auto"}})
+    assert free == set(sizing.SHAPE_KEYS) and model.hidden_size == 256   # not checked yet
+    result = sizing.choose(model, set(free), StepClock(1e-9), params, seconds=60,
+                           chars_per_step=1024, train_chars=10**6, eval_steps=0)
+    assert result.model.hidden_size == 384 and result.model.tie_weights
 
 
 def test_a_given_width_or_dropout_is_kept():
@@ -170,7 +180,7 @@ def test_shapes_other_settings_rule_out_are_left_out():
     assert proj and min(h for _, h in proj) > 200
     tied = shapes(ModelConfig(tie_weights=True, embedding_dim=384), set(sizing.SHAPE_KEYS))
     assert {h for _, h in tied} == {384}
-    with pytest.raises(cfg.ConfigError, match="--size auto found no shape.*tie_weights"):
+    with pytest.raises(cfg.ConfigError, match="--size auto found no candidate.*tie_weights"):
         sizing.candidates(ModelConfig(tie_weights=True, embedding_dim=100),
                           set(sizing.SHAPE_KEYS))
 
