@@ -13,7 +13,7 @@ from charrnn import config as cfg
 from charrnn import sizing
 from charrnn.config import ModelConfig
 from charrnn.model import parameter_count
-from tests.conftest import run
+from tests.conftest import charrnn, run
 
 NONE: dict = {"model": {}, "train": {}}
 
@@ -148,20 +148,29 @@ def test_a_given_width_or_dropout_is_kept():
     assert {h for _, h in clock.timed} == {512}
 
 
-def test_a_run_with_only_a_time_budget_says_what_it_chose_and_saves_it(small_text, capsys):
-    code, out, err = run(["train", str(small_text), "--max-time", "20", "--val-max-chars",
-                          "2000", "--out", "run", "--json"], capsys)
-    assert code == 0, err
-    assert "size auto: " in err and "steps" in err and "passes over the text" in err
-    result = json.loads(out)
+def test_a_run_with_only_a_time_budget_says_what_it_chose_and_saves_it(small_text, tmp_path):
+    """The whole command, in its own process (the budget counts from its start): what
+    it chose is said, saved in config.toml, and kept by a resume with more time."""
+    done = charrnn("train", str(small_text), "--max-time", "12", "--val-max-chars", "2000",
+                   "--out", "run", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "size auto: " in done.stderr and "passes over the text" in done.stderr
+    result = json.loads(done.stdout)
     chosen = result["size"]["chosen"]
     layers, hidden = map(int, chosen.split("x"))
-    with open("run/config.toml", "rb") as f:
+    with open(tmp_path / "run" / "config.toml", "rb") as f:
         saved = tomllib.load(f)
     assert (saved["model"]["num_layers"], saved["model"]["hidden_size"]) == (layers, hidden)
     assert saved["train"]["size"] == "auto"
     assert saved["train"]["seq_length"] == sizing.RECIPE["seq_length"]
     assert set(result["size"]["timed"]) >= {chosen}
+    # A resume with more time trains on with the shape chosen, choosing nothing again.
+    again = charrnn("train", "--resume", "run", "--max-time", "18", "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "size auto:" not in again.stderr and json.loads(again.stdout)["size"] is None
+    assert json.loads(again.stdout)["step"] > result["step"]
+    with open(tmp_path / "run" / "config.toml", "rb") as f:
+        assert tomllib.load(f)["model"] == saved["model"]
 
 
 def shapes(given: ModelConfig, free: set[str]) -> list[tuple[int, int]]:
