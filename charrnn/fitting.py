@@ -44,9 +44,12 @@ def fit(model_config: ModelConfig, c: TrainConfig, *, vocab_size: int, device: t
         return lambda: forward_backward(model, x, device, dtype)
 
     def time_step(config: ModelConfig) -> float:
+        """The fastest of three steps after two to warm up (a new shape's first calls
+        build its kernels: one warm-up left the times of one shape 2x apart)."""
         step = work(config)
-        step()                                              # warm-up
-        return min(timed(step, device) for _ in range(2))
+        step()
+        step()
+        return min(timed(step, device) for _ in range(3))
 
     chosen = None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

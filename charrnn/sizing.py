@@ -51,6 +51,7 @@ MIN_CHARS_PER_PARAM = 4.0
 # timed forward and backward of the probe.
 STEP_OVERHEAD = 1.15
 PROBE_SHARE = 0.03       # of the budget, at most, spent timing candidates
+DRIFT = 1.5              # the first candidate timed again this much off: time them again
 
 
 def dropout_for(passes: float) -> float:
@@ -141,20 +142,20 @@ def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig]
     ``time_step(config)`` times one training step of a model (seconds), ``count(config)``
     counts its parameters. Candidates are timed smallest first until one falls short of
     ``MIN_CHARS_PER_PARAM`` (the larger ones only read fewer) or the timing itself has
-    spent ``PROBE_SHARE`` of the budget. ``eval_steps``: the final validation, in
-    training steps' worth of time (about a third of a step per window it scores)."""
-    timed: list[Timed] = []
-    spent = 0.0
-    for config in candidates(given, free):
-        step_s = max(time_step(config), 1e-6)
-        spent += 3 * step_s                  # what timing it cost, about
-        t = Timed(config.num_layers, config.hidden_size, step_s, count(config))
-        t.steps = max(1, int((seconds - spent) / (STEP_OVERHEAD * step_s) - eval_steps))
-        t.passes = t.steps * chars_per_step / max(1, train_chars)
-        t.chars_per_param = t.steps * chars_per_step / t.params
-        timed.append(t)
-        if t.chars_per_param < MIN_CHARS_PER_PARAM or spent > PROBE_SHARE * seconds:
-            break
+    spent ``PROBE_SHARE`` of the budget. Then the first is timed again: when the two
+    times differ by ``DRIFT`` or more, the machine's speed moved while it was timing
+    (another process starting, say), and all of them are timed once more, each
+    keeping its faster time. ``eval_steps``: the final validation, in training steps'
+    worth of time (about a third of a step per window it scores)."""
+    shapes = candidates(given, free)
+    timed = _time(shapes, time_step, count, seconds, chars_per_step, train_chars,
+                  eval_steps)
+    again = max(time_step(shapes[0]), 1e-6)
+    if max(again / timed[0].step_s, timed[0].step_s / again) >= DRIFT:
+        best = {t.name: t.step_s for t in timed}
+        timed = _time(shapes, lambda c: min(time_step(c), best.get(
+            f"{c.num_layers}x{c.hidden_size}", float("inf"))), count, seconds,
+            chars_per_step, train_chars, eval_steps)
     enough = [t for t in timed if t.chars_per_param >= MIN_CHARS_PER_PARAM]
     chosen = (max(enough, key=lambda t: t.params) if enough
               else min(timed, key=lambda t: t.params))
@@ -162,3 +163,23 @@ def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig]
     model = replace(given, num_layers=chosen.layers, hidden_size=chosen.hidden,
                     dropout=dropout)
     return Sizing(model, chosen, timed, seconds, dropout_chosen="dropout" in free)
+
+
+def _time(shapes: list[ModelConfig], time_step: Callable[[ModelConfig], float],
+          count: Callable[[ModelConfig], int], seconds: float, chars_per_step: int,
+          train_chars: int, eval_steps: float) -> list[Timed]:
+    """The shapes timed smallest first, with what each predicts for the budget, up to
+    the first that reads too little per parameter (see ``choose``)."""
+    timed: list[Timed] = []
+    spent = 0.0
+    for config in shapes:
+        step_s = max(time_step(config), 1e-6)
+        spent += 5 * step_s       # what timing it cost: 2 to warm up, 3 timed (fitting)
+        t = Timed(config.num_layers, config.hidden_size, step_s, count(config))
+        t.steps = max(1, int((seconds - spent) / (STEP_OVERHEAD * step_s) - eval_steps))
+        t.passes = t.steps * chars_per_step / max(1, train_chars)
+        t.chars_per_param = t.steps * chars_per_step / t.params
+        timed.append(t)
+        if t.chars_per_param < MIN_CHARS_PER_PARAM or spent > PROBE_SHARE * seconds:
+            break
+    return timed
