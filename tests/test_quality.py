@@ -53,6 +53,7 @@ def test_quality_runs_a_config_and_reports_the_median_and_the_processor(tmp_path
         rel=0.01, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_the_sweep_runs_the_auto_row_and_saves_what_it_chose(tmp_path, shakespeare):
     text = tmp_path / "small.txt"
     text.write_text(shakespeare.read_text(encoding="utf-8")[:30_000], encoding="utf-8")

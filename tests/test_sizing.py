@@ -176,7 +176,7 @@ def test_a_given_width_or_dropout_is_kept():
 def test_a_run_with_only_a_time_budget_says_what_it_chose_and_saves_it(small_text, tmp_path):
     """The whole command, in its own process (the budget counts from its start): what
     it chose is said, saved in config.toml, and kept by a resume with more time."""
-    done = charrnn("train", str(small_text), "--max-time", "12", "--val-max-chars", "2000",
+    done = charrnn("train", str(small_text), "--max-time", "9", "--val-max-chars", "2000",
                    "--out", "run", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "size auto: " in done.stderr and "passes over the text" in done.stderr
@@ -190,7 +190,7 @@ def test_a_run_with_only_a_time_budget_says_what_it_chose_and_saves_it(small_tex
     assert saved["train"]["seq_length"] == sizing.RECIPE["seq_length"]
     assert set(result["size"]["timed"]) >= {chosen}
     # A resume with more time trains on with the shape chosen, choosing nothing again.
-    again = charrnn("train", "--resume", "run", "--max-time", "18", "--json", cwd=tmp_path)
+    again = charrnn("train", "--resume", "run", "--max-time", "13", "--json", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "size auto:" not in again.stderr and json.loads(again.stdout)["size"] is None
     assert json.loads(again.stdout)["step"] > result["step"]
