@@ -5,7 +5,6 @@ numbers it will draw."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ def fit(model_config: ModelConfig, c: TrainConfig, *, vocab_size: int, device: t
     ``choose_size``, the shape by timing candidates with that count, for ``seconds`` of
     budget left, and then the count again for the model chosen. ``rows``: of a batch,
     this process's."""
-    window = torch.randint(vocab_size, (rows, c.seq_length + 1), device=device)
-
     def work(config: ModelConfig, short: bool = False) -> Callable[[], None]:
         """A step of the model, or of an 8-character window (``short``): enough to rank
         thread counts, and cheap when one of them is many times slower."""
@@ -53,8 +50,12 @@ def fit(model_config: ModelConfig, c: TrainConfig, *, vocab_size: int, device: t
 
     chosen = None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        first = (dataclasses.replace(model_config, hidden_size=512, num_layers=1)
-                 if choose_size else model_config)
+        window = torch.randint(vocab_size, (rows, c.seq_length + 1), device=device)
+        if choose_size:   # the threads for a middling candidate, then for the one chosen
+            shapes = sizing.candidates(model_config, set(free))
+            first = shapes[len(shapes) // 2]
+        else:
+            first = model_config
         count = threads.pick(c.threads, device.type, work(first, short=True))
         if choose_size:
             chosen = sizing.choose(

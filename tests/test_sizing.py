@@ -243,3 +243,20 @@ def test_config_show_leaves_what_auto_chooses_open_and_reads_back(tmp_path, caps
     model = json.loads(out)["model"]
     assert model["hidden_size"] is model["num_layers"] is model["dropout"] is None
     assert model["cell"] == "lstm"
+
+
+def test_fitting_times_only_shapes_the_other_settings_allow():
+    """A projection of 600 rules out every width up to 512: the thread count is timed
+    on an allowed shape and the choice is one of them (no error from torch)."""
+    import torch
+
+    from charrnn import fitting
+
+    train = cfg.TrainConfig(max_time=30.0, size="auto", seq_length=8, batch_size=2,
+                            threads=1)
+    fit = fitting.fit(ModelConfig(proj_size=600), train, vocab_size=20,
+                      device=torch.device("cpu"), dtype="float32", rows=2,
+                      free=frozenset(sizing.SHAPE_KEYS), choose_size=True, seconds=30.0,
+                      train_chars=10_000, val_chars=1_000)
+    assert fit.model_config.hidden_size > 600 and fit.model_config.proj_size == 600
+    assert fit.threads.how == "--threads" and fit.tuner is None
