@@ -26,6 +26,7 @@ training steps reached, counting 6 FLOP per weight per character
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -53,12 +54,15 @@ def config_path(preset: str) -> Path:
     return ROOT / "configs" / f"shakespeare-{preset}.toml"
 
 
-def flops_per_char(run_dir: Path) -> float:
-    """Training FLOP per character of the model a run trained (its config.toml: with
-    --size auto, the shape it chose)."""
-    model = cfg.build("model", cfg.read_toml(run_dir / "config.toml")["model"])
-    vocab = len(set(CORPUS.read_text(encoding="utf-8")))
-    return train_flops_per_char(model, vocab)
+@functools.cache
+def vocab_size() -> int:
+    return len(set(CORPUS.read_text(encoding="utf-8")))
+
+
+def flops_per_char(model: dict) -> float:
+    """Training FLOP per character of the ``[model]`` table a run saved (with --size
+    auto, the shape it chose)."""
+    return train_flops_per_char(cfg.build("model", model), vocab_size())
 
 
 def run_once(config: Path, out: Path, extra: list[str]) -> dict:
@@ -78,7 +82,7 @@ def run_once(config: Path, out: Path, extra: list[str]) -> dict:
             "chars_per_s": round(result["chars_per_s"]), "dtype": result["dtype"],
             "threads": result["threads"], "val_loss": round(result["val_loss"], 4),
             "model": f"{model['num_layers']}x{model['hidden_size']} d{model['dropout']:g}",
-            "train_flop_per_char": round(flops_per_char(out)), "said": said}
+            "train_flop_per_char": round(flops_per_char(model)), "said": said}
 
 
 class Peaks:

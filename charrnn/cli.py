@@ -309,9 +309,7 @@ def sample(
                               "cannot go with --interactive, which writes one continuation "
                               "of each prime typed at its prompt to stdout")
         from charrnn.interactive import interact
-        from charrnn.sample import Session
-
-        from charrnn.sample import pick_threads
+        from charrnn.sample import Session, pick_threads
 
         model, vocab, path = _load_model(checkpoint, runs_dir, device)
         _say_which(checkpoint, "sampling from", path)

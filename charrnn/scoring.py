@@ -112,7 +112,7 @@ def nats_sum(model: CharRNN, ids: np.ndarray, device: torch.device, *,
         hidden = _context(model, ids, plan[:, 0], device)
         starts, ends = plan[:, 0], plan[:, 1]
         length = int((ends - starts).max())
-        steps = max(1, min(CHUNK_STEPS, CHUNK_LOGITS // (len(plan) * model.vocab_size)))
+        steps = _chunk_steps(len(plan), model.vocab_size)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for t in range(0, length, steps):
             if stop is not None and stop():
@@ -140,6 +140,11 @@ def nats_sum(model: CharRNN, ids: np.ndarray, device: torch.device, *,
         model.train(was_training)
         _release(ids)
     return total.item(), int((ends - starts).sum())
+
+
+def _chunk_steps(streams: int, vocab_size: int) -> int:
+    """Time steps per forward call of a pass over ``streams`` streams."""
+    return max(1, min(CHUNK_STEPS, CHUNK_LOGITS // (streams * vocab_size)))
 
 
 def _release(ids: np.ndarray) -> None:
@@ -269,7 +274,8 @@ def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
 def _pick_threads(model: CharRNN, streams: int, device: torch.device, requested: int) -> None:
     """Set the thread count to score with: a forward call of the shape a pass makes,
     timed with each count (``charrnn.threads``), unless ``requested`` fixes it."""
-    x = torch.zeros(streams, min(CHUNK_STEPS, 64), dtype=torch.long, device=device)
+    x = torch.zeros(streams, _chunk_steps(streams, model.vocab_size), dtype=torch.long,
+                    device=device)
 
     @torch.no_grad()
     def work() -> None:

@@ -154,9 +154,9 @@ def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig]
                   eval_steps)
     again = max(time_step(shapes[0]), 1e-6)
     if max(again / timed[0].step_s, timed[0].step_s / again) >= DRIFT:
-        best = {t.name: t.step_s for t in timed}
-        timed = _time(shapes, lambda c: min(time_step(c), best.get(
-            f"{c.num_layers}x{c.hidden_size}", float("inf"))), count, seconds,
+        first = {(t.layers, t.hidden): t.step_s for t in timed}
+        timed = _time(shapes, lambda c: min(time_step(c), first.get(
+            (c.num_layers, c.hidden_size), float("inf"))), count, seconds,
             chars_per_step, train_chars, eval_steps)
     enough = [t for t in timed if t.chars_per_param >= MIN_CHARS_PER_PARAM]
     chosen = (max(enough, key=lambda t: t.params) if enough

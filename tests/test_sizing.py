@@ -155,7 +155,7 @@ def test_when_no_candidate_reads_enough_the_smallest_is_chosen():
     assert "none reads 4, so the smallest" in result.reason()
 
 
-def test_a_config_that_fits_only_some_widths_is_sized_among_them(tmp_path):
+def test_a_config_that_fits_only_some_widths_is_sized_among_them():
     model, train, free = cfg.resolve(None, {"model": {"tie_weights": True, "embedding_dim": 384},
                                             "train": {"max_time": 60.0, "size": "auto"}})
     assert free == set(sizing.SHAPE_KEYS) and model.hidden_size == 256   # not checked yet
