@@ -5,9 +5,9 @@ A time budget buys a number of characters read: the steps this machine takes in 
 characters of a step. A small model given many stops improving long before its budget
 ends; a large one given few has not started learning. So the rule: of the candidate
 shapes, take the one with the most parameters that still reads ``MIN_CHARS_PER_PARAM``
-characters per parameter in the budget; when none does, the smallest. Then dropout
-grows with the passes over the text the chosen model will make, since a model that
-reads its text many times memorises it.
+characters per parameter in the budget, or that reads its text ``MANY_PASSES`` times
+and ``FEWEST_CHARS_PER_PARAM`` per parameter; when none does, the smallest. Then dropout grows with the passes over the text
+the chosen model will make, since a model that reads its text many times memorises it.
 
 How the numbers were chosen (BENCHMARKS.md, "Sizing for the budget"): a sweep of 8
 fixed shapes at 60 and 120 s, on two corpora (tiny-shakespeare, Python source code)
@@ -19,9 +19,15 @@ what they read per parameter, so the threshold 4 picks one reading between 4 and
 One wide layer beat two narrower ones of the same cost (1x384 against 2x256) in four
 settings of six, and in the other two the smallest one-layer shape was at least as good
 as both, so the candidates are one layer up to widths a few minutes of a 2-core machine
-cannot use, then two layers. Known limit: at ten minutes on tiny-shakespeare the best
-shapes read 2 to 4 characters per parameter, with dropout 0.25, and this rule picks a
-smaller model than they are (BENCHMARKS.md).
+cannot use, then two layers. At ten minutes on tiny-shakespeare the text, not the time, is what runs
+short: the best shapes there read 2 to 4 characters per parameter but the 1 MB text 5 to
+7 times, with dropout 0.15 to 0.25, and every shape reading it 15 times or more came
+0.05 or more behind (BENCHMARKS.md); the fixed 10-minute preset's 2x512 read 1.5 per
+parameter and 4.9 passes. So a shape that reads the text ``MANY_PASSES`` times needs
+only ``FEWEST_CHARS_PER_PARAM`` per parameter (a floor that keeps a short text read
+hundreds of times from choosing the largest shape), and the dropout reaches 0.25
+by about seven passes (0.25 beat 0.15 by 0.012 at 6.6 passes; no dropout beat 0.1 at
+two minutes, where the model read the text fewer than four times).
 
 Everything the rule does not choose (batch and window, learning rate and schedule) is
 the ``RECIPE`` below, which the sweep used for every row. Settings a user gives always
@@ -49,6 +55,8 @@ RECIPE = {"seq_length": 32, "batch_size": 32, "batching": "stream", "lr": 8e-3,
           "eval_every": BIG_COUNT}
 SHAPE_KEYS = ("hidden_size", "num_layers", "dropout")
 MIN_CHARS_PER_PARAM = 4.0
+MANY_PASSES = 5.0
+FEWEST_CHARS_PER_PARAM = 1.5
 # Step time of a real training step (data, clipping, optimiser, bookkeeping) over the
 # timed forward and backward of the probe.
 STEP_OVERHEAD = 1.15
@@ -58,8 +66,8 @@ DRIFT = 1.5              # the first candidate timed again this much off: time t
 
 def dropout_for(passes: float) -> float:
     """Dropout for a model that will read its training text ``passes`` times: none up
-    to three passes, then 0.04 for each further pass, at most 0.25."""
-    return round(min(0.25, max(0.0, 0.04 * (passes - 3.0))), 2)
+    to three passes, then 0.06 for each further pass, at most 0.25."""
+    return round(min(0.25, max(0.0, 0.06 * (passes - 3.0))), 2)
 
 
 @dataclass
@@ -76,6 +84,15 @@ class Timed:
     @property
     def name(self) -> str:
         return f"{self.layers}x{self.hidden}"
+
+    @property
+    def enough(self) -> bool:
+        """Whether the budget trains this shape enough: it reads
+        ``MIN_CHARS_PER_PARAM`` per parameter, or its text ``MANY_PASSES`` times and
+        ``FEWEST_CHARS_PER_PARAM`` per parameter."""
+        return (self.chars_per_param >= MIN_CHARS_PER_PARAM
+                or (self.passes >= MANY_PASSES
+                    and self.chars_per_param >= FEWEST_CHARS_PER_PARAM))
 
 
 @dataclass
@@ -94,6 +111,9 @@ class Sizing:
                    else f"dropout {self.model.dropout:g} as given")
         why = (f"the largest model with {MIN_CHARS_PER_PARAM:g} or more"
                if c.chars_per_param >= MIN_CHARS_PER_PARAM else
+               f"the largest model that reads the text {MANY_PASSES:g} times or more "
+               f"and {FEWEST_CHARS_PER_PARAM:g} characters per parameter"
+               if c.enough else
                f"none reads {MIN_CHARS_PER_PARAM:g}, so the smallest")
         return (f"{c.name}: about {c.steps:,} steps, {c.passes:.1f} passes over the text, "
                 f"{c.chars_per_param:.1f} characters per parameter in {self.seconds:.0f} s "
@@ -142,8 +162,8 @@ def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig]
     """The shape for a budget of ``seconds`` of training.
 
     ``time_step(config)`` times one training step of a model (seconds), ``count(config)``
-    counts its parameters. Candidates are timed smallest first until one falls short of
-    ``MIN_CHARS_PER_PARAM`` (the larger ones only read fewer) or the timing itself has
+    counts its parameters. Candidates are timed smallest first until one is not trained
+    enough (``Timed.enough``; the larger ones only read less) or the timing itself has
     spent ``PROBE_SHARE`` of the budget. Then the first is timed again: when the two
     times differ by ``DRIFT`` or more, the machine's speed moved while it was timing
     (another process starting, say), and all of them are timed once more, each
@@ -158,7 +178,7 @@ def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig]
         timed = _time(shapes, lambda c: min(time_step(c), first.get(
             (c.num_layers, c.hidden_size), float("inf"))), count, seconds,
             chars_per_step, train_chars, eval_steps)
-    enough = [t for t in timed if t.chars_per_param >= MIN_CHARS_PER_PARAM]
+    enough = [t for t in timed if t.enough]
     chosen = (max(enough, key=lambda t: t.params) if enough
               else min(timed, key=lambda t: t.params))
     dropout = given.dropout if "dropout" not in free else dropout_for(chosen.passes)
@@ -171,7 +191,7 @@ def _time(shapes: list[ModelConfig], time_step: Callable[[ModelConfig], float],
           count: Callable[[ModelConfig], int], seconds: float, chars_per_step: int,
           train_chars: int, eval_steps: float) -> list[Timed]:
     """The shapes timed smallest first, with what each predicts for the budget, up to
-    the first that reads too little per parameter (see ``choose``)."""
+    the first the budget does not train enough (see ``choose``)."""
     timed: list[Timed] = []
     spent = 0.0
     for config in shapes:
@@ -182,6 +202,6 @@ def _time(shapes: list[ModelConfig], time_step: Callable[[ModelConfig], float],
         t.passes = t.steps * chars_per_step / max(1, train_chars)
         t.chars_per_param = t.steps * chars_per_step / t.params
         timed.append(t)
-        if t.chars_per_param < MIN_CHARS_PER_PARAM or spent > PROBE_SHARE * seconds:
+        if not t.enough or spent > PROBE_SHARE * seconds:
             break
     return timed

@@ -70,7 +70,8 @@ def test_a_resumed_auto_run_keeps_its_shape():
 
 
 @pytest.mark.parametrize("passes, dropout", [(0.3, 0.0), (1.0, 0.0), (3.0, 0.0),
-                                             (5.5, 0.1), (8.0, 0.2), (40.0, 0.25)])
+                                             (4.5, 0.09), (6.0, 0.18), (7.2, 0.25),
+                                             (40.0, 0.25)])
 def test_dropout_grows_with_the_passes_over_the_text(passes, dropout):
     assert sizing.dropout_for(passes) == pytest.approx(dropout)
 
@@ -90,37 +91,44 @@ class StepClock:
         return self.per_param * params(config)
 
 
-def expected_choice(per_param: float, seconds: float, chars_per_step: int):
+def expected_choice(per_param: float, seconds: float, chars_per_step: int,
+                    train_chars: int):
     """By hand: the most parameters that still read MIN_CHARS_PER_PARAM characters
-    each (a step of N parameters takes per_param * N seconds, times the overhead),
-    in the budget less what timing the candidates cost (five steps of each)."""
+    each, or the text MANY_PASSES times and FEWEST_CHARS_PER_PARAM each (a step of N
+    parameters takes per_param * N seconds, times the overhead), in the budget less
+    what timing the candidates cost (five steps of each)."""
     best, spent = None, 0.0
     for layers, hidden in sizing.CANDIDATES:
         n = params(ModelConfig(num_layers=layers, hidden_size=hidden))
         spent += 5 * per_param * n
         steps = int((seconds - spent) / (sizing.STEP_OVERHEAD * per_param * n))
-        if steps * chars_per_step / n >= sizing.MIN_CHARS_PER_PARAM:
+        per_param_read = steps * chars_per_step / n
+        if (per_param_read >= sizing.MIN_CHARS_PER_PARAM
+                or (steps * chars_per_step / train_chars >= sizing.MANY_PASSES
+                    and per_param_read >= sizing.FEWEST_CHARS_PER_PARAM)):
             best = (layers, hidden)
     return best
 
 
-@pytest.mark.parametrize("per_param, seconds", [(1e-8, 60), (1e-8, 600), (3e-9, 120),
-                                                (5e-8, 120), (1e-9, 600), (1e-10, 600)])
-def test_the_largest_model_that_reads_enough_per_parameter_is_chosen(per_param, seconds):
+@pytest.mark.parametrize("per_param, seconds, text", [
+    (1e-8, 60, 10**6), (1e-8, 600, 10**6), (3e-9, 120, 10**6), (5e-8, 120, 10**6),
+    (1e-9, 600, 10**6), (1e-10, 600, 10**6),
+    # a short text read many times: larger than the characters per parameter allow
+    (1e-8, 600, 200_000), (1e-9, 120, 100_000)])
+def test_the_largest_model_the_budget_trains_enough_is_chosen(per_param, seconds, text):
     clock = StepClock(per_param)
     result = sizing.choose(ModelConfig(), set(sizing.SHAPE_KEYS), clock, params,
-                           seconds=seconds, chars_per_step=1024, train_chars=1_000_000,
+                           seconds=seconds, chars_per_step=1024, train_chars=text,
                            eval_steps=0)
     got = (result.model.num_layers, result.model.hidden_size)
-    assert got == (expected_choice(per_param, seconds, 1024) or sizing.CANDIDATES[0])
-    assert (result.chosen.chars_per_param >= sizing.MIN_CHARS_PER_PARAM
-            or got == sizing.CANDIDATES[0])
+    assert got == (expected_choice(per_param, seconds, 1024, text) or sizing.CANDIDATES[0])
+    assert result.chosen.enough or got == sizing.CANDIDATES[0]
     # Candidates are timed smallest first, up to the first that falls short; then the
     # first once more, which finds the machine's speed unchanged.
     first_pass, last = clock.timed[:-1], clock.timed[-1]
     assert first_pass == sizing.CANDIDATES[:len(first_pass)] and last == sizing.CANDIDATES[0]
     assert len(first_pass) <= sizing.CANDIDATES.index(got) + 2
-    passes = result.chosen.steps * 1024 / 1_000_000
+    passes = result.chosen.steps * 1024 / text
     assert result.model.dropout == sizing.dropout_for(passes)
     assert result.chosen.params == params(result.model)
 
