@@ -1,30 +1,29 @@
 """The training run: ``train(text, model_config, train_config) -> RunResult``.
 
-Reads in the order it runs. ``Run`` gathers what one session trains with (the texts'
-ids and batches, the model and optimiser, restored from a checkpoint when resuming)
-and does the three things the loop asks of it: a step, an evaluation (which saves the
-checkpoints and the metrics row), a checkpoint. ``RunState`` is how far the run has
-come (what a checkpoint needs beyond the weights); ``Budget`` turns steps, epochs and
-seconds into one progress number. ``_train`` is the loop.
+Reads in the order it runs: ``train`` opens the run, ``Run`` gathers what one session
+trains with (the texts' ids and batches, the model and optimiser, restored from a
+checkpoint when resuming), and ``_loop`` is the loop, one visible line per thing it
+does: a step (``Run.train_step``), an evaluation (``_evaluate``: ``Run.validate``
+scores and adds the metrics row, ``Run.save_evaluated`` writes last.pt, best.pt and
+metrics.csv, ``Run.log`` logs), a numbered checkpoint (``Run.save_numbered``), a
+sample, and the stops. ``RunState`` is how far the run has come (what a checkpoint
+needs beyond the weights).
 
-The run folder's files are described in ``charrnn.files``. SIGINT and SIGTERM finish
-the current step, save ``last.pt`` and raise ``TrainingInterrupted``. ``--save-every``
-keeps numbered checkpoints beside last.pt (``Run.save_numbered``); ``--patience`` ends
-the run early, normally, once that many evaluations in a row brought no new best.
+Beside it: ``charrnn.resume`` (where a run starts from, and what a resume keeps),
+``charrnn.budget`` (steps, epochs and seconds as one progress number, and what a time
+budget keeps free), ``charrnn.stopping`` (signals and --patience), ``charrnn.fitting``
+(the thread count and ``--size auto``, before the first step). The run folder's files
+are described in ``charrnn.files``.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import signal
-import statistics
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,23 +35,21 @@ from tqdm import tqdm
 
 from charrnn import config as cfg
 from charrnn import corpus, distributed, files, fitting, threads
-from charrnn.fitting import forward_backward, synced, timed
-from charrnn.checkpoint import (load_checkpoint, model_from_checkpoint, peek_checkpoint,
-                                resolve_checkpoint, save_checkpoint)
+from charrnn.budget import Budget, Reserve, probe
+from charrnn.checkpoint import save_checkpoint
 from charrnn.data import Vocab, make_batches, split
 from charrnn.device import (autocast, check_dtype, check_fits, resolve_device, resolve_dtype,
                             to_device)
 from charrnn.errors import (CharRNNError, CheckpointError, ConfigError, DataError,
                             TrainingInterrupted)
 from charrnn.model import CharRNN, Hidden, detach_hidden, parameter_count, training_bytes
-from charrnn.optim import SCHEDULE_SETTINGS, lr_at, make_optimizer
+from charrnn.optim import lr_at, make_optimizer
+from charrnn.resume import Origin, check_not_rewound, check_same_model, schedule_after
 from charrnn.sample import generate
 from charrnn.scoring import LN2, Stopped, nats_sum, stream_plan
+from charrnn.stopping import StopRequest, catch_stop_signals, out_of_patience
 
 CPU = torch.device("cpu")
-# What a checkpoint needs, beyond the model, to be resumed.
-RESUME_KEYS = ("optimizer_state", "data_state", "rng", "step", "elapsed", "best_val_loss",
-               "metrics")
 
 
 @dataclass
@@ -91,151 +88,7 @@ class RunResult:
                 "numbered": [str(path) for path in self.numbered]}
 
 
-# --------------------------------------------------------------- where a run starts from
-@dataclass
-class Origin:
-    """The checkpoint a run starts from: continued exactly (``resume``), or whose
-    weights start a new run (``init_from``)."""
-    path: Path
-    checkpoint: dict[str, Any]
-    resume: bool
-
-    @classmethod
-    def open(cls, resume: str | Path | None = None, init_from: str | Path | None = None
-             ) -> Origin | None:
-        """Load the checkpoint a run folder or file names: a resume continues from the
-        latest state (last.pt), new weights come from the best (best.pt)."""
-        if resume is not None and init_from is not None:
-            raise ConfigError("--resume and --init-from exclude each other; give one")
-        if resume is None and init_from is None:
-            return None
-        path = resolve_checkpoint(resume or init_from,
-                                  name=files.LAST if resume is not None else files.BEST)
-        ckpt = load_checkpoint(path)
-        model_from_checkpoint(ckpt, path)   # the checks that sample, eval and inspect make
-        if resume is not None:
-            missing = [key for key in RESUME_KEYS if key not in ckpt]
-            try:
-                cfg.build("train", ckpt["train_config"])
-            except ConfigError as e:
-                missing.append(f"valid training settings ({e})")
-            if missing:
-                raise CheckpointError(f"{path} cannot be resumed: it has no {', '.join(missing)}"
-                                      f"; start a new run from its weights with --init-from "
-                                      f"{path}")
-        return cls(path, ckpt, resume is not None)
-
-    def settings(self) -> dict[str, dict[str, Any]]:
-        """The settings the run inherits (flags and a --config file override them): the
-        model's always; a resume's training settings too, except its folder."""
-        train = ({k: v for k, v in self.checkpoint["train_config"].items()
-                  if k not in ("out", "threads")} if self.resume else {})   # (the machine's)
-        return {"model": dict(self.checkpoint["model_config"]), "train": train}
-
-    def changes(self, train_config: cfg.TrainConfig) -> list[str]:
-        """The training settings a resume changes, as ``name old -> new``."""
-        return cfg.changes(self.checkpoint["train_config"], train_config,
-                           ignore=("out", "cache_dir", "threads", "size")) if self.resume else []
-
-    @property
-    def text(self) -> Path | None:
-        """The training text of a run on one file. Checkpoints name it by its absolute
-        path; one relative path (older checkpoints) is also looked for beside the runs
-        folder."""
-        saved = (self.checkpoint.get("corpus") or {}).get("path")
-        if not saved:
-            return None
-        path = Path(saved)
-        beside = self.path.parent.parent.parent / path     # runs/<run>/last.pt -> ./
-        return beside if not path.exists() and beside.exists() else path
-
-    @property
-    def texts(self) -> list[Path] | None:
-        """The training files of the run, in order (``corpus.Texts.record``)."""
-        paths = (self.checkpoint.get("corpus") or {}).get("paths")
-        if isinstance(paths, list) and paths and all(isinstance(p, str) for p in paths):
-            return [Path(p) for p in paths]
-        return None if self.text is None else [self.text]
-
-    def check_text(self, texts: corpus.Texts, allow_changed: bool) -> None:
-        """A resume reads the text it was trained on, unless the user allows another."""
-        saved = self.checkpoint.get("corpus") or {}
-        if not self.resume or allow_changed or saved.get("sha256") in (None, texts.sha256):
-            return
-        change = (f"{saved.get('chars', 0):,} -> {texts.chars:,} characters, sha256 "
-                  f"{saved['sha256'][:12]}... -> {texts.sha256[:12]}...")
-        if len(texts.scans) == 1 and "paths" not in saved:
-            raise DataError(f"the training text {texts.paths[0]} is not the one {self.path} "
-                            f"was trained on ({change}); resume with that text, or pass "
-                            "--allow-changed-text to go on with this one")
-        raise DataError(f"the training text ({texts.label}) is not the one {self.path} was "
-                        f"trained on ({corpus.what_changed(saved, texts)}; {change}); resume "
-                        "with that text, or pass --allow-changed-text to go on with this one")
-
-
-# ------------------------------------------------------------------ budget and state
-class Budget:
-    """``--max-steps``, ``--epochs`` and ``--max-time`` as one number: the progress of
-    the run from 0 to 1, the largest fraction of any of them used up."""
-
-    def __init__(self, c: cfg.TrainConfig, steps_per_epoch: float) -> None:
-        self.steps, self.epochs, self.seconds = c.budget_steps(), c.epochs, c.max_time
-        limits = [self.steps] if self.steps else []
-        if self.epochs:
-            limits.append(math.ceil(self.epochs * steps_per_epoch))
-        self.total_steps = min(limits) if limits else None  # None: a time budget only
-
-    def progress(self, step: int, epoch: float, seconds: float) -> float:
-        fractions = [step / self.steps if self.steps else 0.0,
-                     epoch / self.epochs if self.epochs else 0.0]
-        if self.seconds:
-            fractions.append(seconds / self.seconds)
-        return max(fractions)
-
-    def __str__(self) -> str:
-        parts = [f"{self.steps} steps" if self.steps else "",
-                 f"{self.epochs:g} epochs" if self.epochs else "",
-                 f"{self.seconds:g}s" if self.seconds else ""]
-        return " or ".join(p for p in parts if p)
-
-
-class Reserve:
-    """The seconds a time budget keeps free: for the next step, and for the final
-    evaluation (a validation pass and the saves of best.pt and last.pt). Measured on
-    the warm model before the first step, then corrected as real steps and passes are
-    timed, so that a run ends within its budget on a busy machine too: when the steps
-    have become slower than they were when the pass was timed (another job took a
-    core), the pass is expected to be that much slower too."""
-    MARGIN = 1.25   # on the first estimate of a pass; 1.1 on a timed one
-
-    def __init__(self, step: float, score: float, save: float) -> None:
-        self.steps: deque[float] = deque([step], maxlen=8)   # the latest steps' seconds
-        self.score, self.save = self.MARGIN * score, save
-        self.step_then = step          # the step time when ``score`` was measured
-
-    def evaluated(self, score: float, save: float) -> None:
-        """A real pass took ``score`` seconds and each checkpoint ``save``."""
-        self.score, self.save = 1.1 * score, save
-        self.step_then = statistics.median(self.steps)
-
-    def seconds(self) -> float:
-        slower = max(1.0, statistics.median(self.steps) / max(self.step_then, 1e-6))
-        return max(self.steps) + slower * self.score + 2 * self.save
-
-    def check_fits(self, budget: float, before: float, elapsed: float) -> None:
-        """A budget that earlier sessions have not spent, but that cannot hold this
-        session's start-up, one step and the final evaluation, is refused before
-        training (one that earlier sessions spent has nothing to train)."""
-        need = self.seconds()
-        if before < budget < elapsed + need:
-            raise ConfigError(
-                f"--max-time {budget:g} leaves no time to train: {elapsed:.1f}s are spent "
-                f"(start-up and earlier sessions), one step takes about {max(self.steps):.2f}s "
-                f"and the final validation about {self.score + 2 * self.save:.1f}s; give "
-                f"--max-time {math.ceil(elapsed + need)} or more, or score fewer validation "
-                "characters with --val-max-chars")
-
-
+# ------------------------------------------------------------------ how far a run has come
 @dataclass
 class RunState:
     """How far a run has come: with the weights, the optimiser and the batches'
@@ -328,7 +181,7 @@ class Run:
 
     def __init__(self, group: distributed.Group, device: torch.device, text_paths: list[Path],
                  model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None,
-                 run_dir: Path, stop: _StopRequest, *, overwrite: bool,
+                 run_dir: Path, stop: StopRequest, *, overwrite: bool,
                  allow_changed_text: bool, progress: bool, started: float,
                  free: frozenset[str] = frozenset()) -> None:
         self.group, self.device, self.text_paths = group, device, text_paths
@@ -340,7 +193,7 @@ class Run:
         own = resume is not None and run_dir.resolve() == origin.path.parent.resolve()
         replaced = [] if own else files.check_run_dir_is_free(self.run_dir, overwrite)
         if own and not overwrite:
-            _check_not_rewound(origin, run_dir)
+            check_not_rewound(origin, run_dir)
         self._check_fits(vocab_size=1)   # before the texts are read: the smallest it can be
         self._read_texts(origin, progress)
         if c.size == "auto" and origin is None and group.active:
@@ -370,9 +223,13 @@ class Run:
         if group.active:  # a different dropout mask on each process
             torch.manual_seed(c.seed + self.state.step + group.rank)
         self.saved_step: int | None = None   # of the latest last.pt this session wrote
+        self.score_s = 0.0                   # seconds the latest validation pass took
         self.stopped_early = False
         self.budget = Budget(c, self.batches.steps_per_epoch)
-        self.reserve = Reserve(*self._probe()) if c.max_time else None
+        self.reserve = Reserve(*probe(
+            self.model, device, self.dtype, rows=c.batch_size // group.world_size,
+            seq_length=c.seq_length, vocab_size=len(self.vocab), validate=self._pass,
+            val_chars=self.val_chars, checkpoint=self.checkpoint)) if c.max_time else None
         if self.reserve is not None:
             self.reserve.check_fits(c.max_time, self.state.elapsed_before, self.state.elapsed())
         # A time budget found to hold one step gets it, however the clock moves till then.
@@ -453,15 +310,8 @@ class Run:
             raise CheckpointError(f"{path} cannot be resumed: its training state is damaged "
                                   f"({detail}); start a new run from its weights with "
                                   f"--init-from {path}") from None
-        if "schedule" not in ckpt and state.step >= c.warmup_steps:
-            state.decay_from = {"start": 0.0, "start_lr": c.lr}  # saved before schedules were
-        if cfg.changes(ckpt["train_config"], c, ignore=tuple(
-                k for k in cfg.fields_of("train") if k not in SCHEDULE_SETTINGS)):
-            # A new budget or schedule: decay afresh from here, from the rate the run
-            # had reached (or from the new --lr, or from lr once warmup is over).
-            same_lr = ckpt["train_config"].get("lr") == c.lr
-            state.decay_from = {"start": None, "start_lr": self.optimizer.param_groups[0]["lr"]
-                                if same_lr and state.step >= c.warmup_steps else c.lr}
+        state.decay_from = schedule_after(ckpt, self.c, state.step,
+                                          self.optimizer.param_groups[0]["lr"])
         return state
 
     def describe(self) -> dict[str, Any]:
@@ -527,41 +377,51 @@ class Run:
         self.step_owed = False
         return loss_value
 
-    def evaluate(self, final: bool = False,
-                 on_chunk: Callable[[int, int], None] | None = None) -> str:
-        """Score the validation text, add the metrics row, save the checkpoints (best.pt
-        when the loss is the lowest yet) and the metrics; the line to report. A stop
-        request during the pass gives it up and saves the step without it. A save
-        that fails is reported and tried again at the next evaluation (the previous
-        checkpoint stays whole); at the end of the run it is an error."""
+    def validate(self, on_chunk: Callable[[int, int], None] | None = None) -> bool:
+        """Score the validation text and add the metrics row; True when the loss is the
+        lowest yet. A stop request during the pass gives it up and saves the step
+        without it (``TrainingInterrupted``)."""
         started = time.time()
         try:
             total, count = self.group.sum(*self.score(on_chunk))      # over all the ranks
         except Stopped:
             raise TrainingInterrupted(str(self.save()), self.stop.signum) from None
-        scored = time.time()
+        self.score_s = time.time() - started
         if not math.isfinite(total / count):
             raise self._diverged(f"the validation loss is {total / count}")
+        return self.state.record_eval(total / count, self.batches.epoch,
+                                      self.optimizer.param_groups[0]["lr"])
+
+    def validated(self) -> str:
+        """The line that reports the latest evaluation."""
         s = self.state
-        improved = s.record_eval(total / count, self.batches.epoch,
-                                 self.optimizer.param_groups[0]["lr"])
         row = s.history[-1]
-        line = (f"step {s.step}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
+        return (f"step {s.step}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f} "
                 f"nats/char ({row['val_bpc']:.3f} bits/char)  best {s.best_val:.4f}")
+
+    def save_evaluated(self, best: bool, final: bool = False) -> str | None:
+        """After an evaluation: write last.pt (and best.pt when ``best``) and
+        metrics.csv. A save that fails is a warning line to report, and the next
+        evaluation saves again (the previous checkpoint stays whole); at the end of the
+        run (``final``) it is an error. None when all went well."""
+        started = time.time()
         try:
-            self.save(best=improved)
+            self.save(best=best)
             if self.group.main:
-                files.write_metrics(self.run_dir, s.history)
+                files.write_metrics(self.run_dir, self.state.history)
         except CharRNNError as e:
             if final:
                 raise
-            return f"{line}\nwarning: {e}; training goes on, the next evaluation saves again"
+            return f"warning: {e}; training goes on, the next evaluation saves again"
         if self.reserve is not None:
-            self.reserve.evaluated(scored - started, (time.time() - scored) / (1 + improved))
+            self.reserve.evaluated(self.score_s, (time.time() - started) / (1 + best))
+        return None
+
+    def log(self) -> None:
+        """The latest metrics row to TensorBoard, with --tensorboard."""
         if self.group.main and self.c.tensorboard:
             from charrnn.tblog import log_eval
-            log_eval(self.run_dir, row)
-        return line
+            log_eval(self.run_dir, self.state.history[-1])
 
     def score(self, on_chunk: Callable[[int, int], None] | None = None) -> tuple[float, int]:
         """(nats, characters) of this process's share of the validation text; a stop
@@ -625,16 +485,6 @@ class Run:
             raise self._diverged(f"{bad} holds NaN or Inf")
         return self.checkpoint()
 
-    def out_of_patience(self) -> str | None:
-        """After an evaluation: the line that ends the run when --patience evaluations
-        in a row have brought no new best (None while the run goes on)."""
-        since, best = self.state.since_best()
-        if not self.c.patience or best is None or since < self.c.patience:
-            return None
-        self.stopped_early = True
-        return (f"stopping early: no improvement in {since} evaluations since step "
-                f"{best['step']} (best {best['val_loss']:.4f})")
-
     def _diverged(self, what: str) -> CharRNNError:
         last = self.run_dir / files.LAST
         kept = f"; last good checkpoint: {last}" if last.exists() else ""
@@ -664,34 +514,6 @@ class Run:
         text = generate(self.model, self.vocab, self.c.sample_length,
                         seed=self.c.seed + self.state.step)[0]
         return f"--- sample at step {self.state.step} ---\n{text}\n---"
-
-    def _probe(self) -> tuple[float, float, float]:
-        """Seconds of a training step, a validation pass and a checkpoint save, timed
-        on the warm model (a step's forward and backward twice, the second timed; the
-        first chunks of a pass) without changing the weights, the batches or the
-        random numbers: what a time budget keeps free."""
-        c, device = self.c, self.device
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            window = torch.randint(len(self.vocab), (c.batch_size // self.group.world_size,
-                                                     c.seq_length + 1), device=device)
-            forward_backward(self.model, window, device, self.dtype)
-            step = timed(lambda: forward_backward(self.model, window, device, self.dtype),
-                         device)
-            self.model.zero_grad(set_to_none=True)
-        marks, counts = [synced(device)], []
-
-        def chunk(scored: int) -> None:
-            marks.append(synced(device))
-            counts.append(scored)
-        try:
-            self._pass(chunk, stop=lambda: len(marks) > 2)
-            score = marks[-1] - marks[0]                      # the whole pass, it was short
-        except Stopped:   # the first chunk (with the streams' context), then at the second's rate
-            score = marks[1] - marks[0] + (self.val_chars - counts[0]) * (
-                marks[2] - marks[1]) / counts[1]
-        start = time.time()
-        torch.save(self.checkpoint(), io.BytesIO())
-        return 1.2 * step, score, 2 * (time.time() - start) + 0.05
 
     def result(self) -> RunResult:
         s = self.state
@@ -757,12 +579,12 @@ def _train(group: distributed.Group, device: torch.device, text_paths: list[Path
         raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
                           "direction would read the characters it must predict; drop it")
     if origin is not None:
-        _check_same_model(origin.checkpoint["model_config"], model_config, str(origin.path))
+        check_same_model(origin.checkpoint["model_config"], model_config, str(origin.path))
     check_dtype(c.dtype, device)
     run_dir = Path(c.out) if c.out else (origin.path.parent if origin and origin.resume else
                                          files.default_run_dir(corpus.corpus_name(text_paths),
                                                                model_config.cell))
-    with _catch_stop_signals() as stop, files.locked(run_dir) if group.main else nullcontext():
+    with catch_stop_signals() as stop, files.locked(run_dir) if group.main else nullcontext():
         run = Run(group, device, text_paths, model_config, c, origin, run_dir, stop,
                   overwrite=overwrite, allow_changed_text=allow_changed_text,
                   progress=progress, started=started, free=free)
@@ -773,11 +595,13 @@ def _train(group: distributed.Group, device: torch.device, text_paths: list[Path
 
 
 def _loop(run: Run, progress: bool) -> None:
+    """Step after step until the budget is spent or the run stops; each evaluation
+    scores, saves and logs (``_evaluate``), and the run always ends evaluated."""
     s, c, stop = run.state, run.c, run.stop
     stop.training = True
     with _Bar(progress, run) as bar:
         if s.step % c.eval_every == 0 and s.step and not s.evaluated:
-            bar.say(run.evaluate(on_chunk=bar.validating))  # the one a stop gave up
+            _evaluate(run, bar)                      # the one a stop gave up
         while True:
             # All ranks take the same decisions: on the mean of their clocks, and on
             # a stop request that reached any of them.
@@ -787,19 +611,30 @@ def _loop(run: Run, progress: bool) -> None:
                 raise TrainingInterrupted(str(run.save()), stop.signum or signal.SIGTERM)
             if progress_now >= 1.0:
                 break
-            if s.evaluated and (note := run.out_of_patience()):
+            if s.evaluated and (note := out_of_patience(s, c.patience)):
+                run.stopped_early = True
                 bar.say(note)
                 break
             loss = run.train_step(progress_now)
             if s.step % c.eval_every == 0:
-                bar.say(run.evaluate(on_chunk=bar.validating))
+                _evaluate(run, bar)
             if c.save_every and s.step % c.save_every == 0 and (note := run.save_numbered()):
                 bar.say(note)
             if progress and c.sample_every and s.step % c.sample_every == 0:
                 bar.say(run.sample())
             bar.show(loss)
         if not s.evaluated:
-            bar.say(run.evaluate(final=True, on_chunk=bar.validating))
+            _evaluate(run, bar, final=True)
+
+
+def _evaluate(run: Run, bar: _Bar, final: bool = False) -> None:
+    """One evaluation, in the order it happens: score the validation text (adding the
+    metrics row), report it, save the checkpoints and metrics.csv, log."""
+    best = run.validate(on_chunk=bar.validating)
+    bar.say(run.validated())
+    if note := run.save_evaluated(best, final=final):
+        bar.say(note)
+    run.log()
 
 
 class _Bar:
@@ -840,76 +675,3 @@ class _Bar:
         self.bar.update(1)
 
 
-def _check_not_rewound(origin: Origin, run_dir: Path) -> None:
-    """A resume from a checkpoint older than the run's last.pt (a step-N.pt) would
-    replace what came after it, best.pt included: only when asked."""
-    step = origin.checkpoint.get("step")
-    if origin.path.name == files.LAST or not isinstance(step, int):
-        return            # (a damaged step is reported with the rest of the state)
-    last = peek_checkpoint(run_dir / files.LAST)
-    later = last.get("step") if last else None
-    if isinstance(later, int) and later > step:
-        raise ConfigError(f"resuming {origin.path} would take {run_dir} back from step "
-                          f"{later} to step {step} and replace its later checkpoints and "
-                          f"metrics (best.pt too); continue it in a new folder with --out "
-                          f"DIR, or pass --overwrite to go back")
-
-
-def _check_same_model(saved: dict, current: cfg.ModelConfig, source: str) -> None:
-    diffs = cfg.changes(saved, current)
-    if diffs:
-        raise ConfigError(f"model settings differ from {source}: {'; '.join(diffs)}; "
-                          "drop those flags (the checkpoint fixes the model)")
-
-
-class _StopRequest:
-    """What SIGINT, SIGTERM and SIGHUP do. Before the first step (reading and encoding
-    the texts, building the model) a signal stops at once: nothing is saved yet, and
-    what was being written is removed. Then it sets a flag that the loop reads after
-    each step, so that a stop never lands in the middle of an optimiser update; a
-    second signal stops at once, but never in the middle of a save."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.training = False
-        self._saving = False
-        self._again = False
-
-    def __call__(self, signum, frame) -> None:
-        if not self.training:
-            raise TrainingInterrupted(None, signum)
-        if self.signum is None:
-            self.signum = signum
-        elif self._saving:
-            self._again = True
-        else:
-            raise KeyboardInterrupt
-
-    @contextmanager
-    def hold(self):
-        """A save: a second signal waits until it is whole."""
-        self._saving = True
-        try:
-            yield
-        finally:
-            self._saving = False
-        if self._again:
-            raise KeyboardInterrupt
-
-
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                     if hasattr(signal, name))
-
-
-@contextmanager
-def _catch_stop_signals():
-    stop = _StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)

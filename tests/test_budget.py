@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import pytest
 import torch.nn.functional as F
 
-from charrnn import fitting
+from charrnn import budget, fitting
 from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import ConfigError
@@ -32,7 +32,7 @@ from conftest import child_env, tiny_configs
 
 
 class ImaginedMachine:
-    """The clock ``charrnn.train`` and ``charrnn.fitting`` read. Each forward-and-loss
+    """The clock ``charrnn.train``, ``charrnn.budget`` and ``charrnn.fitting`` read. Each forward-and-loss
     of a training step (the probe's too) costs ``step(n)`` seconds for the n-th one
     (from 0), each validated character ``per_char``, each checkpoint written ``save``;
     nothing else takes time."""
@@ -41,8 +41,9 @@ class ImaginedMachine:
         self.now, self.losses = 1_000_000.0, 0
         self.step = step if callable(step) else (lambda n: step)
         self.per_char, self.save = per_char, save
-        for module in (train_module, fitting):     # fitting: the probe's timed steps
+        for module in (train_module, fitting, budget):   # the probe's timed steps and save
             monkeypatch.setattr(module, "time", SimpleNamespace(time=lambda: self.now))
+        for module in (train_module, fitting):
             monkeypatch.setattr(module, "F", SimpleNamespace(cross_entropy=self._loss))
         monkeypatch.setattr(train_module, "nats_sum", self._nats_sum)
         monkeypatch.setattr(train_module, "save_checkpoint", self._save_checkpoint)
@@ -174,7 +175,7 @@ def test_a_budget_that_holds_one_step_trains_it(small_text, tmp_path, monkeypatc
 
 
 def test_the_reserve_follows_the_passes_actually_timed():
-    reserve = train_module.Reserve(step=0.5, score=2.0, save=0.1)
+    reserve = budget.Reserve(step=0.5, score=2.0, save=0.1)
     assert reserve.seconds() == pytest.approx(0.5 + 1.25 * 2.0 + 0.2)
     reserve.steps.extend([0.2, 0.9, 0.3])
     reserve.evaluated(score=4.0, save=0.3)
@@ -183,7 +184,7 @@ def test_the_reserve_follows_the_passes_actually_timed():
 
 
 def test_when_the_steps_slow_down_the_reserve_expects_a_slower_pass():
-    reserve = train_module.Reserve(step=0.1, score=2.0, save=0.0)
+    reserve = budget.Reserve(step=0.1, score=2.0, save=0.0)
     reserve.steps.extend([0.1] * 7)
     assert reserve.seconds() == pytest.approx(0.1 + 1.25 * 2.0)
     reserve.steps.extend([0.3] * 8)        # another job took a core: steps 3x slower

@@ -22,6 +22,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from charrnn import stopping
 from charrnn import train as train_module
 from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.errors import CharRNNError, CheckpointError, TrainingInterrupted
@@ -242,7 +243,7 @@ def test_a_signal_while_the_corpus_is_encoded_stops_at_once_and_leaves_no_partia
 
 
 def test_a_second_signal_waits_for_the_save_in_progress():
-    stop = train_module._StopRequest()
+    stop = stopping.StopRequest()
     stop.training = True
     stop(signal.SIGINT, None)                     # the first: a request, read after the step
     assert stop.signum == signal.SIGINT
@@ -253,7 +254,7 @@ def test_a_second_signal_waits_for_the_save_in_progress():
     assert saved
     with pytest.raises(KeyboardInterrupt):
         stop(signal.SIGINT, None)                 # outside a save: at once
-    early = train_module._StopRequest()           # before training: nothing to save
+    early = stopping.StopRequest()                # before training: nothing to save
     with pytest.raises(TrainingInterrupted):
         early(signal.SIGTERM, None)
 
