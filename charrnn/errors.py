@@ -17,6 +17,15 @@ class ConfigError(CharRNNError):
     """An unknown key, a value out of range, or settings that do not fit together."""
 
 
+class SettingError(ConfigError):
+    """One setting out of its range: ``name`` as the user spells it (``top-k``) and the
+    ``rule`` it broke, so that each caller can name it its own way (``--top-k``)."""
+
+    def __init__(self, name: str, rule: str) -> None:
+        super().__init__(f"{name} {rule}")
+        self.name, self.rule = name, rule
+
+
 class CheckpointError(CharRNNError):
     """A file that is not a usable charrnn checkpoint."""
 

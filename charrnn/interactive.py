@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from charrnn.errors import CharRNNError, ConfigError
-from charrnn.sample import Session
+from charrnn.sample import Session, until_stop
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -106,18 +106,14 @@ def _unescape(text: str) -> str:
 def _write_turn(chars, stop: str | None) -> None:
     """Write the characters as they come, until the last, the --stop text, or Ctrl-C
     (which stops this continuation only); then a newline."""
-    out, written, tail = sys.stdout, 0, ""
+    out, written = sys.stdout, 0
     live = out.isatty()
     with _ctrl_c_sets() as stopped:
-        for ch in chars:
+        for ch in until_stop(chars, stop):
             out.write(ch)
             written += 1
             if live:
                 out.flush()
-            if stop is not None:
-                tail = (tail + ch)[-len(stop):]
-                if tail == stop:
-                    break
             if stopped.is_set():
                 break
         out.write("\n")

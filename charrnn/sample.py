@@ -13,7 +13,8 @@ turn to the next when asked; none of them prints.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from charrnn import threads
 from charrnn.data import Vocab
-from charrnn.errors import ConfigError, DataError
+from charrnn.errors import ConfigError, DataError, SettingError
 from charrnn.model import CharRNN, Hidden
 
 
@@ -81,28 +82,59 @@ def _projected_lstm_cell(x, state, w):
     return h, c
 
 
-def choose(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
-           top_p: float | None = None, greedy: bool = False,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Next ids (B,) from logits (B, V): argmax, or a draw from the tempered,
-    top-k and nucleus (top-p) truncated distribution."""
-    if greedy:
-        return logits.argmax(dim=-1)
-    # Shifted so that the largest is 0: a tiny temperature then sends the others to
-    # -inf (never inf - inf), and the draw tends to the argmax as it should.
-    logits = (logits.float() - logits.float().amax(dim=-1, keepdim=True)) / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]          # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        # Drop a token when the tokens ranked above it already reach top_p.
-        drop = (cum - sorted_logits.softmax(dim=-1)) >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+@dataclass(frozen=True)
+class Sampling:
+    """How each next character is drawn: the argmax (``greedy``), or a draw from the
+    distribution divided by ``temperature`` and cut to the ``top_k`` likeliest
+    characters and to those whose probabilities reach ``top_p`` (None: no cut). Checked
+    when made, for every caller (``generate``, ``stream``, ``Session``, the command
+    line): a bad value raises a one-line ``SettingError`` that names it."""
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise SettingError("top-k", f"must be at least 1, got {self.top_k}")
+        if not 0 < self.temperature < math.inf:     # a NaN fails too
+            raise SettingError("temperature", "must be greater than 0 and finite, got "
+                               f"{self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise SettingError("top-p", f"must be in (0, 1], got {self.top_p}")
+
+    def choose(self, logits: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Next ids (B,) from logits (B, V)."""
+        if self.greedy:
+            return logits.argmax(dim=-1)
+        # Shifted so that the largest is 0: a tiny temperature then sends the others to
+        # -inf (never inf - inf), and the draw tends to the argmax as it should.
+        logits = (logits.float() - logits.float().amax(dim=-1, keepdim=True)) / self.temperature
+        if self.top_k is not None and self.top_k < logits.size(-1):
+            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]        # (B, 1)
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p is not None and self.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            # Drop a token when the tokens ranked above it already reach top_p.
+            drop = (cum - sorted_logits.softmax(dim=-1)) >= self.top_p
+            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+        probs = logits.softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def until_stop(chars: Iterable[str], stop: str | None) -> Iterator[str]:
+    """``chars`` up to and including the first place where they spell ``stop`` (all of
+    them when ``stop`` is None): where ``sample --stop`` ends a sample."""
+    tail = ""     # the latest characters, as many as ``stop`` has
+    for ch in chars:
+        yield ch
+        if stop is not None:
+            tail = (tail + ch)[-len(stop):]
+            if tail == stop:
+                return
 
 
 def default_prime(vocab: Vocab) -> str:
@@ -116,9 +148,9 @@ def generate(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = N
              top_k: int | None = None, top_p: float | None = None,
              greedy: bool = False) -> list[str]:
     """The ``length`` new characters of each of ``num_samples`` samples, drawn together
-    as one batch (the prime is not repeated); ``choose`` says how each is drawn."""
-    steps = list(_steps(model, vocab, length, prime, num_samples, seed, dict(
-        temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)))
+    as one batch (the prime is not repeated); ``Sampling`` says how each is drawn."""
+    steps = list(_steps(model, vocab, length, prime, num_samples, seed, Sampling(
+        temperature, top_k, top_p, greedy)))
     if not steps:
         return [""] * num_samples
     ids = torch.stack(steps, dim=1)                               # length x (B,) -> (B, length)
@@ -133,15 +165,15 @@ def stream(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = Non
     Like ``generate``, the prime is checked here, before the first character (a prime
     with characters outside the vocabulary raises ``DataError``). The same seed gives
     the same text; no seed draws from a fresh random state."""
-    steps = _steps(model, vocab, length, prime, 1, seed, dict(
-        temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy))
+    steps = _steps(model, vocab, length, prime, 1, seed, Sampling(
+        temperature, top_k, top_p, greedy))
     return (vocab.chars[int(idx)] for idx in steps)
 
 
 class Session:
     """Sampling turn after turn from one model, as ``charrnn sample -i`` does: the
-    settings (length, temperature, top_k, top_p, greedy, keep), one random generator
-    for the whole session, and the recurrent state where the last turn ended.
+    settings (length, how to draw, keep), one random generator for the whole session,
+    and the recurrent state where the last turn ended.
 
     Each ``turn(prime)`` yields ``length`` new characters after ``prime``. With ``keep``
     off it starts from a zero state, exactly as ``stream(prime=...)`` with the same
@@ -154,40 +186,33 @@ class Session:
     """
 
     def __init__(self, model: CharRNN, vocab: Vocab, *, length: int = 200,
-                 temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, greedy: bool = False, keep: bool = False,
+                 sampling: Sampling = Sampling(), keep: bool = False,
                  seed: int | None = None) -> None:
         self.model = model.eval()   # for the session's life: no dropout
         self.vocab = vocab
         self.stepper = Stepper(model)
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device)
-        self.configure(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                       greedy=greedy, keep=keep)
+        self.sampling = sampling
+        self.length, self.keep = 1, keep
+        self.configure(length=length)
         self.seed: int | None = None
         self.reseed(seed)
         self._end: tuple[list, torch.Tensor] | None = None  # (states, last character's id)
 
     def configure(self, **settings: Any) -> None:
-        """Change some of length, temperature, top_k, top_p (None: no truncation),
-        greedy and keep; a bad value raises ``ConfigError`` and changes nothing."""
-        unknown = set(settings) - {"length", "temperature", "top_k", "top_p", "greedy",
-                                   "keep"}
+        """Change some of length, keep and ``Sampling``'s temperature, top_k, top_p
+        (None: no cut) and greedy; a bad value raises ``ConfigError`` and changes
+        nothing."""
+        unknown = set(settings) - {"length", "keep", *Sampling.__dataclass_fields__}
         if unknown:
             raise ConfigError(f"no setting named {', '.join(sorted(unknown))}")
-        length, top_k = settings.get("length", 1), settings.get("top_k")
-        temperature, top_p = settings.get("temperature", 1.0), settings.get("top_p")
+        length = settings.pop("length", self.length)
+        keep = settings.pop("keep", self.keep)
         if length < 1:
-            raise ConfigError(f"length must be at least 1, got {length}")
-        if top_k is not None and top_k < 1:
-            raise ConfigError(f"top-k must be at least 1, got {top_k}")
-        if not 0 < temperature < math.inf:
-            raise ConfigError(f"temperature must be greater than 0 and finite, got "
-                              f"{temperature}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ConfigError(f"top-p must be in (0, 1], got {top_p}")
-        for name, value in settings.items():
-            setattr(self, name, value)
+            raise SettingError("length", f"must be at least 1, got {length}")
+        self.sampling = replace(self.sampling, **settings)
+        self.length, self.keep = length, keep
 
     def reseed(self, seed: int | None) -> None:
         """Start the random draws again from ``seed`` (None: a fresh random state)."""
@@ -209,8 +234,8 @@ class Session:
         return self.keep and self._end is not None
 
     def settings(self) -> dict[str, Any]:
-        return dict(length=self.length, temperature=self.temperature, top_k=self.top_k,
-                    top_p=self.top_p, greedy=self.greedy, seed=self.seed, keep=self.keep)
+        return dict(length=self.length, **vars(self.sampling), seed=self.seed,
+                    keep=self.keep)
 
     def turn(self, prime: str) -> Iterator[str]:
         """The new characters after ``prime``, yielded as they are drawn.
@@ -222,13 +247,12 @@ class Session:
             prime = default_prime(self.vocab)
         ids = torch.as_tensor(self.vocab.encode(prime, what="the prime text").astype(
             "int64"), device=self.device)
-        return self._turn(ids, self._end if self.continues else None, self.length, dict(
-            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-            greedy=self.greedy, generator=self.generator))
+        return self._turn(ids, self._end if self.continues else None, self.length,
+                          self.sampling)
 
     @torch.no_grad()
     def _turn(self, ids: torch.Tensor, end: tuple[list, torch.Tensor] | None, length: int,
-              choice: dict[str, Any]) -> Iterator[str]:
+              sampling: Sampling) -> Iterator[str]:
         if end is None:
             states = None
         else:   # the last character of the last turn is read first, then the prime
@@ -237,13 +261,13 @@ class Session:
         states, idx = _warm(self.model, self.stepper, ids.unsqueeze(0), states)
         for _ in range(length):
             logits, states = self.stepper.step(idx, states)
-            idx = choose(logits, **choice)                       # (1,)
+            idx = sampling.choose(logits, self.generator)         # (1,)
             self._end = (states, idx)                            # one store: never half-set
             yield self.vocab.chars[int(idx)]
 
 
 def _steps(model: CharRNN, vocab: Vocab, length: int, prime: str | None, num_samples: int,
-           seed: int | None, choice: dict[str, Any]) -> Iterator[torch.Tensor]:
+           seed: int | None, sampling: Sampling) -> Iterator[torch.Tensor]:
     """Check the prime, seed a generator, and return the iterator of drawn ids (B,)."""
     if prime is not None and not prime:
         raise DataError("the prime text is empty; leave --prime out or give some text")
@@ -256,12 +280,12 @@ def _steps(model: CharRNN, vocab: Vocab, length: int, prime: str | None, num_sam
     else:
         generator.manual_seed(seed)
     prime_ids = torch.as_tensor(ids.astype("int64"), device=device)
-    return _draw(model, length, prime_ids, num_samples, dict(choice, generator=generator))
+    return _draw(model, length, prime_ids, num_samples, sampling, generator)
 
 
 @torch.no_grad()
 def _draw(model: CharRNN, length: int, prime_ids: torch.Tensor, num_samples: int,
-          choice: dict[str, Any]) -> Iterator[torch.Tensor]:
+          sampling: Sampling, generator: torch.Generator) -> Iterator[torch.Tensor]:
     was_training = model.training
     model.eval()
     try:
@@ -270,7 +294,7 @@ def _draw(model: CharRNN, length: int, prime_ids: torch.Tensor, num_samples: int
         states, idx = _warm(model, stepper, batch, None)
         for _ in range(length):
             logits, states = stepper.step(idx, states)
-            idx = choose(logits, **choice)
+            idx = sampling.choose(logits, generator)
             yield idx
     finally:
         model.train(was_training)

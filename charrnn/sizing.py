@@ -6,8 +6,9 @@ characters of a step. A small model given many stops improving long before its b
 ends; a large one given few has not started learning. So the rule: of the candidate
 shapes, take the one with the most parameters that still reads ``MIN_CHARS_PER_PARAM``
 characters per parameter in the budget, or that reads its text ``MANY_PASSES`` times
-and ``FEWEST_CHARS_PER_PARAM`` per parameter; when none does, the smallest. Then dropout grows with the passes over the text
-the chosen model will make, since a model that reads its text many times memorises it.
+and ``FEWEST_CHARS_PER_PARAM`` per parameter; when none does, the smallest. Then
+dropout grows with the passes over the text the chosen model will make, since a model
+that reads its text many times memorises it.
 
 How the numbers were chosen (BENCHMARKS.md, "Sizing for the budget"): a sweep of 8
 fixed shapes at 60 and 120 s, on two corpora (tiny-shakespeare, Python source code)

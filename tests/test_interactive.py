@@ -23,7 +23,7 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.config import ModelConfig
 from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN
-from charrnn.sample import Session, choose, generate
+from charrnn.sample import Sampling, Session, generate
 
 from conftest import CELLS, child_env, prime_sensitive_model, run, save_model
 
@@ -251,7 +251,8 @@ def test_a_session_that_keeps_its_state_draws_as_the_module_reading_all_its_text
     drawn character), drawing from its logits with one generator for the session."""
     model, vocab = prime_sensitive_model("abcdefghij", num_layers=2, **CELLS[name])
     settings = dict(temperature=0.8, top_k=6)
-    session = Session(model, vocab, length=25, keep=True, seed=13, **settings)
+    session = Session(model, vocab, length=25, keep=True, seed=13,
+                      sampling=Sampling(**settings))
     primes = ["jabbed", "", "b", "hig"]
     outs = ["".join(session.turn(prime)) for prime in primes]
 
@@ -263,7 +264,7 @@ def test_a_session_that_keeps_its_state_draws_as_the_module_reading_all_its_text
                 logits, hidden = model(ids, hidden)
             new = ""
             for _ in range(25):
-                idx = choose(logits[:, -1], generator=generator, **settings)   # (1,)
+                idx = Sampling(**settings).choose(logits[:, -1], generator)    # (1,)
                 new += vocab.chars[int(idx)]
                 logits, hidden = model(idx.unsqueeze(1), hidden)
             expected.append(new)
@@ -272,7 +273,7 @@ def test_a_session_that_keeps_its_state_draws_as_the_module_reading_all_its_text
 
 def test_a_turn_read_in_part_leaves_the_state_after_its_last_character():
     model, vocab = prime_sensitive_model("abcdefghij", num_layers=2, cell="gru")
-    session = Session(model, vocab, length=40, greedy=True, keep=True)
+    session = Session(model, vocab, length=40, sampling=Sampling(greedy=True), keep=True)
     turn = session.turn("jab")
     first = "".join(next(turn) for _ in range(10))           # then the reader stops
     turn.close()
@@ -285,10 +286,12 @@ def test_a_turn_read_in_part_leaves_the_state_after_its_last_character():
 
 def test_session_settings_are_checked_and_a_bad_one_changes_nothing():
     model, vocab = prime_sensitive_model("abc", num_layers=1)
-    session = Session(model, vocab, temperature=0.5)
+    session = Session(model, vocab, sampling=Sampling(temperature=0.5))
     with pytest.raises(ConfigError, match="top-p must be in"):
         session.configure(temperature=2.0, top_p=0.0)
-    assert session.temperature == 0.5 and session.top_p is None
+    with pytest.raises(ConfigError, match="length must be at least 1"):
+        session.configure(length=0, temperature=2.0)
+    assert session.sampling == Sampling(temperature=0.5) and session.length == 200
     with pytest.raises(DataError, match="not in the model's vocabulary: z"):
         session.turn("abz")                          # at once, before any character
     session.configure(keep=True)

@@ -9,9 +9,9 @@ import torch
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from charrnn.config import ModelConfig, TrainConfig, to_dict
 from charrnn.data import Vocab
-from charrnn.errors import DataError
+from charrnn.errors import DataError, SettingError
 from charrnn.model import CharRNN
-from charrnn.sample import choose, generate, stream
+from charrnn.sample import Sampling, generate, stream, until_stop
 
 from conftest import CELLS, prime_sensitive_model, run
 
@@ -71,13 +71,33 @@ def test_unknown_prime_characters_are_listed(trained):
 def test_choose_truncates_the_distribution():
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]]).repeat(2000, 1)
     g = torch.Generator().manual_seed(0)
-    assert set(choose(logits, top_k=2, generator=g).tolist()) == {0, 1}
+    assert set(Sampling(top_k=2).choose(logits, g).tolist()) == {0, 1}
     # p(0) = 0.64, p(0) + p(1) = 0.88: top_p 0.7 keeps exactly the first two.
-    assert set(choose(logits, top_p=0.7, generator=g).tolist()) == {0, 1}
-    assert set(choose(logits, top_p=0.5, generator=g).tolist()) == {0}
-    cold = choose(logits, temperature=0.05, generator=g)
+    assert set(Sampling(top_p=0.7).choose(logits, g).tolist()) == {0, 1}
+    assert set(Sampling(top_p=0.5).choose(logits, g).tolist()) == {0}
+    cold = Sampling(temperature=0.05).choose(logits, g)
     assert (cold == 0).float().mean() > 0.99
-    assert set(choose(logits, generator=g).tolist()) == {0, 1, 2, 3}
+    assert set(Sampling().choose(logits, g).tolist()) == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("setting, name", [
+    (dict(temperature=0.0), "temperature"), (dict(temperature=-1.0), "temperature"),
+    (dict(temperature=float("nan")), "temperature"), (dict(temperature=float("inf")),
+                                                      "temperature"),
+    (dict(top_k=0), "top-k"), (dict(top_p=0.0), "top-p"), (dict(top_p=1.5), "top-p")])
+def test_every_way_to_sample_refuses_a_bad_setting_at_once(trained, setting, name):
+    model, vocab = trained
+    for draw in (generate, stream):
+        with pytest.raises(SettingError) as refused:
+            draw(model, vocab, 10, **setting)           # before any character is drawn
+        assert refused.value.name == name and str(refused.value).startswith(name + " must")
+
+
+@pytest.mark.parametrize("chars, stop, expected", [
+    ("abcabc", "ca", "abca"), ("abcabc", "abc", "abc"), ("abcabc", "x", "abcabc"),
+    ("abcabc", None, "abcabc"), ("aab", "ab", "aab"), ("abc", "c", "abc"), ("", "a", "")])
+def test_a_sample_ends_where_it_first_spells_the_stop_text(chars, stop, expected):
+    assert "".join(until_stop(iter(chars), stop)) == expected
 
 
 # --- what each setting draws from ---------------------------------------------------
@@ -192,7 +212,7 @@ def test_sampling_equals_rereading_the_whole_text_each_step(name):
     with torch.no_grad():
         for _ in range(60):
             logits, _ = model(torch.tensor([ids]))                 # (1, t, V)
-            ids.append(int(choose(logits[:, -1], generator=generator)))
+            ids.append(int(Sampling().choose(logits[:, -1], generator)))
     expected = "".join(vocab.chars[i] for i in ids[len(prime):])
     assert "".join(generate(model, vocab, 60, prime=prime, seed=21)) == expected
 

@@ -382,7 +382,7 @@ def test_greedy_after_a_close_call_takes_the_reference_choice_in_training_mode(t
     character, and the model is left training; so does each turn of a ``Session`` (``sample
     -i``) handed the model in training mode. Dropout left on while the prime is read would
     tip a good share of these close calls the other way."""
-    from charrnn.sample import Session, generate
+    from charrnn.sample import Sampling, Session, generate
 
     run_dir, _ = trained
     text = held_out.read_text(encoding="utf-8")
@@ -400,7 +400,8 @@ def test_greedy_after_a_close_call_takes_the_reference_choice_in_training_mode(t
                         num_samples=8) == [expected] * 8, prime
     assert model.training
     # ``sample -i``: a Session takes the model as it is handed over, for its whole life.
-    session = Session(_model(run_dir / "best.pt")[0], vocab, length=1, greedy=True)
+    session = Session(_model(run_dir / "best.pt")[0], vocab, length=1,
+                      sampling=Sampling(greedy=True))
     for k in margin.argsort()[:24].tolist():
         prime = text[starts[k]:starts[k] + 40]
         assert "".join(session.turn(prime)) == ref.chars[best.indices[k, 0]], prime

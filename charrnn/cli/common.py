@@ -1,0 +1,73 @@
+"""What several commands do the same way: the stderr console, flag bounds, the model a
+command reads, the files its TEXT arguments name, and where its text output goes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from charrnn.errors import ConfigError
+
+# Notes, progress and errors: stdout is kept for what a command produces.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def check_at_least(low: int, values: dict[str, int | None]) -> None:
+    """A one-line ``ConfigError`` for the first flag given below ``low``."""
+    for flag, value in values.items():
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be at least {low}, got {value}")
+
+
+def load_model(checkpoint: Path | None, runs_dir: Path, device: str):
+    """The model, vocabulary and file of a checkpoint (the newest run's by default),
+    on ``device``."""
+    from charrnn.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from charrnn.device import resolve_device
+
+    path = resolve_checkpoint(checkpoint, runs_dir)
+    model, vocab = model_from_checkpoint(load_checkpoint(path), path)
+    return model.to(resolve_device(device)), vocab, path
+
+
+def say_which(checkpoint: Path | None, doing: str, path: Path | str | None) -> None:
+    """Name on stderr the file a command chose, when the user named none (or a folder)."""
+    if checkpoint is None or checkpoint.is_dir():
+        err.print(Text(f"{doing} {path}"))
+
+
+def text_files(inputs: list[Path], quiet: bool) -> list[Path]:
+    """The files that TEXT arguments name (``corpus.expand_inputs``); a note on stderr
+    for a file named more than once."""
+    from charrnn.corpus import expand_inputs
+
+    repeats: list[Path] = []
+    paths = expand_inputs(inputs, on_duplicate=repeats.append)
+    if repeats and not quiet:
+        err.print(Text(f"note: {len(repeats)} file(s) named more than once, read once where "
+                       f"first named: {', '.join(map(str, repeats[:3]))}"
+                       + (", ..." if len(repeats) > 3 else "")))
+    return paths
+
+
+@contextlib.contextmanager
+def output_to(output: Path | None):
+    """stdout, or the file ``output`` (a one-line error when it cannot be written)."""
+    if output is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    # Through a temporary file renamed over ``output`` at the end: an interrupted sample
+    # leaves the old file as it was, and a link is replaced, never written through.
+    from charrnn.files import atomic_write
+
+    with atomic_write(output, fix="choose another file with --output") as raw:
+        stream = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        yield stream
+        stream.flush()
+        stream.detach()

@@ -1,0 +1,76 @@
+"""``charrnn runs`` and ``charrnn plot``: the runs so far, as a table or as loss curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from charrnn.cli.common import err
+from charrnn.cli.options import RUNS, Json, RunsDir
+from charrnn.errors import CharRNNError
+
+def runs_(
+    folder: Annotated[Optional[Path], typer.Argument(
+        help="Folder that holds run folders, or one run folder \\[default: --runs-dir].",
+        show_default=False)] = None,
+    runs_dir: RunsDir = RUNS,
+    sort: Annotated[str, typer.Option(
+        help="time: newest first; loss: lowest best val loss first.")] = "time",
+    as_json: Json = False,
+) -> None:
+    """List training runs with their corpus, model, steps, best val loss and time.
+
+    Newest first. The table goes to stdout; --json gives the same facts to scripts."""
+    from charrnn import views
+    from charrnn.runs import list_runs
+
+    folder = folder or runs_dir
+    summaries = list_runs(folder, sort)
+    if as_json:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2))
+    elif not summaries:
+        err.print(Text(f"no runs under {folder} yet; start one with: charrnn train TEXT"))
+    else:
+        # A terminal gets a table that fits it; a pipe or a file gets every column whole.
+        out = Console(highlight=False)
+        if out.is_terminal:
+            out.print(views.runs_table(summaries, width=out.width))
+        else:
+            Console(highlight=False, width=10_000).print(views.runs_table(summaries))
+
+
+def plot(
+    run_dirs: Annotated[Optional[list[Path]], typer.Argument(
+        metavar="RUN", help="Run folders (or their metrics.csv) to draw together "
+        "\\[default: the newest run under --runs-dir].", show_default=False)] = None,
+    runs_dir: RunsDir = RUNS,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("loss.png"),
+    width: Annotated[int, typer.Option(help="Image width in pixels.")] = 1200,
+    height: Annotated[int, typer.Option(help="Image height in pixels.")] = 500,
+    title: Annotated[Optional[str], typer.Option(help="Title above the two panels.")] = None,
+) -> None:
+    """Draw train and val loss against steps and seconds, several runs overlaid.
+
+    Needs matplotlib: pip install 'charrnn-cli\\[plot]'."""
+    from charrnn.plot import plot_runs
+    from charrnn.files import read_metrics
+    from charrnn.runs import list_runs
+
+    if not run_dirs:
+        newest = list_runs(runs_dir) if runs_dir.is_dir() else []
+        if not newest:
+            raise CharRNNError(f"no runs under {runs_dir}/ to plot; give run folders, e.g. "
+                               f"charrnn plot {runs_dir}/<run>")
+        run_dirs = [Path(newest[0].path)]
+    names = [p.parent.name if p.is_file() else p.name for p in run_dirs]
+    labels = [str(p) if names.count(n) > 1 else n for p, n in zip(run_dirs, names)]
+    runs = [(label, read_metrics(p)) for label, p in zip(labels, run_dirs)]
+    path = plot_runs(runs, output, width=width, height=height, title=title)
+    err.print(Text(f"wrote {path} ({width}x{height} pixels; {len(runs)} run(s))"))
+

@@ -1,0 +1,144 @@
+"""``charrnn sample``: text from a trained model, on stdout or into a file, or prime
+after prime at a prompt (``-i``, ``charrnn.interactive``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.text import Text
+
+from charrnn.cli.common import check_at_least, err, load_model, output_to, say_which
+from charrnn.cli.options import RUNS, Device, NewestRun, RunsDir, Threads
+from charrnn.errors import ConfigError, SettingError
+
+MAX_SAMPLES, MAX_SAMPLE_LENGTH = 10_000, 100_000_000
+
+
+def sample(
+    checkpoint: NewestRun = None,
+    runs_dir: RunsDir = RUNS,
+    length: Annotated[int, typer.Option(
+        "--len", "-n", help="New characters to generate per sample.")] = 200,
+    prime: Annotated[Optional[str], typer.Option(
+        help="Text to start from; printed before the new characters.")] = None,
+    prime_file: Annotated[Optional[Path], typer.Option(
+        "--prime-file", help="Start from the text of this UTF-8 file (as --prime).",
+        show_default=False)] = None,
+    stop: Annotated[Optional[str], typer.Option(
+        "--stop", help="End a sample where the new characters first contain this text "
+        "(it is written too).", show_default=False)] = None,
+    temperature: Annotated[float, typer.Option(
+        "--temperature", "-t", help="Below 1: safer, more repetitive; above 1: wilder.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option(
+        help="Draw only from the K most likely characters.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(
+        help="Draw only from the most likely characters whose probabilities add up to P.")]
+        = None,
+    greedy: Annotated[bool, typer.Option(
+        "--greedy", help="Always take the most likely character.")] = False,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Same seed, same text \\[default: random].")] = None,
+    num_samples: Annotated[int, typer.Option(
+        help="Independent samples, each written as it is drawn, separated by a blank line "
+        "(with --seed S, sample i uses seed S + i).")] = 1,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="Write the text to this file instead of stdout.")] = None,
+    interactive: Annotated[bool, typer.Option(
+        "--interactive", "-i", help="Type a prime, get its continuation, again and again; "
+        "the flags above set where the settings start (type :help at the prompt).")]
+        = False,
+    keep_state: Annotated[bool, typer.Option(
+        "--keep-state", help="With -i: each prime continues from where the last "
+        "continuation ended (as :keep on).")] = False,
+    device: Device = "auto",
+    threads: Threads = 0,
+) -> None:
+    """Generate text from a trained model (text on stdout, nothing else).
+
+    With -i, a prompt takes one prime after another and writes each continuation as it
+    is drawn; commands such as :temperature 0.7 or :keep on change the settings between
+    turns (:help lists them)."""
+    how = _sampling(temperature, top_k, top_p, greedy)
+    _check(length, num_samples, stop)
+    if interactive:
+        given = [flag for flag, value in (("--prime", prime), ("--prime-file", prime_file),
+                                          ("--output", output)) if value is not None]
+        if given or num_samples != 1:
+            raise ConfigError(f"{', '.join(given + ['--num-samples'] * (num_samples != 1))} "
+                              "cannot go with --interactive, which writes one continuation "
+                              "of each prime typed at its prompt to stdout")
+    elif keep_state:
+        raise ConfigError("--keep-state only applies to --interactive (-i)")
+    if prime_file is not None:
+        from charrnn.files import read_small_text
+
+        if prime is not None:
+            raise ConfigError("--prime and --prime-file exclude each other; give one")
+        prime = read_small_text(prime_file, what="prime file")
+    if output is not None:
+        from charrnn.files import check_output
+
+        check_output(output, "--output")
+    from charrnn.sample import Session, pick_threads, stream
+
+    model, vocab, path = load_model(checkpoint, runs_dir, device)
+    say_which(checkpoint, "sampling from", path)
+    pick_threads(model, 1, threads)
+    if interactive:
+        from charrnn.interactive import interact
+
+        interact(Session(model, vocab, length=length, sampling=how, keep=keep_state,
+                         seed=seed), stop)
+        return
+    # Each sample is drawn and written as it comes (the prime was checked by the first).
+    samples = [stream(model, vocab, length, prime=prime, seed=None if seed is None else
+                      seed + i, **vars(how)) for i in range(num_samples)]
+    _write(samples, prime, stop, output, total=length * num_samples)
+    if output:
+        err.print(Text(f"wrote {num_samples} sample(s) to {output}"))
+
+
+def _sampling(temperature: float, top_k: int | None, top_p: float | None, greedy: bool):
+    """``sample.Sampling`` of the flags; a bad one named as its flag (``--top-k``)."""
+    from charrnn.sample import Sampling
+
+    try:
+        return Sampling(temperature, top_k, top_p, greedy)
+    except SettingError as e:
+        raise ConfigError(f"--{e.name} {e.rule}") from None
+
+
+def _check(length: int, num_samples: int, stop: str | None) -> None:
+    check_at_least(1, {"--len": length, "--num-samples": num_samples})
+    if length > MAX_SAMPLE_LENGTH:
+        raise ConfigError(f"--len must be at most {MAX_SAMPLE_LENGTH:,}, got {length}")
+    if num_samples > MAX_SAMPLES:
+        raise ConfigError(f"--num-samples must be at most {MAX_SAMPLES:,}, got {num_samples}")
+    if stop == "":
+        raise ConfigError("--stop needs some text to stop at, e.g. --stop $'\\n\\n'")
+
+
+def _write(samples, prime: str | None, stop: str | None, output: Path | None,
+           total: int) -> None:
+    """Each sample after its prime, a blank line between two, each ending at ``stop``;
+    a progress bar on a terminal's stderr while the text goes elsewhere."""
+    from tqdm import tqdm
+
+    from charrnn.sample import until_stop
+
+    with output_to(output) as out, tqdm(total=total, unit="char", leave=False, delay=1.0,
+                                        file=sys.stderr, disable=out.isatty()
+                                        or not sys.stderr.isatty()) as bar:
+        for i, sample in enumerate(samples):
+            out.write(("\n\n" if i else "") + (prime or ""))
+            for ch in until_stop(sample, stop):
+                out.write(ch)
+                bar.update()
+                if ch == "\n":
+                    out.flush()
+        # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
+        if out.isatty():
+            out.write("\n")
