@@ -17,7 +17,7 @@ import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ import torch
 from charrnn.data import Vocab, load_text
 from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN
+from charrnn.reports import ActivationReport, NeuronRow, PredictionRow, Signal
 from charrnn.sample import Stepper, zero_states
 
 # Longer texts are cut to their first MAX_CHARS characters (a page is plenty to read).
@@ -183,7 +184,7 @@ def correlations(acts: np.ndarray, values: np.ndarray) -> np.ndarray:
 def activation_report(model: CharRNN, vocab: Vocab, text: str, *, layer: int | None = None,
                       neurons: list[int] | None = None, top: int | None = None,
                       signal_name: str | None = None, state: str = "h",
-                      source: str | None = None) -> dict[str, Any]:
+                      source: str | None = None) -> ActivationReport:
     """The chosen neurons' activation at every character of ``text``, and the model's
     top next-character predictions there.
 
@@ -211,7 +212,8 @@ def activation_report(model: CharRNN, vocab: Vocab, text: str, *, layer: int | N
         raise ConfigError(f"--neuron {bad[0]} is out of range: layer {layer}'s {state} has "
                           f"{width} neurons; give 0 to {width - 1}")
 
-    values = r = None
+    r = None
+    signal_report: Signal | None = None     # the report's "signal": what r correlates with
     if signal_name is not None:
         values = signal(signal_name, text)
         if np.ptp(values) == 0:
@@ -220,6 +222,8 @@ def activation_report(model: CharRNN, vocab: Vocab, text: str, *, layer: int | N
                 "this text; give a text where it does, or another --signal "
                 f"({', '.join(SIGNALS)})")
         r = correlations(acts, values)
+        signal_report = {"name": signal_name, "meaning": SIGNALS[signal_name][0],
+                         "values": values.tolist()}
     if neurons:
         chosen, ranked_by = list(neurons), "index"
     else:
@@ -240,9 +244,7 @@ def activation_report(model: CharRNN, vocab: Vocab, text: str, *, layer: int | N
         "state_meaning": STATES[state],
         "width": width,
         "ranked_by": ranked_by,
-        "signal": None if values is None else {
-            "name": signal_name, "meaning": SIGNALS[signal_name][0],
-            "values": values.tolist()},
+        "signal": signal_report,
         "neurons": [_neuron(acts[:, n], n, None if r is None else r[n]) for n in chosen],
         "predictions": _predictions(recording.probs, ids, vocab),
         "bits_per_char": _bits_per_char(recording.probs, ids),
@@ -274,20 +276,20 @@ def _check_choices(config, layer: int | None, neurons: list[int] | None, top: in
     return layer
 
 
-def _neuron(values: np.ndarray, index: int, r: float | None) -> dict[str, Any]:
+def _neuron(values: np.ndarray, index: int, r: float | None) -> NeuronRow:
     return {"index": int(index), "r": None if r is None else float(r),
             "mean": float(values.mean()), "std": float(values.std()),
             "min": float(values.min()), "max": float(values.max()),
             "values": values.astype(np.float64).tolist()}
 
 
-def _predictions(probs: np.ndarray, ids: np.ndarray, vocab: Vocab) -> list[dict[str, Any]]:
+def _predictions(probs: np.ndarray, ids: np.ndarray, vocab: Vocab) -> list[PredictionRow]:
     """At each position: the character read, the one that follows (None at the end),
     the probability the model gave it, and the TOP_PREDICTIONS likeliest characters."""
     k = min(TOP_PREDICTIONS, probs.shape[1])
     best = np.argsort(-probs, axis=1, kind="stable")[:, :k]          # (T, V) -> (T, k)
     chars = vocab.chars
-    rows = []
+    rows: list[PredictionRow] = []
     for t, row in enumerate(best):
         following = int(ids[t + 1]) if t + 1 < len(ids) else None
         rows.append({

@@ -16,9 +16,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from charrnn import views
+from charrnn import drawing
 from charrnn.errors import ConfigError
 from charrnn.files import atomic_write, check_output
+from charrnn.reports import ActivationReport, PredictionRow
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
@@ -38,18 +39,18 @@ th { border-bottom: 1px solid #aaa; }
 """
 
 
-def page(report: dict[str, Any], *, title: str = "charrnn activations") -> str:
+def page(report: ActivationReport, *, title: str = "charrnn activations") -> str:
     """The whole page as a string."""
     parts = [
-        head(title, [views.activation_heading(report)]),
-        f"<h2>{escape(views.ranking_heading(report))}</h2>",
+        head(title, [drawing.activation_heading(report)]),
+        f"<h2>{escape(drawing.ranking_heading(report))}</h2>",
         _ranking_table(report),
         _legend(),
     ]
     for neuron in report["neurons"]:
-        scale = views.neuron_scale(neuron)
-        cells = [(views.activation_rgb(v, scale), f"{v:+.3f}") for v in neuron["values"]]
-        parts.append(f"<h2>{escape(views.neuron_heading(report, neuron))}</h2>")
+        scale = drawing.neuron_scale(neuron)
+        cells = [(drawing.activation_rgb(v, scale), f"{v:+.3f}") for v in neuron["values"]]
+        parts.append(f"<h2>{escape(drawing.neuron_heading(report, neuron))}</h2>")
         parts.append(_coloured_text(report["text"], cells))
     parts.append("<h2>predictions: each character coloured by the probability the model "
                  "gave it (red unlikely, green expected); hover for its top guesses</h2>")
@@ -77,7 +78,7 @@ def check_path(path: str | Path) -> Path:
     return check_output(path, "--html")
 
 
-def write_page(report: dict[str, Any], path: str | Path, **kwargs: Any) -> Path:
+def write_page(report: ActivationReport, path: str | Path, **kwargs: Any) -> Path:
     """Write ``page(report)`` to ``path`` (UTF-8), whole or not at all."""
     path = check_path(path)
     with atomic_write(path, what="the HTML page ", error=ConfigError,
@@ -86,7 +87,7 @@ def write_page(report: dict[str, Any], path: str | Path, **kwargs: Any) -> Path:
     return path
 
 
-def _ranking_table(report: dict[str, Any]) -> str:
+def _ranking_table(report: ActivationReport) -> str:
     head = "".join(f"<th>{name}</th>"
                    for name in ("rank", "neuron", "r", "mean", "std", "min", "max"))
     rows = []
@@ -99,17 +100,17 @@ def _ranking_table(report: dict[str, Any]) -> str:
 
 
 def _legend() -> str:
-    spans = "".join(span(f"{v:+.1f}", views.activation_rgb(v), None)
+    spans = "".join(span(f"{v:+.1f}", drawing.activation_rgb(v), None)
                     for v in (-1.0, -0.5, 0.0, 0.5, 1.0))
     return f'<p class="legend">colour: {spans}</p>'
 
 
-def _prediction_cells(predictions: list[dict[str, Any]]) -> list[tuple[tuple, str]]:
-    """Colours of ``views.prediction_rgbs`` with the model's guesses as hover text."""
+def _prediction_cells(predictions: list[PredictionRow]) -> list[tuple[tuple, str]]:
+    """Colours of ``drawing.prediction_rgbs`` with the model's guesses as hover text."""
     tips = [FIRST_TIP]
     for row in predictions[:-1]:
         tips.append(prediction_tip(row["next"], row["p_next"], row["top"]))
-    return list(zip(views.prediction_rgbs(predictions), tips))
+    return list(zip(drawing.prediction_rgbs(predictions), tips))
 
 
 FIRST_TIP = "first character: no prediction"
@@ -118,8 +119,8 @@ FIRST_TIP = "first character: no prediction"
 def prediction_tip(char: str, p: float, top: list, note: str = "") -> str:
     """The hover text of a predicted character: the probability the model gave it (then
     ``note``) and its likeliest guesses, ``top`` as [character, probability] pairs."""
-    guesses = ", ".join(f"{views.shown(ch)} {q:.2f}" for ch, q in top)
-    return f"p({views.shown(char)}) = {p:.3f}{note}; top: {guesses}"
+    guesses = ", ".join(f"{drawing.shown(ch)} {q:.2f}" for ch, q in top)
+    return f"p({drawing.shown(char)}) = {p:.3f}{note}; top: {guesses}"
 
 
 def _coloured_text(text: str, cells: list[tuple[tuple, str]]) -> str:
@@ -133,7 +134,7 @@ def coloured_spans(text: str, cells: list[tuple[tuple, str | None]]) -> str:
     """The characters of ``text`` as spans on their cells' (colour, hover text), a line
     break after each newline: a piece of a block between ``TEXT_START`` and ``TEXT_END``
     (so a long text can be written a piece at a time)."""
-    return "".join(span(views.glyph(ch), rgb, tip) + ("\n" if ch == "\n" else "")
+    return "".join(span(drawing.glyph(ch), rgb, tip) + ("\n" if ch == "\n" else "")
                    for ch, (rgb, tip) in zip(text, cells))
 
 
@@ -144,6 +145,6 @@ def gap(count: int) -> str:
 
 
 def span(content: str, rgb: tuple[int, int, int], tip: str | None) -> str:
-    style = f"background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x};color:{views.ink(rgb)}"
+    style = f"background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x};color:{drawing.ink(rgb)}"
     title = f' title="{escape(tip)}"' if tip else ""
     return f'<span style="{style}"{title}>{escape(content)}</span>'

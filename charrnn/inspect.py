@@ -18,7 +18,7 @@ import math
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from charrnn.errors import DataError
 from charrnn.device import check_fits
 from charrnn.model import CharRNN, make_rnn, parameter_count
 from charrnn.optim import make_optimizer
+from charrnn.reports import (CheckpointInfo, CorpusRecord, Costs, Dims, EquationSection,
+                             GateRows, InspectModel, InspectReport, ParameterRow,
+                             Verification)
 from charrnn.scoring import LN2
 
 # The example forward pass of a model built from flags: L steps, N sequences, V characters
@@ -58,7 +61,7 @@ _RNN_PARAM = re.compile(r"^rnn\.(weight|bias)_(ih|hh|hr)_l(\d+)(_reverse)?$")
 
 def describe(config: ModelConfig, *, vocab_size: int, seq_length: int, batch_size: int,
              batch_first: bool = True, verify: bool = False, model: CharRNN | None = None,
-             train_config: TrainConfig | None = None, seed: int = 0) -> dict[str, Any]:
+             train_config: TrainConfig | None = None, seed: int = 0) -> InspectReport:
     """Parameters, equations, costs, tensor shapes, notes and (optionally) a reference
     check of a model.
 
@@ -89,9 +92,9 @@ def describe(config: ModelConfig, *, vocab_size: int, seq_length: int, batch_siz
 
     parameters = [_describe_parameter(name, p, config, sizes)
                   for name, p in model.named_parameters()]
-    report: dict[str, Any] = {
-        "model": {**dataclasses.asdict(config), "vocab_size": vocab_size,
-                  "batch_first": batch_first},
+    report: InspectReport = {
+        "model": cast(InspectModel, {**dataclasses.asdict(config), "vocab_size": vocab_size,
+                                     "batch_first": batch_first}),
         "dims": sizes,
         "parameters": parameters,
         "num_parameters": model.num_parameters(),
@@ -120,7 +123,7 @@ def _build(config: ModelConfig, vocab_size: int, batch_first: bool, seed: int) -
 
 
 def _sizes(config: ModelConfig, vocab_size: int, seq_length: int, batch_size: int
-           ) -> dict[str, int]:
+           ) -> Dims:
     """The letters used in shapes, with their values."""
     return {
         "N": batch_size,                                # batch_size
@@ -134,7 +137,7 @@ def _sizes(config: ModelConfig, vocab_size: int, seq_length: int, batch_size: in
     }
 
 
-def _layer_input(layer: int, sizes: dict[str, int]) -> int:
+def _layer_input(layer: int, sizes: Dims) -> int:
     """Width of what layer ``layer`` reads: the embedding, or both directions below."""
     return sizes["H_in"] if layer == 0 else sizes["D"] * sizes["H_out"]
 
@@ -142,23 +145,23 @@ def _layer_input(layer: int, sizes: dict[str, int]) -> int:
 # ----------------------------------------------------------------------------- parameters
 
 def _describe_parameter(name: str, p: nn.Parameter, config: ModelConfig,
-                        sizes: dict[str, int]) -> dict[str, Any]:
-    shape = list(p.shape)
-    entry: dict[str, Any] = {"name": name, "shape": shape, "numel": p.numel()}
+                        sizes: Dims) -> ParameterRow:
+    # As they stay for a parameter this description does not know (a subclass's extra):
+    role, init = "", ""
+    bound: float | None = None
+    gates: list[GateRows] = []
     match = _RNN_PARAM.match(name)
     if match:
         kind, which, layer, reverse = match.groups()
         bound = 1 / math.sqrt(config.hidden_size)
-        entry.update(
-            role=_rnn_role(kind, which, int(layer), bool(reverse), config, sizes),
-            init=f"U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) = U(-{bound:.4g}, {bound:.4g})",
-            init_bound=bound,
-            gates=[] if which == "hr" else _gate_slices(config.cell, config.hidden_size))
+        role = _rnn_role(kind, which, int(layer), bool(reverse), config, sizes)
+        init = f"U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) = U(-{bound:.4g}, {bound:.4g})"
+        gates = [] if which == "hr" else _gate_slices(config.cell, config.hidden_size)
     elif name == "embedding.weight":
         role = "row v = the vector of character id v; the rows looked up are x_t"
         if config.tie_weights:
             role += "; also the head's weight (tied), counted once"
-        entry.update(role=role, init="N(0, 1)", init_bound=None, gates=[])
+        init = "N(0, 1)"
     elif name in ("head.weight", "head.bias"):
         fan_in = sizes["D"] * sizes["H_out"]
         bound = 1 / math.sqrt(fan_in)
@@ -166,14 +169,12 @@ def _describe_parameter(name: str, p: nn.Parameter, config: ModelConfig,
                 if name == "head.weight" else "b: one entry per character")
         init = f"U(-1/sqrt(fan_in), 1/sqrt(fan_in)) = U(-{bound:.4g}, {bound:.4g}), " \
                f"fan_in = {fan_in}"
-        entry.update(role=role, init=init, init_bound=bound, gates=[])
-    else:  # a parameter this description does not know (a subclass's extra)
-        entry.update(role="", init="", init_bound=None, gates=[])
-    return entry
+    return {"name": name, "shape": list(p.shape), "numel": p.numel(), "role": role,
+            "init": init, "init_bound": bound, "gates": gates}
 
 
 def _rnn_role(kind: str, which: str, layer: int, reverse: bool, config: ModelConfig,
-              sizes: dict[str, int]) -> str:
+              sizes: Dims) -> str:
     """One or two lines for a recurrent parameter: what it multiplies, which gates."""
     where = f"layer {layer}" + (" reverse" if reverse else "")
     H, H_out = config.hidden_size, sizes["H_out"]
@@ -197,14 +198,14 @@ def _rnn_role(kind: str, which: str, layer: int, reverse: bool, config: ModelCon
     return f"{where} {packed}{per_gate}{extra}"
 
 
-def _gate_slices(cell: str, hidden_size: int) -> list[dict[str, Any]]:
+def _gate_slices(cell: str, hidden_size: int) -> list[GateRows]:
     """[{gate, meaning, rows: [start, stop]}] in PyTorch's packing order."""
     return [{"gate": gate, "meaning": meaning,
              "rows": [k * hidden_size, (k + 1) * hidden_size]}
             for k, (gate, meaning, _) in enumerate(GATES[cell])]
 
 
-def _per_layer(parameters: list[dict[str, Any]]) -> dict[str, int]:
+def _per_layer(parameters: list[ParameterRow]) -> dict[str, int]:
     """Parameter counts of the embedding, each recurrent layer and the head."""
     counts: dict[str, int] = {}
     for p in parameters:
@@ -216,7 +217,7 @@ def _per_layer(parameters: list[dict[str, Any]]) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- equations
 
-def equations(config: ModelConfig, sizes: dict[str, int]) -> list[dict[str, Any]]:
+def equations(config: ModelConfig, sizes: Dims) -> list[EquationSection]:
     """The cell's equations with the real sizes, the gate packing, and the stacking.
 
     Sections of ``{"title", "lines": [[equation, comment], ...]}``; a vector's size is
@@ -228,8 +229,9 @@ def equations(config: ModelConfig, sizes: dict[str, int]) -> list[dict[str, Any]
         above = "layer 1" if config.num_layers == 2 else f"layers 1 to {config.num_layers - 1}"
         below = "both directions of the layer below" if sizes["D"] == 2 else "the layer below"
         layers.append((1, f"{above}{each}: x_t is the output of {below}"))
-    sections = [{"title": title, "lines": _cell_lines(config, sizes, _layer_input(k, sizes))}
-                for k, title in layers]
+    sections: list[EquationSection] = [
+        {"title": title, "lines": _cell_lines(config, sizes, _layer_input(k, sizes))}
+        for k, title in layers]
     sections.append({"title": "packing: which parameter holds which gate",
                      "lines": _packing_lines(config, sizes)})
     sections.append({"title": "stacking: output, h_n and the head",
@@ -237,7 +239,7 @@ def equations(config: ModelConfig, sizes: dict[str, int]) -> list[dict[str, Any]
     return sections
 
 
-def _cell_lines(config: ModelConfig, sizes: dict[str, int], n_in: int) -> list[list[str]]:
+def _cell_lines(config: ModelConfig, sizes: Dims, n_in: int) -> list[list[str]]:
     """One time step of one layer and direction, for an input ``n_in`` wide."""
     H, h = config.hidden_size, sizes["H_out"]
 
@@ -269,7 +271,7 @@ def _cell_lines(config: ModelConfig, sizes: dict[str, int], n_in: int) -> list[l
     ]
 
 
-def _packing_lines(config: ModelConfig, sizes: dict[str, int]) -> list[list[str]]:
+def _packing_lines(config: ModelConfig, sizes: Dims) -> list[list[str]]:
     """Each packed parameter = its gate blocks stacked by rows, in PyTorch's order."""
     H, h = config.hidden_size, sizes["H_out"]
     gates = [g for g, _, _ in GATES[config.cell]]
@@ -301,7 +303,7 @@ def _packing_lines(config: ModelConfig, sizes: dict[str, int]) -> list[list[str]
     return lines
 
 
-def _stack_lines(config: ModelConfig, sizes: dict[str, int]) -> list[list[str]]:
+def _stack_lines(config: ModelConfig, sizes: Dims) -> list[list[str]]:
     D, h, n, V = sizes["D"], sizes["H_out"], config.num_layers, sizes["V"]
     top = n - 1
     lines = []
@@ -329,8 +331,8 @@ def _stack_lines(config: ModelConfig, sizes: dict[str, int]) -> list[list[str]]:
 
 # ----------------------------------------------------------------------------- costs
 
-def _costs(model: CharRNN, config: ModelConfig, sizes: dict[str, int],
-           train_config: TrainConfig) -> dict[str, Any]:
+def _costs(model: CharRNN, config: ModelConfig, sizes: Dims,
+           train_config: TrainConfig) -> Costs:
     """FLOPs per character and memory in bytes.
 
     FLOPs count the matrix products only, 2 per multiply-add, as
@@ -374,7 +376,7 @@ def _optimizer_state_bytes(model: CharRNN, train_config: TrainConfig) -> int:
 
 # ----------------------------------------------------------------------------- tensors
 
-def _tensor_shapes(model: CharRNN, sizes: dict[str, int], batch_first: bool, seed: int
+def _tensor_shapes(model: CharRNN, sizes: Dims, batch_first: bool, seed: int
                    ) -> dict[str, list[int]]:
     """Shapes of one real forward pass, exactly as torch returns them."""
     N, L, rows = sizes["N"], sizes["L"], sizes["D"] * sizes["num_layers"]
@@ -432,7 +434,7 @@ def _tensor_dims(config: ModelConfig, batch_first: bool) -> dict[str, list[str]]
     return dims
 
 
-def _notes(config: ModelConfig, sizes: dict[str, int], batch_first: bool) -> list[str]:
+def _notes(config: ModelConfig, sizes: Dims, batch_first: bool) -> list[str]:
     D, H, P, n = sizes["D"], config.hidden_size, config.proj_size, config.num_layers
     top = (n - 1) * D
     H_out = sizes["H_out"]
@@ -481,8 +483,8 @@ def _notes(config: ModelConfig, sizes: dict[str, int], batch_first: bool) -> lis
 
 # ----------------------------------------------------------------------------- verify
 
-def _verify(rnn: nn.RNNBase, sizes: dict[str, int], batch_first: bool, seed: int
-            ) -> dict[str, Any]:
+def _verify(rnn: nn.RNNBase, sizes: Dims, batch_first: bool, seed: int
+            ) -> Verification:
     """Compare ``reference.forward`` with the module on random input, h0 and c0."""
     rnn = copy.deepcopy(rnn).float().cpu().eval()
     is_lstm = isinstance(rnn, nn.LSTM)
@@ -523,7 +525,7 @@ def _verify(rnn: nn.RNNBase, sizes: dict[str, int], batch_first: bool, seed: int
 # ----------------------------------------------------------------------------- checkpoint
 def describe_trained(ckpt: dict[str, Any], path: str | Path, *, seq_length: int | None = None,
                      batch_size: int | None = None, verify: bool = False,
-                     corpus: str | None = None) -> dict[str, Any]:
+                     corpus: str | None = None) -> InspectReport:
     """``describe`` of a checkpoint's model, its forward pass shaped like the run's own
     windows unless ``seq_length`` / ``batch_size`` say otherwise, with what
     ``describe_checkpoint`` finds in the file under ``"checkpoint"``."""
@@ -542,7 +544,7 @@ def describe_trained(ckpt: dict[str, Any], path: str | Path, *, seq_length: int 
 
 
 
-def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict[str, Any]:
+def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> CheckpointInfo:
     """The facts of a loaded checkpoint dict worth showing; missing keys, and values of
     a type charrnn never writes, become None (or empty).
 
@@ -550,7 +552,8 @@ def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict
     occurs in it, in id order."""
     vocab = ckpt.get("vocab")
     metrics = ckpt.get("metrics")
-    info: dict[str, Any] = {
+    best, last = _typed(ckpt.get("best_val_loss"), float), _typed(ckpt.get("val_loss"), float)
+    info: CheckpointInfo = {
         "format_version": _typed(ckpt.get("format_version"), int),
         "charrnn_version": _typed(ckpt.get("charrnn_version"), str),
         "torch_version": _typed(ckpt.get("torch_version"), str),
@@ -562,21 +565,21 @@ def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> dict
         "train_config": dict(_typed(ckpt.get("train_config"), dict) or {}),
         "step": _typed(ckpt.get("step"), int),
         "elapsed": _typed(ckpt.get("elapsed"), float),
-        "best_val_loss": _typed(ckpt.get("best_val_loss"), float),
-        "val_loss": _typed(ckpt.get("val_loss"), float),
+        "best_val_loss": best,
+        "val_loss": last,
         "num_parameters": count_parameters(ckpt.get("model_state")),
         "metrics": [{k: v for k, v in row.items() if isinstance(v, (int, float))}
                     for row in (metrics if isinstance(metrics, list) else [])
                     if isinstance(row, dict)],
-        "corpus": {k: v for k, v in (_typed(ckpt.get("corpus"), dict) or {}).items()
-                   if isinstance(v, (str, int)) or (isinstance(v, list) and all(
-                       isinstance(item, str) for item in v))},
+        "corpus": cast(CorpusRecord, {
+            k: v for k, v in (_typed(ckpt.get("corpus"), dict) or {}).items()
+            if isinstance(v, (str, int)) or (isinstance(v, list) and all(
+                isinstance(item, str) for item in v))}),
+        "best_val_bpc": None if best is None else best / LN2,
+        "val_bpc": None if last is None else last / LN2,
     }
-    if vocab and corpus is not None:
+    if vocab and corpus is not None and info["vocab"] is not None:
         info["vocab"]["counts"] = char_counts(Vocab(vocab), corpus)
-    for key in ("best_val_loss", "val_loss"):
-        loss = info[key]
-        info[key.replace("loss", "bpc")] = None if loss is None else loss / LN2
     return info
 
 

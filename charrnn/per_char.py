@@ -20,7 +20,7 @@ A FILE whose name ends in ``.csv`` gets a CSV table with the columns pos, char, 
 logprob, rank, top (``top`` is the same JSON list, as a string); any other name JSON
 Lines, one object a line; ``-`` writes JSON Lines to stdout. ``--html FILE`` draws the
 text on backgrounds coloured by each character's surprisal (-logprob), on the scale of
-``inspect --activations --html`` (``views.probability_rgb`` of p = e^logprob: green
+``inspect --activations --html`` (``drawing.probability_rgb`` of p = e^logprob: green
 expected, red surprising), with p, the surprisal, the rank and the top guesses on hover:
 the first ``HTML_MAX_CHARS`` scored characters, since a browser cannot draw more.
 
@@ -50,7 +50,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
-from charrnn import html_page, views
+from charrnn import drawing, html_page
 from charrnn.data import Vocab
 from charrnn.errors import CharRNNError, ConfigError
 from charrnn.files import atomic_write
@@ -218,13 +218,13 @@ class _Page:
                 text, cells = [], []
                 if p == 1:       # the text's first character: context only
                     pieces.append(html_page.coloured_spans(self.first,
-                                                           [(views.NEUTRAL, FIRST)]))
+                                                           [(drawing.NEUTRAL, FIRST)]))
                 else:
                     pieces.append(html_page.gap(p - self.last - 1))
             self.last = p
             prob = math.exp(lp)
             text.append(chars[i])
-            cells.append((views.probability_rgb(prob), html_page.prediction_tip(
+            cells.append((drawing.probability_rgb(prob), html_page.prediction_tip(
                 chars[i], prob, [(chars[a], b) for a, b in zip(ta, tb)],
                 note=f", {-lp:.3f} nats, rank {r}")))
         pieces.append(html_page.coloured_spans("".join(text), cells))
@@ -235,7 +235,7 @@ class _Page:
 
 
 def _legend() -> str:
-    spans = "".join(html_page.span(f"{nats:g} nats", views.probability_rgb(math.exp(-nats)),
+    spans = "".join(html_page.span(f"{nats:g} nats", drawing.probability_rgb(math.exp(-nats)),
                                    f"p = {math.exp(-nats):.3f}")
                     for nats in (0.05, 0.25, 0.5, 1, 2, 4))
     return f'<p class="legend">surprisal, -ln p: {spans}</p>'

@@ -43,6 +43,7 @@ from typing import Callable
 
 from charrnn.config import BIG_COUNT, ModelConfig, check_model
 from charrnn.errors import ConfigError
+from charrnn.reports import SizeChoice
 
 # (layers, hidden size), cheapest first; the timed order decides in the end.
 CANDIDATES = [(1, 128), (1, 192), (1, 256), (1, 320), (1, 384), (1, 448), (1, 512),
@@ -120,7 +121,7 @@ class Sizing:
                 f"{c.chars_per_param:.1f} characters per parameter in {self.seconds:.0f} s "
                 f"({why}; {dropout}); step times: {others}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> SizeChoice:
         return {"chosen": self.chosen.name, "steps": self.chosen.steps,
                 "passes": round(self.chosen.passes, 2),
                 "chars_per_param": round(self.chosen.chars_per_param, 2),

@@ -12,12 +12,9 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Any
 
 from charrnn.errors import TrainingInterrupted
-
-if TYPE_CHECKING:
-    from charrnn.train import RunState
 
 
 class StopRequest:
@@ -73,10 +70,11 @@ def catch_stop_signals():
             signal.signal(s, handler)
 
 
-def out_of_patience(state: RunState, patience: int) -> str | None:
+def out_of_patience(since: int, best: dict[str, Any] | None, patience: int) -> str | None:
     """After an evaluation: the line that ends the run when ``patience`` evaluations in
-    a row have brought no new best (None while the run goes on, or with no patience)."""
-    since, best = state.since_best()
+    a row have brought no new best (None while the run goes on, or with no patience).
+    ``since``: the evaluations after the best one, whose metrics row is ``best``
+    (``RunState.since_best``)."""
     if not patience or best is None or since < patience:
         return None
     return (f"stopping early: no improvement in {since} evaluations since step "

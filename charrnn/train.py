@@ -37,17 +37,17 @@ from charrnn import config as cfg
 from charrnn import corpus, distributed, files, fitting, threads
 from charrnn.budget import Budget, Reserve, probe
 from charrnn.checkpoint import save_checkpoint
-from charrnn.data import Vocab, make_batches, split
 from charrnn.device import (autocast, check_dtype, check_fits, resolve_device, resolve_dtype,
                             to_device)
-from charrnn.errors import (CharRNNError, CheckpointError, ConfigError, DataError,
-                            TrainingInterrupted)
+from charrnn.errors import CharRNNError, CheckpointError, ConfigError, TrainingInterrupted
 from charrnn.model import CharRNN, Hidden, detach_hidden, parameter_count, training_bytes
 from charrnn.optim import lr_at, make_optimizer
+from charrnn.reports import SizeChoice, TrainEnd, TrainStart
 from charrnn.resume import Origin, check_not_rewound, check_same_model, schedule_after
 from charrnn.sample import generate
-from charrnn.scoring import LN2, Stopped, nats_sum, stream_plan
+from charrnn.scoring import LN2, Stopped, nats_sum
 from charrnn.stopping import StopRequest, catch_stop_signals, out_of_patience
+from charrnn.texts import read_texts
 
 CPU = torch.device("cpu")
 
@@ -67,9 +67,9 @@ class RunResult:
     numbered: list[Path] = field(default_factory=list)   # the step-N.pt files kept
     dtype: str = "float32"          # the precision it trained in ("auto" resolved)
     threads: int = 0                # CPU threads at the end (0: not known)
-    size: dict[str, Any] | None = None   # what --size auto timed and chose
+    size: SizeChoice | None = None       # what --size auto timed and chose
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TrainEnd:
         """The end of a run for scripts (JSON has no NaN: a missing number is null)."""
         def number(x: float, digits: int | None = None) -> float | None:
             if not math.isfinite(x):
@@ -184,9 +184,8 @@ class Run:
                  run_dir: Path, stop: StopRequest, *, overwrite: bool,
                  allow_changed_text: bool, progress: bool, started: float,
                  free: frozenset[str] = frozenset()) -> None:
-        self.group, self.device, self.text_paths = group, device, text_paths
+        self.group, self.device = group, device
         self.model_config, self.c, self.run_dir, self.stop = model_config, c, run_dir, stop
-        self.allow_changed_text = allow_changed_text
         self.dtype = resolve_dtype(c.dtype, device)    # what "auto" is on this device
         resume = origin.checkpoint if origin is not None and origin.resume else None
         # A resume writes on in its own folder; any other folder must be free.
@@ -195,22 +194,24 @@ class Run:
         if own and not overwrite:
             check_not_rewound(origin, run_dir)
         self._check_fits(vocab_size=1)   # before the texts are read: the smallest it can be
-        self._read_texts(origin, progress)
+        self.data = read_texts(text_paths, c, group, run_dir, origin,
+                               allow_changed_text=allow_changed_text, progress=progress,
+                               pin=device.type == "cuda")
         if c.size == "auto" and origin is None and group.active:
             raise ConfigError("--size auto cannot choose under torchrun (each process would "
                               "time its own machine); give the model's shape, e.g. "
                               "--hidden-size 512 --num-layers 1, or --size fixed")
-        fitted = fitting.fit(model_config, c, vocab_size=len(self.vocab), device=device,
+        fitted = fitting.fit(model_config, c, vocab_size=len(self.data.vocab), device=device,
                              dtype=self.dtype, rows=c.batch_size // group.world_size, free=free,
                              choose_size=c.size == "auto" and origin is None,
                              seconds=(c.max_time or 0.0) - (time.time() - started),
-                             train_chars=len(self.train_ids), val_chars=self.val_chars)
+                             train_chars=len(self.data.train_ids), val_chars=self.data.val_chars)
         self.model_config, self.threads = fitted.model_config, fitted.threads
         self.sizing, self.tuner = fitted.sizing, fitted.tuner
 
-        self._check_fits(len(self.vocab))
+        self._check_fits(len(self.data.vocab))
         torch.manual_seed(c.seed)
-        self.model = CharRNN(len(self.vocab), self.model_config)
+        self.model = CharRNN(len(self.data.vocab), self.model_config)
         if origin is not None:
             self.model.load_state_dict(origin.checkpoint["model_state"])
         self.model.to(device).train()
@@ -225,11 +226,11 @@ class Run:
         self.saved_step: int | None = None   # of the latest last.pt this session wrote
         self.score_s = 0.0                   # seconds the latest validation pass took
         self.stopped_early = False
-        self.budget = Budget(c, self.batches.steps_per_epoch)
+        self.budget = Budget(c, self.data.batches.steps_per_epoch)
         self.reserve = Reserve(*probe(
             self.model, device, self.dtype, rows=c.batch_size // group.world_size,
-            seq_length=c.seq_length, vocab_size=len(self.vocab), validate=self._pass,
-            val_chars=self.val_chars, checkpoint=self.checkpoint)) if c.max_time else None
+            seq_length=c.seq_length, vocab_size=len(self.data.vocab), validate=self._pass,
+            val_chars=self.data.val_chars, checkpoint=self.checkpoint)) if c.max_time else None
         if self.reserve is not None:
             self.reserve.check_fits(c.max_time, self.state.elapsed_before, self.state.elapsed())
         # A time budget found to hold one step gets it, however the clock moves till then.
@@ -258,47 +259,12 @@ class Run:
                    f"{c.batch_size}x{c.seq_length}", "make it smaller (--hidden-size, "
                    "--num-layers) or the batches (--batch-size, --seq-length)")
 
-    def _read_texts(self, origin: Origin | None, progress: bool) -> None:
-        """Scan and encode the texts (cached beside the runs), build the vocabulary
-        (or check the checkpoint's), cut the validation text and make the batches."""
-        c, group = self.c, self.group
-        cache_dir = Path(c.cache_dir) if c.cache_dir else self.run_dir.parent / ".cache"
-        val_path, what = (Path(c.val_file) if c.val_file else None), "training text"
-        reading = corpus.ReadingBar(progress, self.text_paths + [val_path] * bool(val_path))
-        with group.first_on_each_machine(), reading:
-            self.texts = corpus.cached_texts(self.text_paths, cache_dir, what=what,
-                                             on_read=reading.update)
-            val_scans = [corpus.cached_scan(val_path, cache_dir, what="validation file",
-                                            on_read=reading.update)] if val_path else []
-            if origin is not None:    # before encoding a text that a resume will refuse
-                origin.check_text(self.texts, self.allow_changed_text)
-            self.vocab = corpus.vocab_for(
-                [self.texts, *val_scans], Vocab(origin.checkpoint["vocab"]) if origin else None,
-                source=str(origin.path) if origin else None)
-            ids = corpus.cached_texts_ids(self.texts, self.vocab, cache_dir, what=what,
-                                          on_read=reading.update)
-            val = [corpus.cached_ids(val_path, scan, self.vocab, cache_dir,
-                                     what="validation file", on_read=reading.update)
-                   for scan in val_scans]
-        self.train_ids, self.val_ids = split(ids, c.val_fraction) if not val else (ids, val[0])
-        if len(self.val_ids) < 2:
-            raise DataError(f"the validation text has {len(self.val_ids)} character(s); it "
-                            "needs at least 2: raise --val-fraction or give a longer --val-file")
-        plan = stream_plan(len(self.val_ids), c.val_max_chars)[group.rank::group.world_size]
-        self.val_chars = int((plan[:, 1] - plan[:, 0]).sum())  # this process scores per pass
-        # Characters the training text lacks: the model cannot learn them.
-        self.val_only = "".join(sorted(set(val_scans[0].vocab) - set(self.texts.vocab))
-                                ) if val_scans else ""
-        self.batches = make_batches(self.train_ids, c.batching, c.batch_size, c.seq_length,
-                                    c.seed, rows=group.rows(c.batch_size),
-                                    pin=self.device.type == "cuda")
-
     def _restore(self, ckpt: dict[str, Any], started: float, path: Path) -> RunState:
         """The optimiser, the batches' position, the RNG and the state of a resumed run."""
         c = self.c
         try:
             self.optimizer.load_state_dict(ckpt["optimizer_state"])
-            self.batches.load_state_dict(ckpt["data_state"])
+            self.data.batches.load_state_dict(ckpt["data_state"])
             state = RunState.from_checkpoint(ckpt, started)
             state.hidden = self.group.my_rows(to_device(ckpt.get("hidden"), self.device),
                                               c.batch_size)
@@ -314,13 +280,13 @@ class Run:
                                           self.optimizer.param_groups[0]["lr"])
         return state
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> TrainStart:
         """The facts of the run a user sees before the first step."""
-        return {"text": self.texts.label, "files": len(self.texts.scans),
-                "chars": self.texts.chars,
-                "vocab_size": len(self.vocab), "train_chars": len(self.train_ids),
-                "val_chars": len(self.val_ids),
-                "val_scored": self.val_chars * self.group.world_size,
+        return {"text": self.data.texts.label, "files": len(self.data.texts.scans),
+                "chars": self.data.texts.chars,
+                "vocab_size": len(self.data.vocab), "train_chars": len(self.data.train_ids),
+                "val_chars": len(self.data.val_ids),
+                "val_scored": self.data.val_chars * self.group.world_size,
                 "model": self.model_config.describe(),
                 "parameters": self.model.num_parameters(), "device": str(self.device),
                 "dtype": self.dtype + (" (auto)" if self.c.dtype == "auto" else ""),
@@ -330,7 +296,7 @@ class Run:
                 "batch_size": self.c.batch_size, "seq_length": self.c.seq_length,
                 "budget": str(self.budget), "run_dir": str(self.run_dir),
                 "resumed_at": self.state.step, "processes": self.group.world_size,
-                "val_only_chars": self.val_only}
+                "val_only_chars": self.data.val_only}
 
     def progress(self) -> float:
         """Of the budget, counting the time the final evaluation will need."""
@@ -338,7 +304,7 @@ class Run:
         seconds = s.elapsed() + (self.reserve.seconds() if self.reserve is not None else 0.0)
         if self.step_owed:
             seconds = min(seconds, 0.999 * self.c.max_time)
-        return self.budget.progress(s.step, self.batches.epoch, seconds)
+        return self.budget.progress(s.step, self.data.batches.epoch, seconds)
 
     def train_step(self, progress: float) -> float:
         """One optimiser step at this point of the budget; the mean loss of its batch."""
@@ -350,7 +316,7 @@ class Run:
         lr = lr_at(s.step, progress, c, **(s.decay_from or {}))
         for param_group in self.optimizer.param_groups:
             param_group["lr"] = lr
-        batch = self.batches.next()
+        batch = self.data.batches.next()
         if batch.fresh:
             s.hidden = None
         window = batch.window.to(self.device, non_blocking=True)      # (B, T + 1)
@@ -389,7 +355,7 @@ class Run:
         self.score_s = time.time() - started
         if not math.isfinite(total / count):
             raise self._diverged(f"the validation loss is {total / count}")
-        return self.state.record_eval(total / count, self.batches.epoch,
+        return self.state.record_eval(total / count, self.data.batches.epoch,
                                       self.optimizer.param_groups[0]["lr"])
 
     def validated(self) -> str:
@@ -435,14 +401,14 @@ class Run:
             nonlocal done
             done += scored
             if on_chunk is not None:
-                on_chunk(done, self.val_chars)
+                on_chunk(done, self.data.val_chars)
         return self._pass(chunk, stop=lambda: not g.active and self.stop.signum is not None)
 
     def _pass(self, on_chunk: Callable[[int], None], stop: Callable[[], bool]
               ) -> tuple[float, int]:
         """``nats_sum`` over this process's streams of the validation text."""
         g = self.group
-        return nats_sum(self.model, self.val_ids, self.device, max_chars=self.c.val_max_chars,
+        return nats_sum(self.model, self.data.val_ids, self.device, max_chars=self.c.val_max_chars,
                         part=(g.rank, g.world_size), on_chunk=on_chunk, stop=stop)
 
     def save(self, best: bool = False) -> Path:
@@ -498,20 +464,20 @@ class Run:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
             "model_config": cfg.to_dict(self.model_config), "train_config": cfg.to_dict(self.c),
-            "vocab": self.vocab.chars,
+            "vocab": self.data.vocab.chars,
             "model_state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer_state": to_device(self.optimizer.state_dict(), CPU),
-            "data_state": self.batches.state_dict(),
+            "data_state": self.data.batches.state_dict(),
             "hidden": to_device(self.group.gather_rows(self.state.hidden), CPU),
-            "rng": rng, "epoch": self.batches.epoch, **self.state.to_checkpoint(),
-            "corpus": self.texts.record(),
+            "rng": rng, "epoch": self.data.batches.epoch, **self.state.to_checkpoint(),
+            "corpus": self.data.texts.record(),
             "world_size": self.group.world_size,
         }
 
     def sample(self) -> str:
         if self.tuner is not None:
             self.tuner.settle()
-        text = generate(self.model, self.vocab, self.c.sample_length,
+        text = generate(self.model, self.data.vocab, self.c.sample_length,
                         seed=self.c.seed + self.state.step)[0]
         return f"--- sample at step {self.state.step} ---\n{text}\n---"
 
@@ -535,7 +501,7 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
           init_from: str | Path | Origin | None = None, overwrite: bool = False,
           allow_changed_text: bool = False, progress: bool = True,
           start_time: float | None = None,
-          on_start: Callable[[dict[str, Any]], None] | None = None,
+          on_start: Callable[[TrainStart], None] | None = None,
           free: frozenset[str] = frozenset()) -> RunResult:
     """Train a CharRNN on the text at ``text_path``, or on the files of a list of paths
     read as one text (``corpus.expand_inputs`` makes one); see the module docstring.
@@ -573,7 +539,7 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
 def _train(group: distributed.Group, device: torch.device, text_paths: list[Path],
            model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None, *,
            overwrite: bool, allow_changed_text: bool, progress: bool, started: float,
-           on_start: Callable[[dict[str, Any]], None] | None,
+           on_start: Callable[[TrainStart], None] | None,
            free: frozenset[str] = frozenset()) -> RunResult:
     if model_config.bidirectional:
         raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
@@ -611,7 +577,7 @@ def _loop(run: Run, progress: bool) -> None:
                 raise TrainingInterrupted(str(run.save()), stop.signum or signal.SIGTERM)
             if progress_now >= 1.0:
                 break
-            if s.evaluated and (note := out_of_patience(s, c.patience)):
+            if s.evaluated and (note := out_of_patience(*s.since_best(), c.patience)):
                 run.stopped_early = True
                 bar.say(note)
                 break

@@ -4,9 +4,10 @@
 ``equations=True``, the cell's equations), ``render_checkpoint(info, console)`` what
 ``inspect.describe_checkpoint`` returns, and ``render_activations(report, console)`` what
 ``activations.activation_report`` returns: each character on a background whose colour is
-a neuron's activation there. The colour scale (``activation_rgb``) is shared with the
-HTML page. Every piece of text goes in as ``Text``, so a character like ``[`` in a
-vocabulary is never read as markup. No torch here: the reports are plain dicts.
+a neuron's activation there. The colours, glyphs and headings are shared with the HTML
+pages (``charrnn.drawing``). Every piece of text goes in as ``Text``, so a character like ``[`` in a
+vocabulary is never read as markup. No torch here: the reports are plain dicts, typed in
+``charrnn.reports``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from charrnn.data import escape_char, list_chars
+from charrnn.data import list_chars
+from charrnn.drawing import (activation_heading, activation_rgb, glyph, ink, neuron_heading,
+                             neuron_scale, prediction_rgbs, probability_rgb, ranking_heading,
+                             shown)
+from charrnn.reports import (ActivationReport, CheckpointInfo, Costs, EquationSection,
+                             InspectModel, InspectReport, TrainEnd, TrainStart)
 
 # At most this many rows of the metrics history are shown (evenly spaced, last included).
 MAX_METRIC_ROWS = 12
@@ -35,7 +41,7 @@ METRIC_ORDER = ("step", "elapsed", "train_loss", "val_loss", "chars_per_s")
 
 # ----------------------------------------------------------------------------- train
 
-def render_train_start(info: dict[str, Any], console: Console) -> None:
+def render_train_start(info: TrainStart, console: Console) -> None:
     """What ``train.Run.describe`` says before the first step."""
     console.print(Text.assemble(("charrnn train", "bold"), f" {info['text']}: "
                                 f"{info['chars']:,} characters, vocabulary {info['vocab_size']}, "
@@ -59,7 +65,7 @@ def render_train_start(info: dict[str, Any], console: Console) -> None:
                            "their predictions stay poor"))
 
 
-def render_train_end(result: dict[str, Any], console: Console, runs_dir: Path) -> None:
+def render_train_end(result: TrainEnd, console: Console, runs_dir: Path) -> None:
     """The summary of ``train.RunResult.to_dict``, and the command that samples from it
     (naming the run when ``sample`` would not find it under ``runs_dir`` by itself)."""
     r = {k: math.nan if v is None else v for k, v in result.items()}
@@ -96,7 +102,7 @@ def render_train_end(result: dict[str, Any], console: Console, runs_dir: Path) -
 
 # ----------------------------------------------------------------------------- inspect
 
-def render_inspect(report: dict[str, Any], console: Console, *, equations: bool = False
+def render_inspect(report: InspectReport, console: Console, *, equations: bool = False
                    ) -> None:
     """Parameters, costs, tensor shapes, notes and the reference check of a model; with
     ``equations``, the cell's equations with its sizes instead of the tables."""
@@ -126,7 +132,7 @@ def render_inspect(report: dict[str, Any], console: Console, *, equations: bool 
         console.print(_verify_line(report))
 
 
-def _model_title(model: dict[str, Any]) -> Text:
+def _model_title(model: InspectModel) -> Text:
     cell = model.get("cell", "?")
     if cell == "rnn":
         cell = f"rnn ({model.get('nonlinearity', 'tanh')})"
@@ -144,7 +150,7 @@ def _model_title(model: dict[str, Any]) -> Text:
     return Text.assemble(("CharRNN ", "bold"), " · ".join(parts))
 
 
-def _equation_section(section: dict[str, Any]) -> Group:
+def _equation_section(section: EquationSection) -> Group:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(overflow="fold")
     grid.add_column(style="dim", overflow="fold")
@@ -153,7 +159,7 @@ def _equation_section(section: dict[str, Any]) -> Group:
     return Group(Text(section.get("title", ""), style="bold"), Padding(grid, (0, 0, 0, 2)))
 
 
-def _parameter_table(report: dict[str, Any]) -> Table:
+def _parameter_table(report: InspectReport) -> Table:
     table = Table(title="parameters", title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False)
     table.add_column("name", style="cyan", no_wrap=True)
@@ -166,7 +172,7 @@ def _parameter_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def _cost_table(report: dict[str, Any]) -> Table:
+def _cost_table(report: InspectReport) -> Table:
     """Parameters and forward FLOPs per character of each part, with the totals."""
     flops = (report.get("costs") or {}).get("flops_per_char") or {}
     per_part = flops.get("per_part") or {}
@@ -186,7 +192,7 @@ def _cost_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def _memory_line(costs: dict[str, Any]) -> Text | None:
+def _memory_line(costs: Costs) -> Text | None:
     memory = costs.get("memory_bytes")
     if not memory:
         return None
@@ -199,7 +205,7 @@ def _memory_line(costs: dict[str, Any]) -> Text | None:
         "(activations for backward come on top, growing with batch x seq_length)")
 
 
-def _tensor_table(report: dict[str, Any]) -> Table:
+def _tensor_table(report: InspectReport) -> Table:
     dims = report.get("dims") or {}
     title = "tensors of one forward pass"
     if dims:
@@ -216,7 +222,7 @@ def _tensor_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def _verify_line(report: dict[str, Any]) -> Text:
+def _verify_line(report: InspectReport) -> Text:
     ok = bool(report.get("verify_ok"))
     diffs = report.get("verify") or {}
     tolerance = report.get("verify_tolerance")
@@ -258,7 +264,7 @@ def _bytes(n: int) -> str:
 
 # ----------------------------------------------------------------------------- checkpoint
 
-def render_checkpoint(info: dict[str, Any], console: Console) -> None:
+def render_checkpoint(info: CheckpointInfo, console: Console) -> None:
     """Vocabulary, settings, progress, losses and the metrics history of a checkpoint."""
     console.print(_checkpoint_summary(info))
     config = _config_table(info.get("model_config") or {}, info.get("train_config") or {})
@@ -269,7 +275,7 @@ def render_checkpoint(info: dict[str, Any], console: Console) -> None:
         console.print(_metrics_table(metrics))
 
 
-def _checkpoint_summary(info: dict[str, Any]) -> Group:
+def _checkpoint_summary(info: CheckpointInfo) -> Group:
     lines = []
     head = Text.assemble(("checkpoint ", "bold"),
                          f"step {_value(info.get('step'))} · "
@@ -345,7 +351,7 @@ def _config_table(model: dict[str, Any], train: dict[str, Any]) -> Table:
     return table
 
 
-def _metrics_table(rows: list[dict[str, Any]]) -> Table:
+def _metrics_table(rows: list[dict[str, float]]) -> Table:
     shown = _spread(rows, MAX_METRIC_ROWS)
     keys = [k for k in METRIC_ORDER if any(k in r for r in rows)]
     for row in rows:
@@ -406,86 +412,7 @@ def duration(seconds: Any, missing: str = "—", tenths: bool = True) -> str:
 
 # ----------------------------------------------------------------------------- activations
 
-# A diverging scale, as in Karpathy's pictures: negative red, zero near-white, positive blue.
-NEGATIVE, NEUTRAL, POSITIVE = (214, 39, 40), (250, 250, 250), (31, 119, 180)
-UNLIKELY, LIKELY = (214, 39, 40), (44, 160, 44)
-
-
-def activation_rgb(value: float, scale: float = 1.0, negative: tuple[int, int, int] = NEGATIVE,
-                   positive: tuple[int, int, int] = POSITIVE) -> tuple[int, int, int]:
-    """The background colour of ``value`` on a scale from -``scale`` to +``scale``."""
-    x = max(-1.0, min(1.0, value / scale)) if scale > 0 else 0.0
-    target = positive if x > 0 else negative
-    return tuple(round(n + (t - n) * abs(x)) for n, t in zip(NEUTRAL, target))
-
-
-def probability_rgb(p: float) -> tuple[int, int, int]:
-    """Red for a character the model found unlikely, green for one it expected."""
-    return activation_rgb(2 * p - 1, negative=UNLIKELY, positive=LIKELY)
-
-
-def ink(rgb: tuple[int, int, int]) -> str:
-    """Black or white text, whichever reads better on ``rgb``."""
-    r, g, b = rgb
-    return "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#ffffff"
-
-
-def neuron_scale(neuron: dict[str, Any]) -> float:
-    """Colours span -1..1 (tanh-bounded states), or the largest magnitude if beyond."""
-    return max(1.0, abs(neuron["min"]), abs(neuron["max"]))
-
-
-def glyph(ch: str) -> str:
-    """How a character of the running text is drawn: newline and tab made visible."""
-    if ch == "\n":
-        return "↵"
-    if ch == "\t":
-        return "⇥"
-    return ch if ch.isprintable() else "·"
-
-
-def shown(ch: str | None) -> str:
-    """A character in a table cell, or a dash for none."""
-    return "—" if ch is None else escape_char(ch)
-
-
-def activation_heading(report: dict[str, Any]) -> str:
-    """One line: which states of which model over which text."""
-    m = report["model"]
-    size = f"{m['num_layers']}x{m['hidden_size']} {m['cell']}"
-    if m.get("proj_size"):
-        size += f" (proj_size {m['proj_size']})"
-    text = f"{len(report['text']):,} characters"
-    if report.get("source"):
-        text += f" of {report['source']}"
-    if report.get("truncated_from"):
-        text += f" (first of {report['truncated_from']:,})"
-    line = f"layer {report['layer']} {report['state_meaning']} · {size} · {text}"
-    if report.get("bits_per_char") is not None:
-        line += f" · {report['bits_per_char']:.3f} bits/char on this text"
-    return line
-
-
-def ranking_heading(report: dict[str, Any]) -> str:
-    signal = report.get("signal")
-    if report["ranked_by"] == "correlation":
-        return (f"neurons ranked by |r|, the correlation with {signal['name']} "
-                f"({signal['meaning']})")
-    if report["ranked_by"] == "std":
-        return "neurons ranked by how much they vary over the text (std); " \
-               "--signal ranks by a signal instead"
-    return "chosen neurons" + (f"; r = correlation with {signal['name']} ({signal['meaning']})"
-                               if signal else "")
-
-
-def neuron_heading(report: dict[str, Any], neuron: dict[str, Any]) -> str:
-    line = f"neuron {neuron['index']} of layer {report['layer']} {report['state']}"
-    if neuron.get("r") is not None:
-        line += f" · r {neuron['r']:+.2f} with {report['signal']['name']}"
-    return line + f" · range [{neuron['min']:+.2f}, {neuron['max']:+.2f}]"
-
-
-def render_activations(report: dict[str, Any], console: Console, *,
+def render_activations(report: ActivationReport, console: Console, *,
                        predictions: bool = False) -> None:
     """The ranking, then each chosen neuron's activation as the background of every
     character; with ``predictions``, the model's likeliest next characters at each one."""
@@ -507,13 +434,7 @@ def render_activations(report: dict[str, Any], console: Console, *,
         console.print(_prediction_table(report))
 
 
-def prediction_rgbs(predictions: list[dict[str, Any]]) -> list[tuple[int, int, int]]:
-    """Character t coloured by how likely the model found it after characters 0..t-1;
-    the first one has no prediction and stays neutral."""
-    return [NEUTRAL] + [probability_rgb(row["p_next"]) for row in predictions[:-1]]
-
-
-def _ranking_table(report: dict[str, Any]) -> Table:
+def _ranking_table(report: ActivationReport) -> Table:
     table = Table(title=ranking_heading(report), title_justify="left", box=box.SIMPLE_HEAD,
                   pad_edge=False, show_edge=False)
     for name in ("rank", "neuron", "r", "mean", "std", "min", "max"):
@@ -544,7 +465,7 @@ def _coloured_text(text: str, colours: list[tuple[int, int, int]]) -> Text:
     return out
 
 
-def _prediction_table(report: dict[str, Any]) -> Table:
+def _prediction_table(report: ActivationReport) -> Table:
     rows = report["predictions"]
     k = len(rows[0]["top"]) if rows else 0
     table = Table(title=f"predictions: the {k} likeliest next characters after each one",

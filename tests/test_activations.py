@@ -12,7 +12,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from charrnn import activations, html_page, views
+from charrnn import activations, drawing, html_page, views
 from charrnn.activations import activation_report, correlations, read_text, record, signal
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.cli import main
@@ -228,16 +228,16 @@ def test_cell_state_needs_an_lstm():
 # ----------------------------------------------------------------------------- drawing
 
 def test_colour_scale():
-    assert views.activation_rgb(0.0) == views.NEUTRAL
-    assert views.activation_rgb(1.0) == views.POSITIVE
-    assert views.activation_rgb(-3.0) == views.NEGATIVE              # clipped
-    assert views.activation_rgb(2.0, scale=4.0) == views.activation_rgb(0.5)
-    half = views.activation_rgb(-0.5)
+    assert drawing.activation_rgb(0.0) == drawing.NEUTRAL
+    assert drawing.activation_rgb(1.0) == drawing.POSITIVE
+    assert drawing.activation_rgb(-3.0) == drawing.NEGATIVE              # clipped
+    assert drawing.activation_rgb(2.0, scale=4.0) == drawing.activation_rgb(0.5)
+    half = drawing.activation_rgb(-0.5)
     assert all(min(n, t) <= c <= max(n, t)
-               for c, n, t in zip(half, views.NEUTRAL, views.NEGATIVE))
-    assert views.probability_rgb(1.0) == views.LIKELY
-    assert views.probability_rgb(0.0) == views.UNLIKELY
-    assert views.ink(views.NEUTRAL) == "#000000" and views.ink((0, 0, 90)) == "#ffffff"
+               for c, n, t in zip(half, drawing.NEUTRAL, drawing.NEGATIVE))
+    assert drawing.probability_rgb(1.0) == drawing.LIKELY
+    assert drawing.probability_rgb(0.0) == drawing.UNLIKELY
+    assert drawing.ink(drawing.NEUTRAL) == "#000000" and drawing.ink((0, 0, 90)) == "#ffffff"
 
 
 def test_terminal_view_colours_each_character(trained):
@@ -248,9 +248,9 @@ def test_terminal_view_colours_each_character(trained):
                                              force_terminal=True), predictions=True)
     out = buffer.getvalue()
     neuron = report["neurons"][0]
-    scale = views.neuron_scale(neuron)
+    scale = drawing.neuron_scale(neuron)
     for t in (0, 10, 30):                      # the character drawn on its neuron's colour
-        r, g, b = views.activation_rgb(neuron["values"][t], scale)
+        r, g, b = drawing.activation_rgb(neuron["values"][t], scale)
         assert f"48;2;{r};{g};{b}m{TEXT[t]}" in out
     plain = re.sub(r"\x1b\[[0-9;]*m", "", out)
     assert "neuron 7 of layer 1 h · r " in plain and "with line-position" in plain
@@ -275,11 +275,11 @@ def test_html_page(trained, tmp_path):
     per_block = len(text)
     assert len(spans) == 5 + 3 * per_block           # legend, 2 neurons, predictions
     first = report["neurons"][0]
-    scale = views.neuron_scale(first)
+    scale = drawing.neuron_scale(first)
     block = spans[5:5 + per_block]
     for t in (0, 6, len(text) - 1):
         assert block[t][0] == "{:02x}{:02x}{:02x}".format(
-            *views.activation_rgb(first["values"][t], scale))
+            *drawing.activation_rgb(first["values"][t], scale))
         assert block[t][1] == f"{first['values'][t]:+.3f}"
     assert [s[2] for s in block[-8:]] == ["&lt;", "b", "&gt;", "&amp;", "&lt;", "/", "b",
                                           "&gt;"]

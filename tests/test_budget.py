@@ -28,7 +28,7 @@ from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import ConfigError
 from charrnn.train import train
 
-from conftest import child_env, tiny_configs
+from helpers import child_env, tiny_configs
 
 
 class ImaginedMachine:

@@ -27,7 +27,7 @@ from charrnn.errors import CheckpointError, ConfigError, TrainingInterrupted
 from charrnn.model import CharRNN, detach_hidden
 from charrnn.train import train
 
-from conftest import run, start_training, tiny_configs, wait_for
+from helpers import run, start_training, tiny_configs, wait_for
 
 
 def test_checkpoints_load_with_plain_torch_and_hold_cpu_tensors(tiny_run):

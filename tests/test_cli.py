@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import charrnn, child_env, run
+from helpers import charrnn, child_env, run
 
 
 def test_help_lists_the_commands_without_importing_torch(tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from charrnn import config as cfg
 
-from conftest import ROOT, charrnn, run
+from helpers import ROOT, charrnn, run
 COMMANDS = ["train", "sample", "eval", "export", "inspect", "runs", "plot", "download", "prepare", "config"]
 PANELS = {"Train and use a model": ["train", "sample", "eval", "export"],
           "Look inside and compare": ["inspect", "runs", "plot"],

@@ -19,7 +19,7 @@ from charrnn.device import resolve_device, resolve_dtype
 from charrnn.scoring import evaluate
 from charrnn.train import train
 
-from conftest import tiny_configs
+from helpers import tiny_configs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -18,7 +18,7 @@ import pytest
 
 from charrnn.download import CORPORA, resolve_text
 
-from conftest import run
+from helpers import run
 
 NAME = "tinyshakespeare"
 

@@ -14,7 +14,7 @@ from charrnn.data import load_text
 from charrnn.files import read_metrics
 from charrnn.scoring import evaluate
 
-from conftest import run
+from helpers import run
 
 
 @pytest.fixture(scope="module")

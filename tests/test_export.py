@@ -19,7 +19,7 @@ import torch
 
 from charrnn.config import ModelConfig
 from charrnn.model import CharRNN
-from conftest import CELLS, ROOT, run, save_model
+from helpers import CELLS, ROOT, run, save_model
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="needs the export extra")
 

@@ -28,7 +28,7 @@ from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.errors import CharRNNError, CheckpointError, TrainingInterrupted
 from charrnn.train import train
 
-from conftest import TINY_FLAGS, child_env, run, start_training, tiny_configs, wait_for
+from helpers import TINY_FLAGS, child_env, run, start_training, tiny_configs, wait_for
 
 
 def test_a_run_folder_in_use_is_refused_at_once_and_freed_when_its_process_dies(

@@ -23,7 +23,7 @@ from charrnn.inspect import describe, describe_checkpoint
 from charrnn.model import CharRNN, make_rnn
 from charrnn.views import render_checkpoint, render_inspect
 
-from conftest import CELLS
+from helpers import CELLS
 
 VOCAB, SEQ, BATCH = 11, 4, 3
 

@@ -25,7 +25,7 @@ from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN
 from charrnn.sample import Sampling, Session, generate
 
-from conftest import CELLS, child_env, prime_sensitive_model, run, save_model
+from helpers import CELLS, child_env, prime_sensitive_model, run, save_model
 
 CHARS = "\n /:abcdefghij"
 

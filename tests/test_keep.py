@@ -22,7 +22,7 @@ from charrnn.errors import CheckpointError, ConfigError, TrainingInterrupted
 from charrnn.model import detach_hidden
 from charrnn.train import RunState, train
 
-from conftest import TINY_FLAGS, run, tiny_configs
+from helpers import TINY_FLAGS, run, tiny_configs
 
 
 def step_files(run_dir) -> dict[int, dict]:

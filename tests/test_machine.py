@@ -8,7 +8,7 @@ import platform
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 _spec = importlib.util.spec_from_file_location("bench_machine", ROOT / "benchmarks" / "machine.py")
 machine = importlib.util.module_from_spec(_spec)

@@ -18,7 +18,7 @@ from charrnn.corpus import SEPARATOR, expand_inputs, prepare_texts
 from charrnn.data import Vocab
 from charrnn.errors import DataError
 
-from conftest import TINY_FLAGS, run
+from helpers import TINY_FLAGS, run
 
 
 def write(path, text: str) -> None:

@@ -10,7 +10,7 @@ from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
 from charrnn.sample import Stepper, zero_states
 
-from conftest import CELLS
+from helpers import CELLS
 
 V, B, T = 11, 3, 7
 

@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_the_wheel_holds_every_module_and_data_file(tmp_path):

@@ -19,7 +19,7 @@ from charrnn import html_page, per_char
 from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.scoring import STREAM_CHARS, stream_plan
 
-from conftest import run
+from helpers import run
 
 SHORT = 3_000            # one stream
 LONG = 3 * STREAM_CHARS + 500   # several streams (3)

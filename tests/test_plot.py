@@ -11,7 +11,7 @@ import pytest
 
 from charrnn.plot import plot_runs
 
-from conftest import run
+from helpers import run
 
 
 def png_size(path) -> tuple[int, int]:

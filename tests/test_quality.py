@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from charrnn.sizing import CANDIDATES
-from conftest import ROOT
+from helpers import ROOT
 
 QUICK = """[model]
 cell = "lstm"

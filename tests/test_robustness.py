@@ -20,7 +20,7 @@ from charrnn.data import RandomBatches, StreamBatches
 from charrnn.errors import CharRNNError
 from charrnn.train import train
 
-from conftest import TINY_FLAGS, start_training, tiny_configs, wait_for
+from helpers import TINY_FLAGS, start_training, tiny_configs, wait_for
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_signal_saves_last_pt_and_exits_with_its_code(small_text, tmp_path, signum,

@@ -16,7 +16,7 @@ from charrnn.checkpoint import peek_checkpoint
 from charrnn.files import read_metrics
 from charrnn.runs import find_runs, list_runs, summarize
 
-from conftest import run
+from helpers import run
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from charrnn.errors import DataError, SettingError
 from charrnn.model import CharRNN
 from charrnn.sample import Sampling, generate, stream, until_stop
 
-from conftest import CELLS, prime_sensitive_model, run
+from helpers import CELLS, prime_sensitive_model, run
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.train import train
 
-from conftest import run, tiny_configs
+from helpers import run, tiny_configs
 
 # The models under test: dropout on, tied weights, a projected LSTM and a GRU.
 MODELS = {

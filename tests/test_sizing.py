@@ -13,7 +13,7 @@ from charrnn import config as cfg
 from charrnn import sizing
 from charrnn.config import ModelConfig
 from charrnn.model import parameter_count
-from tests.conftest import charrnn, run
+from helpers import charrnn, run
 
 NONE: dict = {"model": {}, "train": {}}
 

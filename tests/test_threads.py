@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from charrnn import threads
-from tests.conftest import run
+from helpers import run
 
 
 @pytest.fixture(autouse=True)
@@ -229,7 +229,7 @@ def test_validation_never_runs_with_a_count_on_trial(small_text, tmp_path, monke
     """A trial starts at every step here; each validation pass must still run with the
     count the run had chosen."""
     from charrnn import train as train_module
-    from tests.conftest import tiny_configs
+    from helpers import tiny_configs
 
     monkeypatch.delenv("OMP_NUM_THREADS")
     original = threads.Tuner.step_done

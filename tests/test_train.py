@@ -23,7 +23,7 @@ from charrnn.optim import lr_at, make_optimizer
 from charrnn.scoring import evaluate
 from charrnn.train import train
 
-from conftest import run, tiny_configs
+from helpers import run, tiny_configs
 
 UNIGRAM = 3.35  # nats/char of a unigram model on tiny-shakespeare
 

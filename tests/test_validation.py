@@ -31,7 +31,7 @@ from charrnn.model import CharRNN
 from charrnn.scoring import CONTEXT_CHARS, STREAM_CHARS, STREAMS, nats_sum, stream_plan
 from charrnn.train import train
 
-from conftest import CELLS, child_env, run, tiny_configs
+from helpers import CELLS, child_env, run, tiny_configs
 
 CPU = torch.device("cpu")
 

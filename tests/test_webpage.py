@@ -31,7 +31,7 @@ from charrnn.errors import ConfigError
 from charrnn.model import CharRNN
 from charrnn.webpage import page
 
-from conftest import SHAKESPEARE, run, save_model
+from helpers import SHAKESPEARE, run, save_model
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 

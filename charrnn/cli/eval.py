@@ -14,37 +14,39 @@ from charrnn.cli.common import check_at_least, err, text_files
 from charrnn.cli.options import Device, Json, Quiet, Threads
 from charrnn.errors import ConfigError
 
-def eval_(
-    checkpoint: Annotated[Path, typer.Argument(
-        help="Checkpoint file, or a run folder (its best.pt).", show_default=False)],
-    text: Annotated[list[Path], typer.Argument(
-        help="UTF-8 text to score: a file, several, a folder or a pattern (read as one text, "
-        "as train reads them), or the name of a downloaded corpus.", show_default=False,
-        metavar="TEXT...")],
-    skip_unknown: Annotated[bool, typer.Option(
-        "--skip-unknown", help="Leave out characters the model's vocabulary lacks (they are "
-        "counted and reported) instead of stopping with an error.")] = False,
-    max_chars: Annotated[int, typer.Option(
-        "--max-chars", help="Score at most this many characters, spread evenly over "
-        "the text, as training's --val-max-chars does (0 = all of it).")] = 0,
-    cache_dir: Annotated[Optional[Path], typer.Option(
-        "--cache-dir", help="Folder for the text's encoded ids [default: the corpus cache "
-        "beside the run, else a temporary folder].", show_default=False)] = None,
-    per_char: Annotated[Optional[Path], typer.Option(
-        "--per-char", metavar="FILE", help="Also write every scored character's log-"
-        "probability, rank and the model's top guesses, in text order: JSON Lines, CSV if "
-        "FILE ends in .csv, JSON Lines on stdout for -.", show_default=False)] = None,
-    html: Annotated[Optional[Path], typer.Option(
-        "--html", metavar="FILE", help="Also draw the text coloured by surprisal, the top "
-        "guesses on hover, as a self-contained HTML page (the first 100,000 characters "
-        "scored).", show_default=False)] = None,
-    top: Annotated[int, typer.Option(
-        "--top", help="Guesses kept per character by --per-char and --html.")] = 5,
-    device: Device = "auto",
-    threads: Threads = 0,
-    as_json: Json = False,
-    quiet: Quiet = False,
-) -> None:
+# The arguments and options of `eval`, declared once here so that the command reads as
+# a list.
+Checkpoint = Annotated[Path, typer.Argument(
+    help="Checkpoint file, or a run folder (its best.pt).", show_default=False)]
+Texts = Annotated[list[Path], typer.Argument(
+    help="UTF-8 text to score: a file, several, a folder or a pattern (read as one text, "
+    "as train reads them), or the name of a downloaded corpus.", show_default=False,
+    metavar="TEXT...")]
+SkipUnknown = Annotated[bool, typer.Option(
+    "--skip-unknown", help="Leave out characters the model's vocabulary lacks (they are "
+    "counted and reported) instead of stopping with an error.")]
+MaxChars = Annotated[int, typer.Option(
+    "--max-chars", help="Score at most this many characters, spread evenly over "
+    "the text, as training's --val-max-chars does (0 = all of it).")]
+CacheDir = Annotated[Optional[Path], typer.Option(
+    "--cache-dir", help="Folder for the text's encoded ids [default: the corpus cache "
+    "beside the run, else a temporary folder].", show_default=False)]
+PerChar = Annotated[Optional[Path], typer.Option(
+    "--per-char", metavar="FILE", help="Also write every scored character's log-"
+    "probability, rank and the model's top guesses, in text order: JSON Lines, CSV if "
+    "FILE ends in .csv, JSON Lines on stdout for -.", show_default=False)]
+Html = Annotated[Optional[Path], typer.Option(
+    "--html", metavar="FILE", help="Also draw the text coloured by surprisal, the top "
+    "guesses on hover, as a self-contained HTML page (the first 100,000 characters "
+    "scored).", show_default=False)]
+Top = Annotated[int, typer.Option(
+    "--top", help="Guesses kept per character by --per-char and --html.")]
+
+
+def eval_(checkpoint: Checkpoint, text: Texts, skip_unknown: SkipUnknown = False,
+          max_chars: MaxChars = 0, cache_dir: CacheDir = None, per_char: PerChar = None,
+          html: Html = None, top: Top = 5, device: Device = "auto", threads: Threads = 0,
+          as_json: Json = False, quiet: Quiet = False) -> None:
     """Score any text: nats and bits per character, and perplexity.
 
     Training's own computation of its val loss: the text in 64 streams at most, each

@@ -18,6 +18,7 @@ from charrnn import config as cfg
 from charrnn.cli.common import check_at_least, err, load_model, say_which
 from charrnn.cli.options import RUNS, Json, RunsDir, flag_name, with_settings
 from charrnn.errors import CharRNNError, ConfigError
+from charrnn.reports import InspectReport
 
 # `inspect` explains a model, or (--activations) shows what its neurons do: flags that
 # belong to one of the two views are refused in the other.
@@ -185,7 +186,7 @@ def _run_to_describe(checkpoint: Path | None, runs_dir: Path, builds: bool) -> P
 
 
 def _describe_checkpoint(path: Path, seq_length: int | None, batch_size: int | None,
-                         verify: bool, corpus: Path | None) -> dict[str, Any]:
+                         verify: bool, corpus: Path | None) -> InspectReport:
     from charrnn.checkpoint import load_checkpoint
     from charrnn.data import load_text
     from charrnn.inspect import describe_trained
@@ -195,7 +196,7 @@ def _describe_checkpoint(path: Path, seq_length: int | None, batch_size: int | N
                             else load_text(corpus, what="corpus file"))
 
 
-def _print_report(report: dict[str, Any], as_json: bool, equations: bool) -> None:
+def _print_report(report: InspectReport, as_json: bool, equations: bool) -> None:
     from charrnn import views
 
     if as_json:

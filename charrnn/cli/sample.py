@@ -17,45 +17,47 @@ from charrnn.errors import ConfigError, SettingError
 MAX_SAMPLES, MAX_SAMPLE_LENGTH = 10_000, 100_000_000
 
 
-def sample(
-    checkpoint: NewestRun = None,
-    runs_dir: RunsDir = RUNS,
-    length: Annotated[int, typer.Option(
-        "--len", "-n", help="New characters to generate per sample.")] = 200,
-    prime: Annotated[Optional[str], typer.Option(
-        help="Text to start from; printed before the new characters.")] = None,
-    prime_file: Annotated[Optional[Path], typer.Option(
-        "--prime-file", help="Start from the text of this UTF-8 file (as --prime).",
-        show_default=False)] = None,
-    stop: Annotated[Optional[str], typer.Option(
-        "--stop", help="End a sample where the new characters first contain this text "
-        "(it is written too).", show_default=False)] = None,
-    temperature: Annotated[float, typer.Option(
-        "--temperature", "-t", help="Below 1: safer, more repetitive; above 1: wilder.")] = 1.0,
-    top_k: Annotated[Optional[int], typer.Option(
-        help="Draw only from the K most likely characters.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(
-        help="Draw only from the most likely characters whose probabilities add up to P.")]
-        = None,
-    greedy: Annotated[bool, typer.Option(
-        "--greedy", help="Always take the most likely character.")] = False,
-    seed: Annotated[Optional[int], typer.Option(
-        help="Same seed, same text \\[default: random].")] = None,
-    num_samples: Annotated[int, typer.Option(
-        help="Independent samples, each written as it is drawn, separated by a blank line "
-        "(with --seed S, sample i uses seed S + i).")] = 1,
-    output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Write the text to this file instead of stdout.")] = None,
-    interactive: Annotated[bool, typer.Option(
-        "--interactive", "-i", help="Type a prime, get its continuation, again and again; "
-        "the flags above set where the settings start (type :help at the prompt).")]
-        = False,
-    keep_state: Annotated[bool, typer.Option(
-        "--keep-state", help="With -i: each prime continues from where the last "
-        "continuation ended (as :keep on).")] = False,
-    device: Device = "auto",
-    threads: Threads = 0,
-) -> None:
+# The options of `sample`, declared once here so that the command reads as a list.
+Length = Annotated[int, typer.Option(
+    "--len", "-n", help="New characters to generate per sample.")]
+Prime = Annotated[Optional[str], typer.Option(
+    help="Text to start from; printed before the new characters.")]
+PrimeFile = Annotated[Optional[Path], typer.Option(
+    "--prime-file", help="Start from the text of this UTF-8 file (as --prime).",
+    show_default=False)]
+Stop = Annotated[Optional[str], typer.Option(
+    "--stop", help="End a sample where the new characters first contain this text "
+    "(it is written too).", show_default=False)]
+Temperature = Annotated[float, typer.Option(
+    "--temperature", "-t", help="Below 1: safer, more repetitive; above 1: wilder.")]
+TopK = Annotated[Optional[int], typer.Option(
+    help="Draw only from the K most likely characters.")]
+TopP = Annotated[Optional[float], typer.Option(
+    help="Draw only from the most likely characters whose probabilities add up to P.")]
+Greedy = Annotated[bool, typer.Option(
+    "--greedy", help="Always take the most likely character.")]
+Seed = Annotated[Optional[int], typer.Option(
+    help="Same seed, same text \\[default: random].")]
+NumSamples = Annotated[int, typer.Option(
+    help="Independent samples, each written as it is drawn, separated by a blank line "
+    "(with --seed S, sample i uses seed S + i).")]
+Output = Annotated[Optional[Path], typer.Option(
+    "--output", "-o", help="Write the text to this file instead of stdout.")]
+Interactive = Annotated[bool, typer.Option(
+    "--interactive", "-i", help="Type a prime, get its continuation, again and again; "
+    "the flags above set where the settings start (type :help at the prompt).")]
+KeepState = Annotated[bool, typer.Option(
+    "--keep-state", help="With -i: each prime continues from where the last "
+    "continuation ended (as :keep on).")]
+
+
+def sample(checkpoint: NewestRun = None, runs_dir: RunsDir = RUNS, length: Length = 200,
+           prime: Prime = None, prime_file: PrimeFile = None, stop: Stop = None,
+           temperature: Temperature = 1.0, top_k: TopK = None, top_p: TopP = None,
+           greedy: Greedy = False, seed: Seed = None, num_samples: NumSamples = 1,
+           output: Output = None, interactive: Interactive = False,
+           keep_state: KeepState = False, device: Device = "auto",
+           threads: Threads = 0) -> None:
     """Generate text from a trained model (text on stdout, nothing else).
 
     With -i, a prompt takes one prime after another and writes each continuation as it
@@ -63,15 +65,8 @@ def sample(
     turns (:help lists them)."""
     how = _sampling(temperature, top_k, top_p, greedy)
     _check(length, num_samples, stop)
-    if interactive:
-        given = [flag for flag, value in (("--prime", prime), ("--prime-file", prime_file),
-                                          ("--output", output)) if value is not None]
-        if given or num_samples != 1:
-            raise ConfigError(f"{', '.join(given + ['--num-samples'] * (num_samples != 1))} "
-                              "cannot go with --interactive, which writes one continuation "
-                              "of each prime typed at its prompt to stdout")
-    elif keep_state:
-        raise ConfigError("--keep-state only applies to --interactive (-i)")
+    _check_interactive(interactive, keep_state, num_samples, {
+        "--prime": prime, "--prime-file": prime_file, "--output": output})
     if prime_file is not None:
         from charrnn.files import read_small_text
 
@@ -119,6 +114,21 @@ def _check(length: int, num_samples: int, stop: str | None) -> None:
         raise ConfigError(f"--num-samples must be at most {MAX_SAMPLES:,}, got {num_samples}")
     if stop == "":
         raise ConfigError("--stop needs some text to stop at, e.g. --stop $'\\n\\n'")
+
+
+def _check_interactive(interactive: bool, keep_state: bool, num_samples: int,
+                       others: dict[str, object]) -> None:
+    """-i writes one continuation of each typed prime to stdout: the flags that say
+    otherwise are refused with it, and --keep-state without it."""
+    if not interactive:
+        if keep_state:
+            raise ConfigError("--keep-state only applies to --interactive (-i)")
+        return
+    given = [flag for flag, value in others.items() if value is not None]
+    given += ["--num-samples"] * (num_samples != 1)
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot go with --interactive, which writes one "
+                          "continuation of each prime typed at its prompt to stdout")
 
 
 def _write(samples, prime: str | None, stop: str | None, output: Path | None,
