@@ -7,8 +7,9 @@ ends; a large one given few has not started learning. So the rule: of the candid
 shapes, take the one with the most parameters that still reads ``MIN_CHARS_PER_PARAM``
 characters per parameter in the budget, or that reads its text ``MANY_PASSES`` times
 and ``FEWEST_CHARS_PER_PARAM`` per parameter; when none does, the smallest. Then
-dropout grows with the passes over the text the chosen model will make, since a model
-that reads its text many times memorises it.
+dropout grows with the passes over the text the chosen model will make, and with its
+parameters per character of the text, since a model that reads its text many times,
+or has room to store it, memorises it.
 
 How the numbers were chosen (BENCHMARKS.md, "Sizing for the budget"): a sweep of 8
 fixed shapes at 60 and 120 s, on two corpora (tiny-shakespeare, Python source code)
@@ -20,15 +21,21 @@ what they read per parameter, so the threshold 4 picks one reading between 4 and
 One wide layer beat two narrower ones of the same cost (1x384 against 2x256) in four
 settings of six, and in the other two the smallest one-layer shape was at least as good
 as both, so the candidates are one layer up to widths a few minutes of a 2-core machine
-cannot use, then two layers. At ten minutes on tiny-shakespeare the text, not the time, is what runs
-short: the best shapes there read 2 to 4 characters per parameter but the 1 MB text 5 to
-7 times, with dropout 0.15 to 0.25, and every shape reading it 15 times or more came
-0.05 or more behind (BENCHMARKS.md); the fixed 10-minute preset's 2x512 read 1.5 per
-parameter and 4.9 passes. So a shape that reads the text ``MANY_PASSES`` times needs
-only ``FEWEST_CHARS_PER_PARAM`` per parameter (a floor that keeps a short text read
-hundreds of times from choosing the largest shape), and the dropout reaches 0.25
-by about seven passes (0.25 beat 0.15 by 0.012 at 6.6 passes; no dropout beat 0.1 at
-two minutes, where the model read the text fewer than four times).
+cannot use, then two layers.
+
+At ten minutes on tiny-shakespeare the text, not the time, is what runs short
+(BENCHMARKS.md, the 600 s rows): with one thread the best shapes read 2 to 4
+characters per parameter and the 1 MB text 5 to 7 times; with two, 1x1024 with dropout
+0.25 read 0.95 per parameter and the text 4.3 times and came within 0.01 of the fixed
+10-minute preset (2x512: 1.5 per parameter, 4.9 passes), where the 4-per-parameter
+rule's 1x640 and 1x768 read the text 12 to 15 times and came 0.02 to 0.03 behind;
+every shape that read it 15 times or more came 0.05 or more behind. So a shape that
+reads the text ``MANY_PASSES`` times is trained enough at ``FEWEST_CHARS_PER_PARAM``
+per parameter (a floor that keeps a short text read hundreds of times from choosing the
+largest shape). Dropout: 0.25 beat 0.15 by 0.012 for 1x640 at 6.6 passes (1.8
+parameters per character of the text); no dropout beat 0.1 for 1x384 at two minutes
+(3.8 passes, 0.7 per character). So it is 0.06 for each pass beyond three, or 0.25 from
+1.5 parameters per character down to none at 0.75, whichever is more, at most 0.25.
 
 Everything the rule does not choose (batch and window, learning rate and schedule) is
 the ``RECIPE`` below, which the sweep used for every row. Settings a user gives always
@@ -57,8 +64,8 @@ RECIPE = {"seq_length": 32, "batch_size": 32, "batching": "stream", "lr": 8e-3,
           "eval_every": BIG_COUNT}
 SHAPE_KEYS = ("hidden_size", "num_layers", "dropout")
 MIN_CHARS_PER_PARAM = 4.0
-MANY_PASSES = 5.0
-FEWEST_CHARS_PER_PARAM = 1.5
+MANY_PASSES = 4.0
+FEWEST_CHARS_PER_PARAM = 0.8
 # Step time of a real training step (data, clipping, optimiser, bookkeeping) over the
 # timed forward and backward of the probe.
 STEP_OVERHEAD = 1.15
@@ -66,10 +73,14 @@ PROBE_SHARE = 0.03       # of the budget, at most, spent timing candidates
 DRIFT = 1.5              # the first candidate timed again this much off: time them again
 
 
-def dropout_for(passes: float) -> float:
-    """Dropout for a model that will read its training text ``passes`` times: none up
-    to three passes, then 0.06 for each further pass, at most 0.25."""
-    return round(min(0.25, max(0.0, 0.06 * (passes - 3.0))), 2)
+def dropout_for(passes: float, params_per_char: float) -> float:
+    """Dropout for a model that will read its training text ``passes`` times and has
+    ``params_per_char`` parameters per character of it: 0.06 for each pass beyond three,
+    or 0.25 times how far it is from 0.75 to 1.5 parameters per character, whichever
+    is more; at most 0.25."""
+    by_passes = 0.06 * (passes - 3.0)
+    by_room = 0.25 * (params_per_char - 0.75) / 0.75
+    return round(min(0.25, max(0.0, by_passes, by_room)), 2)
 
 
 @dataclass
@@ -109,7 +120,9 @@ class Sizing:
     def reason(self) -> str:
         c = self.chosen
         others = ", ".join(f"{t.name} {t.step_s * 1e3:.0f} ms" for t in self.timed)
-        dropout = (f"dropout {self.model.dropout:g} for that many passes" if self.dropout_chosen
+        dropout = (f"dropout {self.model.dropout:g} for that many passes and "
+                   f"{c.passes / c.chars_per_param:.2g} parameters per character of the text"
+                   if self.dropout_chosen
                    else f"dropout {self.model.dropout:g} as given")
         why = (f"the largest model with {MIN_CHARS_PER_PARAM:g} or more"
                if c.chars_per_param >= MIN_CHARS_PER_PARAM else
@@ -183,7 +196,8 @@ def choose(given: ModelConfig, free: set[str], time_step: Callable[[ModelConfig]
     enough = [t for t in timed if t.enough]
     chosen = (max(enough, key=lambda t: t.params) if enough
               else min(timed, key=lambda t: t.params))
-    dropout = given.dropout if "dropout" not in free else dropout_for(chosen.passes)
+    dropout = (given.dropout if "dropout" not in free else
+               dropout_for(chosen.passes, chosen.passes / chosen.chars_per_param))
     model = replace(given, num_layers=chosen.layers, hidden_size=chosen.hidden,
                     dropout=dropout)
     return Sizing(model, chosen, timed, seconds, dropout_chosen="dropout" in free)

@@ -69,11 +69,12 @@ def test_a_resumed_auto_run_keeps_its_shape():
     assert train.size == "auto" and not free
 
 
-@pytest.mark.parametrize("passes, dropout", [(0.3, 0.0), (1.0, 0.0), (3.0, 0.0),
-                                             (4.5, 0.09), (6.0, 0.18), (7.2, 0.25),
-                                             (40.0, 0.25)])
-def test_dropout_grows_with_the_passes_over_the_text(passes, dropout):
-    assert sizing.dropout_for(passes) == pytest.approx(dropout)
+@pytest.mark.parametrize("passes, per_char, dropout", [
+    (0.3, 0.1, 0.0), (1.0, 0.5, 0.0), (3.0, 0.75, 0.0), (4.5, 0.5, 0.09), (6.0, 0.2, 0.18),
+    (7.2, 0.1, 0.25), (40.0, 0.01, 0.25),              # many passes
+    (1.0, 1.125, 0.12), (2.0, 1.5, 0.25), (4.3, 4.5, 0.25), (5.0, 0.9, 0.12)])  # much room
+def test_dropout_grows_with_the_passes_and_the_room_to_memorise(passes, per_char, dropout):
+    assert sizing.dropout_for(passes, per_char) == pytest.approx(dropout)
 
 
 def params(config: ModelConfig) -> int:
@@ -129,7 +130,7 @@ def test_the_largest_model_the_budget_trains_enough_is_chosen(per_param, seconds
     assert first_pass == sizing.CANDIDATES[:len(first_pass)] and last == sizing.CANDIDATES[0]
     assert len(first_pass) <= sizing.CANDIDATES.index(got) + 2
     passes = result.chosen.steps * 1024 / text
-    assert result.model.dropout == sizing.dropout_for(passes)
+    assert result.model.dropout == sizing.dropout_for(passes, result.chosen.params / text)
     assert result.chosen.params == params(result.model)
 
 
