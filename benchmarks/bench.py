@@ -5,6 +5,7 @@
     python benchmarks/bench.py --json     # one JSON object on stdout
     python benchmarks/bench.py --threads  # only the thread counts, quiet and beside a busy
                                           # process (busy.py), about 3 minutes
+    python benchmarks/bench.py --beam     # only the cost of beam search against a draw
     BENCH_HIDE_CPU_FLAGS=avx512_bf16,amx_bf16 python benchmarks/bench.py --quick
                                           # as on a processor without bf16 instructions
 
@@ -48,7 +49,7 @@ from benchmarks import busy, machine  # noqa: E402
 from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
 from charrnn.data import Vocab  # noqa: E402
 from charrnn.model import CharRNN  # noqa: E402
-from charrnn.sample import generate  # noqa: E402
+from charrnn.sample import beam_search, generate  # noqa: E402
 from charrnn.train import train  # noqa: E402
 
 CORPUS = ROOT / "data" / "tinyshakespeare.txt"
@@ -56,9 +57,11 @@ CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 # whichever of its count and its time comes first.
 LIMITS = {
     "full": {"threads_s": 15.0, "threads_rounds": 2, "peak_s": 5.0, "train_steps": 150, "train_s": 25.0, "sample_chars": (3000, 500),
-             "sample_s": 10.0, "page_chars": 1000, "encode_mb": 100, "help_runs": 7, "help_s": 15.0},
+             "sample_s": 10.0, "page_chars": 1000, "encode_mb": 100, "help_runs": 7, "help_s": 15.0,
+             "beam": (400, 5)},
     "quick": {"threads_s": 8.0, "threads_rounds": 1, "peak_s": 1.5, "train_steps": 30, "train_s": 5.0, "sample_chars": (500, 100),
-              "sample_s": 3.0, "page_chars": 200, "encode_mb": 20, "help_runs": 3, "help_s": 5.0},
+              "sample_s": 3.0, "page_chars": 200, "encode_mb": 20, "help_runs": 3, "help_s": 5.0,
+              "beam": (100, 3)},
 }
 
 
@@ -173,6 +176,47 @@ def sampling(vocab: Vocab, c: ModelConfig, batch: int, length: int,
     return batch * length / (time.perf_counter() - start)
 
 
+BEAMS = (1, 4, 8, 16)
+
+
+def beam_costs(vocab: Vocab, c: ModelConfig, length: int, rounds: int) -> dict:
+    """Characters written per second by one drawn sample and by ``beam_search`` with each
+    of ``BEAMS``, ``length`` characters each, in ``rounds`` rounds that take them in turn
+    (the median of each); the beams' speeds also as a fraction of the draw's."""
+    torch.manual_seed(0)
+    model = CharRNN(len(vocab), c).eval()
+    runs = {"draw": lambda: generate(model, vocab, length, seed=0),
+            **{f"beam {b}": (lambda b=b: beam_search(model, vocab, length, beam=b))
+               for b in BEAMS}}
+    for run in runs.values():            # warm-up
+        run()
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    speed = {name: length / statistics.median(t) for name, t in seconds.items()}
+    return {name: {"chars_per_s": round(v), "of_draw": round(v / speed["draw"], 3)}
+            for name, v in speed.items()}
+
+
+def beam_only(lim: dict, as_json: bool) -> None:
+    processor = machine.describe()
+    log(machine.summary(processor))
+    vocab = Vocab("".join(sorted(set(CORPUS.read_text(encoding="utf-8")))))
+    figures = beam_costs(vocab, ModelConfig(hidden_size=512), *lim["beam"])
+    if as_json:
+        print(json.dumps({"processor": processor, "threads": torch.get_num_threads(),
+                          "beam_2x512_lstm": figures}))
+        return
+    print(machine.summary(processor))
+    print(f"2x512 lstm, {lim['beam'][0]} characters, {torch.get_num_threads()} threads, "
+          f"median of {lim['beam'][1]} rounds:")
+    for name, f in figures.items():
+        print(f"  {name:8} {f['chars_per_s']:>8,} chars/s  ({f['of_draw']:.3f} of a draw)")
+
+
 def onnx_sampling(vocab: Vocab, c: ModelConfig, length: int, seconds: float) -> float | str:
     """chars/s of drawing one text from the same model exported to ONNX and run by
     onnxruntime, one character per call, the draw made with numpy as a program without
@@ -282,10 +326,14 @@ def main() -> None:
     parser.add_argument("--threads", action="store_true",
                         help="only the speed with one, all and the chosen thread counts, "
                         "quiet and beside a busy process")
+    parser.add_argument("--beam", action="store_true",
+                        help="only the cost of beam search against drawing one sample")
     args = parser.parse_args()
     lim = LIMITS["quick" if args.quick else "full"]
     if args.threads:
         return threads_only(lim, args.json)
+    if args.beam:
+        return beam_only(lim, args.json)
     processor = machine.describe()
     bf16, bf16_note = machine.bf16_support(processor)
     dtypes = ("float32", "bfloat16") if bf16 else ("float32",)

@@ -51,12 +51,22 @@ def read_text(value: str) -> tuple[str, str | None]:
     if not value:
         raise DataError("the activation text is empty; give some text or a text file")
     path = Path(value)
+    if _is_folder(path):
+        raise DataError(f"{value} is a folder; give one text file, or text to read that is not "
+                        "the name of a folder (e.g. with a space in it)")
     if _is_file(path) or _looks_like_path(value):
         if not path.exists():
             raise DataError(f"activation text file {value} does not exist; give an existing "
                             "file, or the text itself (text with a space is never a file name)")
         return load_text(path, what="activation text file"), str(path)
     return value, None
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def _is_file(path: Path) -> bool:

@@ -35,7 +35,8 @@ from charrnn import __version__
 from charrnn.config import build
 from charrnn.data import Vocab
 from charrnn.errors import CheckpointError
-from charrnn.files import BEST, LAST, atomic_write, is_torchscript, numbered_checkpoints
+from charrnn.files import (BEST, LAST, atomic_write, is_run, is_torchscript,
+                           numbered_checkpoints)
 from charrnn.model import CharRNN
 
 FORMAT_VERSION = 1
@@ -185,6 +186,7 @@ def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs",
         return latest_checkpoint(runs_dir, name)
     target = Path(target)
     if target.is_dir():
+        _check_is_run(target)
         for candidate in (name, LAST if name == BEST else BEST):
             if (target / candidate).is_file():
                 return target / candidate
@@ -195,6 +197,24 @@ def resolve_checkpoint(target: str | Path | None, runs_dir: str | Path = "runs",
                               "before its first evaluation saved one; start it again with "
                               f"charrnn train TEXT --out {target} --overwrite")
     return target
+
+
+def _check_is_run(folder: Path) -> None:
+    """A one-line error for a folder that is not a run folder: one that holds runs (the
+    runs folder itself), or any other (a folder of texts, say)."""
+    if is_run(folder):
+        return
+    try:
+        runs = sorted((p for p in folder.iterdir() if p.is_dir() and is_run(p)),
+                      key=lambda p: p.stat().st_mtime)
+    except OSError:
+        runs = []
+    if runs:
+        raise CheckpointError(f"{folder} is a folder of runs, not a run: name one of them "
+                              f"(the newest is {runs[-1]})")
+    raise CheckpointError(f"{folder} is not a run folder (it holds no config.toml, metrics.csv "
+                          "or checkpoint); give a run folder such as runs/<run>, or a .pt "
+                          "checkpoint file")
 
 
 def latest_checkpoint(runs_dir: str | Path = "runs", name: str = BEST) -> Path:

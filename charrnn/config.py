@@ -294,6 +294,16 @@ def check_model(c: ModelConfig) -> None:
             f"set --embedding-dim {head_in} or drop --tie-weights")
 
 
+def check_given(asked: dict[str, Any], model: dict[str, Any]) -> None:
+    """A ``ConfigError`` for a model setting given (by a flag or a config file, not
+    inherited from a checkpoint) that the rest of ``model`` would silently ignore."""
+    cell = model.get("cell", ModelConfig.cell)
+    if asked.get("nonlinearity") not in (None, "tanh") and cell != "rnn":
+        raise ConfigError(f"model.nonlinearity {asked['nonlinearity']} is the plain rnn cell's; "
+                          f"the {cell} cell has its own gates: drop --nonlinearity or use "
+                          "--cell rnn")
+
+
 def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
     """The ``[model]`` and ``[train]`` tables of a config file, keys unchecked."""
     path = Path(path)
@@ -328,11 +338,16 @@ def resolve(config_file: str | Path | None, overrides: dict[str, dict[str, Any]]
     from charrnn import sizing
 
     layers = {name: dict((base or {}).get(name, {})) for name in SECTIONS}
+    asked: dict[str, Any] = {}      # the model settings given here, not inherited
     if config_file:
         for section, values in read_toml(config_file).items():
             layers[section].update(values)
+            asked.update(values if section == "model" else {})
     for section, values in overrides.items():
-        layers[section].update({k: v for k, v in values.items() if v is not None})
+        given = {k: v for k, v in values.items() if v is not None}
+        layers[section].update(given)
+        asked.update(given if section == "model" else {})
+    check_given(asked, layers["model"])
     train = layers["train"]
     if train.get("size") is None:
         only_time = all(train.get(k) is None for k in ("max_steps", "epochs"))
@@ -387,6 +402,9 @@ def to_toml(model: ModelConfig, train: TrainConfig, free: frozenset[str] = froze
             value = getattr(config, f.name)
             if section == "model" and f.name in free:
                 lines.append(f"# {f.name} = (chosen by --size auto)")
+            elif f.name == "max_steps" and train.budget_steps() is not None and value is None:
+                lines.append(f"# max_steps = (not set: {train.budget_steps()}, the budget when "
+                             "none is given)")
             elif value is None:
                 lines.append(f"# {f.name} = (not set)")
             elif isinstance(value, bool):

@@ -27,24 +27,24 @@ same ids, the same cache files).
 
 from __future__ import annotations
 
-import glob
+import codecs
+import fnmatch
 import hashlib
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from tqdm import tqdm
 
 from charrnn.data import CharSet, Vocab, list_chars, text_pieces
 from charrnn.download import resolve_text
 from charrnn.errors import CharRNNError, DataError
 from charrnn.files import atomic_write, open_input
+from charrnn.progress import bar as progress_bar
 
 FORMAT = 1  # of the scan's JSON file
 # Between two files of a corpus: a blank line after each file but the last (none
@@ -178,20 +178,27 @@ def _encode_into(out: IO[bytes], path: Path, scan: Scan, vocab: Vocab, what: str
 
 # ------------------------------------------------------------------------ several files
 def expand_inputs(args: Iterable[str | Path], *,
-                  on_duplicate: Callable[[Path], None] | None = None) -> list[Path]:
+                  on_duplicate: Callable[[Path], None] | None = None,
+                  on_empty: Callable[[Path], None] | None = None) -> list[Path]:
     """The text files that command-line inputs name, in order. Each input is a file
     (used whatever its name), a folder (its files with a suffix in ``TEXT_SUFFIXES``,
-    recursively, sorted by path; names starting with a dot and links to folders are
-    left out; none is an error), a glob pattern expanded here (``*``, ``?``, ``[...]``,
-    ``**``; its matches sorted, a file used whatever its name, a folder for its text
-    files; no file at all is an error), or the name of a known
-    corpus (``download.resolve_text``). A path that is none of these is kept, for the
-    reader to report. A file named by several inputs is read once, where it first
-    comes; ``on_duplicate`` hears of each repeat."""
+    recursively), a glob pattern expanded here (``*``, ``?``, ``[...]``, ``**``; what
+    it matches taken as if named: a file whatever its name, a folder for its text
+    files), or the name of a known corpus (``download.resolve_text``). A path that is
+    none of these is kept, for the reader to report.
+
+    Inside a folder or a pattern: files are sorted by path, folder by folder; names
+    starting with a dot are left out (unless the pattern's part starts with one); a
+    link to a file is that file, a link to a folder is not followed (so a loop of links
+    cannot trap the walk); anything that is not a regular file (a broken link, a pipe,
+    a device) is left out; an empty file adds nothing and is left out too
+    (``on_empty`` hears of each). An input that gives no file at all is an error. A
+    file named by several inputs is read once, where it first comes; ``on_duplicate``
+    hears of each repeat."""
     found: list[Path] = []
     seen: set[tuple] = set()
     for arg in args:
-        for path in _expand(str(arg)):
+        for path in _expand(str(arg), on_empty):
             key = _identity(path)
             if key in seen:
                 if on_duplicate is not None:
@@ -204,26 +211,95 @@ def expand_inputs(args: Iterable[str | Path], *,
     return found
 
 
-def _expand(arg: str) -> list[Path]:
+_WILD = re.compile(r"[*?[]")
+
+
+def _expand(arg: str, on_empty: Callable[[Path], None] | None) -> list[Path]:
     """The files of one input, each once."""
     path = Path(arg)
-    if path.is_dir():
-        return _text_files_in(path)
-    if path.exists() or not re.search(r"[*?[]", arg):
+    if not path.is_dir() and (path.exists() or not _WILD.search(arg)):
         return [resolve_text(arg)]
+    matches = [path] if path.is_dir() else _pattern_matches(arg)
     files: dict[tuple, Path] = {}   # a file reached twice (through ** and a folder): once
-    for match in map(Path, sorted(glob.glob(arg, recursive=True))):
-        for file in _text_files_in(match, required=False) if match.is_dir() else [match]:
-            files.setdefault(_identity(file), file)
-    if not files:
-        raise DataError(f"no text file matches {arg}; check the pattern (charrnn expands *, "
-                        "?, [...] and ** itself, so it may be quoted)")
-    return list(files.values())
+    for match in matches:
+        for file in _text_files_in(match) if match.is_dir() else [match]:
+            if file.is_file():     # not a broken link, a pipe or a device
+                files.setdefault(_identity(file), file)
+    kept = [file for file in files.values() if not _is_empty(file)]
+    if on_empty is not None:
+        for file in files.values():
+            if file not in kept:
+                on_empty(file)
+    if kept:
+        return kept
+    what = f"folder {arg}" if path.is_dir() else f"pattern {arg}"
+    if files:
+        raise DataError(f"every text file of {what} is empty ({len(files)}); name files with "
+                        "some text in them")
+    if path.is_dir():
+        raise DataError(f"folder {arg} holds no text files (.txt, .md, .html, .py and other "
+                        "text and source suffixes; hidden ones are skipped); name its files, or "
+                        f"match them with a pattern, e.g. '{arg}/*.csv'")
+    raise DataError(f"no text file matches {arg}; check the pattern (charrnn expands *, ?, "
+                    "[...] and ** itself, so it may be quoted)")
 
 
-def _text_files_in(folder: Path, required: bool = True) -> list[Path]:
-    """The text files under ``folder`` (see ``expand_inputs``), sorted by path; none
-    is an error when ``required``."""
+def _pattern_matches(pattern: str) -> list[Path]:
+    """What ``pattern`` matches, as the shell's globstar would (``*``, ``?`` and
+    ``[...]`` within a name, ``**`` for any depth of folders), but never through a link
+    to a folder, and sorted by path, folder by folder."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if _WILD.search(part))
+    base, rest = Path(*parts[:first]) if first else Path(), parts[first:]
+    deep = "**" in rest
+    found: list[Path] = []
+
+    def visit(names: tuple[str, ...]) -> None:
+        folder = base.joinpath(*names)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError:
+            return
+        for entry in entries:
+            here = names + (entry.name,)
+            linked_folder = entry.is_symlink() and entry.is_dir()
+            if _parts_match(rest, here) and not linked_folder:
+                found.append(base.joinpath(*here))
+            if (entry.is_dir(follow_symlinks=False) and (deep or len(here) < len(rest))
+                    and not _hidden(entry.name, rest)):
+                visit(here)
+    visit(())
+    return sorted(found, key=lambda p: p.parts)
+
+
+def _parts_match(pattern: tuple[str, ...], names: tuple[str, ...]) -> bool:
+    """Whether a path's parts ``names`` match the pattern's parts (``**``: any number of
+    folders, none included)."""
+    if not pattern:
+        return not names
+    if pattern[0] == "**":
+        return any(_parts_match(pattern[1:], names[i:]) for i in range(len(names) + 1)
+                   if not any(name.startswith(".") for name in names[:i]))
+    return (bool(names) and not _hidden(names[0], pattern[:1])
+            and fnmatch.fnmatchcase(names[0], pattern[0]) and _parts_match(pattern[1:], names[1:]))
+
+
+def _hidden(name: str, pattern: tuple[str, ...]) -> bool:
+    """A name starting with a dot, which only a pattern part starting with one names."""
+    return name.startswith(".") and not any(part.startswith(".") for part in pattern)
+
+
+def _is_empty(path: Path) -> bool:
+    """No text at all: no bytes, or nothing but a UTF-8 byte-order mark."""
+    try:
+        size = path.stat().st_size
+        return size == 0 or (size == 3 and path.read_bytes() == codecs.BOM_UTF8)
+    except OSError:
+        return False          # the reader reports it
+
+
+def _text_files_in(folder: Path) -> list[Path]:
+    """The text files under ``folder`` (see ``expand_inputs``), sorted by path."""
     def fail(e: OSError) -> None:
         raise DataError(f"cannot read folder {e.filename}: {e.strerror}")
 
@@ -232,12 +308,7 @@ def _text_files_in(folder: Path, required: bool = True) -> list[Path]:
         folders[:] = [name for name in folders if not name.startswith(".")]
         found.extend(Path(root) / name for name in names
                      if not name.startswith(".") and Path(name).suffix.lower() in TEXT_SUFFIXES)
-    found = [p for p in found if p.is_file()]
-    if not found and required:
-        raise DataError(f"folder {folder} holds no text files (.txt, .md, .html, .py and other "
-                        "text and source suffixes; hidden ones are skipped); name its files, or "
-                        f"match them with a pattern, e.g. '{folder}/*.csv'")
-    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+    return sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(folder).parts)
 
 
 def _identity(path: Path) -> tuple:
@@ -410,7 +481,7 @@ class ReadingBar:
     def __init__(self, progress: bool, paths: list[Path]) -> None:
         self.total = sum(p.stat().st_size for p in paths if p.is_file())
         self.enabled = progress and self.total >= 64 << 20
-        self.bar: tqdm | None = None
+        self.bar: Any = None
         self.stage = ""
 
     def update(self, stage: str, nbytes: int) -> None:
@@ -419,8 +490,8 @@ class ReadingBar:
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=self.total, desc=f"{stage} text", unit="B", unit_scale=True,
-                            dynamic_ncols=True, file=sys.stderr, leave=False)
+            self.bar = progress_bar(total=self.total, desc=f"{stage} text", unit="B",
+                                    unit_scale=True, dynamic_ncols=True, leave=False)
         self.bar.update(nbytes)
 
     def close(self) -> None:

@@ -174,13 +174,13 @@ def _fetch(url: str, out, *, timeout: float, progress: bool, expected_size: int,
                            f"network connection, {by_hand}") from None
     except (OSError, ValueError) as e:
         raise CharRNNError(f"cannot download {url}: {_reason(e)}") from None
-    from tqdm import tqdm
+    from charrnn.progress import bar as progress_bar
 
     digest, size = hashlib.sha256(), 0
     total = response.headers.get("Content-Length") if response.headers else None
-    with response, tqdm(total=int(total) if total and total.isdigit() else expected_size,
-                        disable=not progress, unit="B", unit_scale=True, leave=False, delay=0.5,
-                        desc=target.name) as bar:
+    with response, progress_bar(progress, total=int(total) if total and total.isdigit()
+                                else expected_size, unit="B", unit_scale=True, leave=False,
+                                delay=0.5, desc=target.name) as bar:
         window_start, window_bytes = time.monotonic(), 0
         while True:
             try:

@@ -31,6 +31,7 @@ from charrnn.errors import CharRNNError, ConfigError
 CONFIG, METRICS, BEST, LAST = "config.toml", "metrics.csv", "best.pt", "last.pt"
 RESULTS = (BEST, LAST, METRICS)     # what a run has written once it has saved
 RUN_FILES = (CONFIG, *RESULTS)      # any of them makes a folder a run folder
+EVENTS = "events.out.tfevents.*"    # what --tensorboard writes beside them
 NUMBERED = re.compile(r"step-([1-9][0-9]*)\.pt")   # step-N.pt: the state at step N
 METRICS_FIELDS = ("step", "elapsed_s", "epoch", "lr", "train_loss", "val_loss", "val_bpc",
                   "chars_per_s")
@@ -162,6 +163,29 @@ def default_run_dir(name: str, cell: str, root: Path = Path("runs")) -> Path:
     return root / f"{datetime.now():%Y%m%d-%H%M%S}-{name}-{cell}"
 
 
+def new_run_dir(name: str, cell: str, root: Path = Path("runs")) -> Path:
+    """A new, empty ``default_run_dir``, made here and so this process's alone: when
+    another run started in the same second has that name, ``-2``, ``-3`` ... follow it.
+    (Made with one ``mkdir`` each: two processes can never both make one folder.)"""
+    first = default_run_dir(name, cell, root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CharRNNError(f"cannot write to runs folder {root}: {e.strerror}; choose a run "
+                           "folder with --out") from None
+    for n in range(1, 10_000):
+        path = first if n == 1 else first.with_name(f"{first.name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise CharRNNError(f"cannot write to run folder {path}: {e.strerror}; choose "
+                               "another with --out") from None
+    raise CharRNNError(f"{root} has 10,000 runs named {first.name}; choose --out")
+
+
 def numbered_name(step: int) -> str:
     """The file name of the numbered checkpoint of ``step``: ``step-1000.pt``."""
     return f"step-{step}.pt"
@@ -210,12 +234,13 @@ def prune_numbered(run_dir: Path, newest: int, keep: int) -> list[Path]:
 
 
 @contextlib.contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
+def locked(run_dir: Path, made: bool = False) -> Iterator[None]:
     """Hold ``run_dir`` for one training process: while it is held, another is refused
     at once. The lock is the kernel's (``flock`` on the folder itself), so it ends with
     the process that held it, however that ended: a killed run never blocks the next,
-    and nothing is left in the folder."""
-    created = not run_dir.exists()
+    and nothing is left in the folder. A folder made here, or just before (``made``),
+    is removed again when the run fails before writing anything into it."""
+    created = made or not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir, os.O_RDONLY)
@@ -243,11 +268,13 @@ def check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
     says what to do instead."""
     numbered = [path for _, path in numbered_checkpoints(run_dir)]
     held = [run_dir / name for name in (*RESULTS, CONFIG) if (run_dir / name).exists()]
+    held += sorted(run_dir.glob(EVENTS)) if run_dir.is_dir() else []    # --tensorboard's
     if (held or numbered) and not overwrite:
         # Named: its results; else the config of one that never saved.
-        names = [path.name for path in held if path.name != CONFIG] + (
+        events = [path for path in held if path.match(EVENTS)]
+        names = [path.name for path in held if path.name != CONFIG and path not in events] + (
             [numbered[0].name if len(numbered) == 1 else f"{len(numbered)} step-N.pt"]
-            if numbered else [])
+            if numbered else []) + (["TensorBoard events"] if events else [])
         names = ", ".join(names) or CONFIG
         raise ConfigError(f"run folder {run_dir} already holds a run ({names}); continue it "
                           f"with --resume {run_dir}, train into a new folder with --out, or "
@@ -262,10 +289,10 @@ def check_run_dir_is_free(run_dir: Path, overwrite: bool) -> list[Path]:
     return held
 
 
-def prepare_run_dir(run_dir: Path, config_toml: str, checkpoint_bytes: int,
+def prepare_run_dir(run_dir: Path, config_toml: str | None, checkpoint_bytes: int,
                     replaced: list[Path], numbered: int = 0) -> None:
     """Create the folder, remove the ``replaced`` results of an earlier run, write
-    config.toml and check the free space (for ``numbered`` checkpoints more than
+    config.toml (unless None) and check the free space (for ``numbered`` checkpoints more than
     best.pt and last.pt), so that an unwritable or full place fails before any
     training time is spent. Temporary files that a killed run left behind are removed
     (the checkpoints they were to replace are intact)."""
@@ -274,7 +301,8 @@ def prepare_run_dir(run_dir: Path, config_toml: str, checkpoint_bytes: int,
         left = [p for name in (*RESULTS, "step-*.pt") for p in run_dir.glob(f".{name}.*.tmp")]
         for stale in [*left, *replaced]:
             stale.unlink()
-        (run_dir / CONFIG).write_text(config_toml, encoding="utf-8")
+        if config_toml is not None:
+            (run_dir / CONFIG).write_text(config_toml, encoding="utf-8")
         free = shutil.disk_usage(run_dir).free
     except OSError as e:
         raise CharRNNError(f"cannot write to run folder {run_dir}: {e.strerror}; "
@@ -297,10 +325,13 @@ def write_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
-    """The rows of a run's ``metrics.csv`` (or the file itself) as numbers."""
+    """The rows of a run's ``metrics.csv`` as numbers: of a run folder, of the run a
+    checkpoint file is in, or the file itself."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS
+    elif path.suffix == ".pt":
+        path = path.parent / METRICS
     if not path.exists():
         raise CharRNNError(f"{path} does not exist; give a run folder written by charrnn "
                            "train (charrnn runs lists them)")

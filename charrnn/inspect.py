@@ -543,7 +543,6 @@ def describe_trained(ckpt: dict[str, Any], path: str | Path, *, seq_length: int 
     return report
 
 
-
 def describe_checkpoint(ckpt: dict[str, Any], corpus: str | None = None) -> CheckpointInfo:
     """The facts of a loaded checkpoint dict worth showing; missing keys, and values of
     a type charrnn never writes, become None (or empty).

@@ -34,6 +34,7 @@ does. A line that starts with : or / is a command (:: or // starts a prime with 
 : or /); a command without its value shows the current one.
   :temperature T  (:t)     :len N  (:n)     :top-k K|off  (:k)     :top-p P|off  (:p)
   :greedy on|off           :seed N|random   :stop TEXT|off
+  :beam B|off    write the likeliest continuation a search keeping B finds
   :keep on|off   each prime continues from where the last continuation ended
   :reset         forget that state          :show   all settings
   :help  (:h)    this                       :quit  (:q, Ctrl-D)  end the session
@@ -44,7 +45,7 @@ _COMMANDS = {  # what each command and its short forms change
     **dict.fromkeys(("len", "length", "n"), "length"),
     **dict.fromkeys(("top-k", "top_k", "topk", "k"), "top_k"),
     **dict.fromkeys(("top-p", "top_p", "topp", "p"), "top_p"),
-    **dict.fromkeys(("greedy", "seed", "stop", "keep", "reset", "show"), None),
+    **dict.fromkeys(("greedy", "seed", "stop", "keep", "reset", "show", "beam"), None),
     **dict.fromkeys(("help", "h", "?"), "help"), **dict.fromkeys(("quit", "q", "exit"), "quit"),
 }
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
@@ -80,6 +81,7 @@ def interact(session: Session, stop: str | None) -> None:
                 err.print(Text(reply))
                 continue
             text = _unescape(line[1:] if line[:2] in ("::", "//") else line)
+            session.stop = settings["stop"]     # a searched turn is cut there
             chars = session.turn(text)          # checks the prime: an error comes now
         except CharRNNError as e:
             err.print(Text(f"error: {' '.join(str(e).splitlines())}"))
@@ -153,7 +155,8 @@ def _session_command(session: Session, settings: dict[str, Any], line: str) -> s
         return "forgot the state: the next prime starts afresh"
     if name == "show":
         return ", ".join(_show(session, settings, n) for n in (
-            "length", "temperature", "top_k", "top_p", "greedy", "seed", "keep", "stop"))
+            "length", "temperature", "top_k", "top_p", "greedy", "beam", "seed", "keep",
+            "stop"))
     if not value:
         return _show(session, settings, name)
     if name == "stop":
@@ -162,10 +165,10 @@ def _session_command(session: Session, settings: dict[str, Any], line: str) -> s
         session.reseed(None if value.lower() == "random" else _parse(int, name, value))
     elif name in ("greedy", "keep"):
         session.configure(**{name: _parse(_on_off, name, value)})
-    elif name in ("top_k", "top_p") and value.lower() in ("off", "none"):
+    elif name in ("top_k", "top_p", "beam") and value.lower() in ("off", "none"):
         session.configure(**{name: None})
     else:
-        kind = float if name in ("temperature", "top_p") else int
+        kind = float if name in ("temperature", "top_p") else int    # len, top-k, beam
         session.configure(**{name: _parse(kind, name, value)})
     return _show(session, settings, name)
 

@@ -11,10 +11,17 @@ recurrent module is PyTorch's own (batch-first), so its parameters keep PyTorch'
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 from charrnn.config import ModelConfig
+
+# torch says, at every forward pass of a projected LSTM, that oneDNN has no kernel for it
+# and its own is used: a fact about speed (BENCHMARKS.md), not something to act on.
+warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN",
+                        category=UserWarning)
 
 # LSTM: (h, c) with h (D*num_layers, B, H_out) and c (D*num_layers, B, hidden_size);
 # RNN/GRU: h (D*num_layers, B, hidden_size).

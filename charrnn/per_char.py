@@ -264,7 +264,7 @@ def write(outputs: Outputs, recorder: Recorder, vocab: Vocab, *, first: str,
           title: str, meta: list[str], progress: bool = False) -> None:
     """The records of ``recorder``, in text order, to the outputs asked for: each file
     written whole or not at all, stdout as they come."""
-    from tqdm import tqdm
+    from charrnn.progress import bar as progress_bar
 
     total = int(np.diff(recorder.plan).sum())
     with contextlib.ExitStack() as stack:
@@ -276,9 +276,9 @@ def write(outputs: Outputs, recorder: Recorder, vocab: Vocab, *, first: str,
         if outputs.html is not None:
             writers.append(_Page(_text_file(stack, outputs.html, "--html"), vocab,
                                  title=title, meta=meta, first=first, limit=HTML_MAX_CHARS))
-        bar = stack.enter_context(tqdm(total=total, disable=not progress, unit="char",
-                                       unit_scale=True, leave=False, delay=1.0,
-                                       desc="writing", file=sys.stderr))
+        bar = stack.enter_context(progress_bar(progress, total=total, unit="char",
+                                               unit_scale=True, leave=False, delay=1.0,
+                                               desc="writing"))
         for pos, rows in recorder.chunks():
             for writer in writers:
                 writer.write(pos, rows)

@@ -94,6 +94,23 @@ class Origin:
             return [Path(p) for p in paths]
         return None if self.text is None else [self.text]
 
+    def texts_to_read(self) -> list[Path]:
+        """The training files a resume named no text for: the run's own, where they
+        still are; a one-line ``DataError`` saying how to go on when one is gone."""
+        saved = self.texts
+        if not saved:
+            raise ConfigError("give the TEXT file to train on, e.g. charrnn train input.txt "
+                              f"--resume {self.path.parent}")
+        gone = [path for path in saved if not path.exists()]
+        if gone:
+            run = self.path.parent
+            raise DataError(f"the training text {gone[0]} of {run} is gone (moved or removed"
+                            f"{f', with {len(gone) - 1} more' if len(gone) > 1 else ''}); if it "
+                            f"moved, name its new place: charrnn train NEW_PLACE --resume {run}; "
+                            f"to go on with another text: charrnn train OTHER_TEXT --resume {run}"
+                            " --allow-changed-text")
+        return saved
+
     def check_text(self, texts: corpus.Texts, allow_changed: bool) -> None:
         """A resume reads the text it was trained on, unless the user allows another."""
         saved = self.checkpoint.get("corpus") or {}

@@ -187,32 +187,36 @@ class Session:
 
     def __init__(self, model: CharRNN, vocab: Vocab, *, length: int = 200,
                  sampling: Sampling = Sampling(), keep: bool = False,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, beam: int | None = None) -> None:
         self.model = model.eval()   # for the session's life: no dropout
         self.vocab = vocab
         self.stepper = Stepper(model)
         self.device = next(model.parameters()).device
         self.generator = torch.Generator(device=self.device)
         self.sampling = sampling
-        self.length, self.keep = 1, keep
-        self.configure(length=length)
+        self.length, self.keep, self.beam = 1, keep, None
+        self.stop: str | None = None      # where a searched turn is cut (``until_stop``)
+        self.configure(length=length, beam=beam)
         self.seed: int | None = None
         self.reseed(seed)
         self._end: tuple[list, torch.Tensor] | None = None  # (states, last character's id)
 
     def configure(self, **settings: Any) -> None:
-        """Change some of length, keep and ``Sampling``'s temperature, top_k, top_p
-        (None: no cut) and greedy; a bad value raises ``ConfigError`` and changes
-        nothing."""
-        unknown = set(settings) - {"length", "keep", *Sampling.__dataclass_fields__}
+        """Change some of length, keep, beam (None: draw, don't search) and
+        ``Sampling``'s temperature, top_k, top_p (None: no cut) and greedy; a bad value
+        raises ``ConfigError`` and changes nothing."""
+        unknown = set(settings) - {"length", "keep", "beam", *Sampling.__dataclass_fields__}
         if unknown:
             raise ConfigError(f"no setting named {', '.join(sorted(unknown))}")
         length = settings.pop("length", self.length)
         keep = settings.pop("keep", self.keep)
+        beam = settings.pop("beam", self.beam)
         if length < 1:
             raise SettingError("length", f"must be at least 1, got {length}")
+        if beam is not None and beam < 1:
+            raise SettingError("beam", f"must be at least 1, got {beam}")
         self.sampling = replace(self.sampling, **settings)
-        self.length, self.keep = length, keep
+        self.length, self.keep, self.beam = length, keep, beam
 
     def reseed(self, seed: int | None) -> None:
         """Start the random draws again from ``seed`` (None: a fresh random state)."""
@@ -234,8 +238,8 @@ class Session:
         return self.keep and self._end is not None
 
     def settings(self) -> dict[str, Any]:
-        return dict(length=self.length, **vars(self.sampling), seed=self.seed,
-                    keep=self.keep)
+        return dict(length=self.length, **vars(self.sampling), beam=self.beam,
+                    seed=self.seed, keep=self.keep)
 
     def turn(self, prime: str) -> Iterator[str]:
         """The new characters after ``prime``, yielded as they are drawn.
@@ -247,8 +251,27 @@ class Session:
             prime = default_prime(self.vocab)
         ids = torch.as_tensor(self.vocab.encode(prime, what="the prime text").astype(
             "int64"), device=self.device)
-        return self._turn(ids, self._end if self.continues else None, self.length,
-                          self.sampling)
+        end = self._end if self.continues else None
+        if self.beam is not None:
+            return self._searched(ids, end)
+        return self._turn(ids, end, self.length, self.sampling)
+
+    @torch.no_grad()
+    def _searched(self, ids: torch.Tensor, end: tuple[list, torch.Tensor] | None
+                  ) -> Iterator[str]:
+        """A turn of ``beam_search``: the likeliest continuation, decided whole, then
+        yielded; the state after it is where the next turn carries on."""
+        states = None
+        if end is not None:
+            states, last = end
+            ids = torch.cat([last, ids])
+        (found,) = _beam_search(self.model, self.stepper, self.vocab, ids, states,
+                                self.length, self.beam, 1, self.stop)
+        new = torch.as_tensor(self.vocab.encode(found.text, what="text").astype("int64"),
+                              device=self.device)
+        self._end = _warm(self.model, self.stepper, torch.cat([ids, new]).unsqueeze(0),
+                          states)
+        yield from found.text
 
     @torch.no_grad()
     def _turn(self, ids: torch.Tensor, end: tuple[list, torch.Tensor] | None, length: int,
@@ -312,6 +335,99 @@ def _warm(model: CharRNN, stepper: Stepper, batch: torch.Tensor,
     elif states is None:
         states = zero_states(model, batch.size(0), batch.device)
     return states, batch[:, -1]
+
+
+@dataclass(frozen=True)
+class Beam:
+    """One continuation found by ``beam_search``: its text and its log-probability
+    under the model (nats, the sum over its characters of log p(character | all
+    before it))."""
+    text: str
+    nats: float
+
+
+@torch.no_grad()
+def beam_search(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None = None,
+                beam: int = 8, results: int = 1, stop: str | None = None) -> list[Beam]:
+    """The ``results`` likeliest continuations of ``length`` characters that a search
+    keeping the ``beam`` likeliest at each step finds, likeliest first; each cut where
+    it first spells ``stop`` (``until_stop``), its log-probability that of what is left.
+
+    At each step every kept continuation is extended by each of its ``beam`` likeliest
+    next characters, and the ``beam`` likeliest of those (by their whole log-probability)
+    are kept. ``beam=1`` is greedy decoding exactly: the argmax at each step. Costs
+    about ``beam`` times the steps of drawing one sample (all kept continuations step
+    as one batch)."""
+    if not 1 <= results <= beam:
+        raise SettingError("beam", f"must keep at least the {results} continuations asked "
+                           f"for, got {beam}")
+    if prime is not None and not prime:
+        raise DataError("the prime text is empty; leave --prime out or give some text")
+    prime = prime if prime is not None else default_prime(vocab)
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(vocab.encode(prime, what="the prime text").astype("int64"),
+                          device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        return _beam_search(model, Stepper(model), vocab, ids, None, length, beam, results,
+                            stop)
+    finally:
+        model.train(was_training)
+
+
+def _beam_search(model: CharRNN, stepper: Stepper, vocab: Vocab, ids: torch.Tensor,
+                 start: list | None, length: int, beam: int, results: int,
+                 stop: str | None) -> list[Beam]:
+    """``beam_search`` after reading ``ids`` (T,) from the states ``start`` (None: zero)."""
+    device = ids.device
+    states, idx = _warm(model, stepper, ids.unsqueeze(0), start)   # one continuation, (1,)
+    scores = torch.zeros(1, dtype=torch.float64, device=device)    # its log-probability
+    paths = torch.zeros(1, 0, dtype=torch.long, device=device)     # its characters so far
+    steps = torch.zeros(1, 0, dtype=torch.float64, device=device)  # and their log-probs
+    for _ in range(length):
+        logits, states = stepper.step(idx, states)                 # (K, V)
+        logp = torch.log_softmax(logits.double(), dim=-1)          # (K, V)
+        if beam == 1:   # greedy: the argmax of the logits themselves, ties as greedy breaks them
+            best, parent = logits.argmax(dim=-1), torch.zeros(1, dtype=torch.long,
+                                                              device=device)
+        else:
+            top = logp.topk(min(beam, logp.size(1)), dim=-1)      # each one's likeliest
+            total = (scores.unsqueeze(1) + top.values).flatten()  # (K * k,)
+            keep = total.topk(min(beam, total.numel())).indices
+            parent, best = keep // top.indices.size(1), top.indices.flatten()[keep]
+        step_logp = logp[parent, best]
+        scores = scores[parent] + step_logp
+        paths = torch.cat([paths[parent], best.unsqueeze(1)], dim=1)
+        steps = torch.cat([steps[parent], step_logp.unsqueeze(1)], dim=1)
+        states = [tuple(t[parent] for t in s) if isinstance(s, tuple) else s[parent]
+                  for s in states]
+        idx = best
+    found = []
+    for k in scores.argsort(descending=True)[:results].tolist():
+        text = "".join(until_stop((vocab.chars[i] for i in paths[k].tolist()), stop))
+        found.append(Beam(text, float(steps[k, :len(text)].sum())))
+    return found
+
+
+@torch.no_grad()
+def nats_of(model: CharRNN, vocab: Vocab, prime: str | None, text: str) -> float:
+    """The log-probability (nats) the model gives ``text`` after ``prime``
+    (``default_prime`` when None), read from a zero state: the sum over the characters of
+    ``text`` of log p(character | everything before it)."""
+    prime = prime if prime is not None else default_prime(vocab)
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(vocab.encode(prime + text, what="the text").astype("int64"),
+                          device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        logits, _ = model(ids[:-1].unsqueeze(0))                       # (1, T - 1, V)
+    finally:
+        model.train(was_training)
+    logp = torch.log_softmax(logits[0].double(), dim=-1)              # (T - 1, V)
+    targets = ids[len(prime):]                                         # the text's ids
+    return float(logp[len(prime) - 1:].gather(1, targets.unsqueeze(1)).sum())
 
 
 def pick_threads(model: CharRNN, batch: int, requested: int = 0) -> threads.Choice:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import math
 import mmap
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from charrnn import corpus, files, per_char
 from charrnn import threads as cpu_threads
@@ -42,6 +40,7 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.data import Vocab, list_chars, text_pieces
 from charrnn.errors import DataError
 from charrnn.model import CharRNN
+from charrnn.progress import bar as progress_bar
 
 LN2 = math.log(2.0)  # nats per bit
 
@@ -246,9 +245,8 @@ def score_text(checkpoint: str | Path, text_path: str | Path | list[Path], *,
         recorder = None if outputs is None else per_char.Recorder(
             plan, ids, outputs.top, len(vocab), spill)
         try:
-            with tqdm(total=int(np.diff(plan).sum()), disable=not progress, unit="char",
-                      unit_scale=True, leave=False, delay=1.0, desc="scoring",
-                      file=sys.stderr) as bar:
+            with progress_bar(progress, total=int(np.diff(plan).sum()), unit="char",
+                              unit_scale=True, leave=False, delay=1.0, desc="scoring") as bar:
                 total, scored = nats_sum(model, ids, device, max_chars=max_chars,
                                          on_chunk=bar.update, per_char=recorder)
             kept, first = len(ids), vocab.chars[int(ids[0])]

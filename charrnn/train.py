@@ -31,7 +31,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from charrnn import config as cfg
 from charrnn import corpus, distributed, files, fitting, threads
@@ -42,6 +41,7 @@ from charrnn.device import (autocast, check_dtype, check_fits, resolve_device, r
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError, TrainingInterrupted
 from charrnn.model import CharRNN, Hidden, detach_hidden, parameter_count, training_bytes
 from charrnn.optim import lr_at, make_optimizer
+from charrnn.progress import bar as progress_bar
 from charrnn.reports import SizeChoice, TrainEnd, TrainStart
 from charrnn.resume import Origin, check_not_rewound, check_same_model, schedule_after
 from charrnn.sample import generate
@@ -235,10 +235,13 @@ class Run:
             self.reserve.check_fits(c.max_time, self.state.elapsed_before, self.state.elapsed())
         # A time budget found to hold one step gets it, however the clock moves till then.
         self.step_owed = self.reserve is not None and self.state.elapsed_before < c.max_time
+        # A resume with nothing left to train leaves the run's config.toml as it was.
+        idle = resume is not None and (self.progress() >= 1.0 or self.state.evaluated and bool(
+            out_of_patience(*self.state.since_best(), c.patience)))
         if group.main:  # fp32 weights plus up to two optimiser moments each (Adam), on CPU
-            files.prepare_run_dir(self.run_dir, cfg.to_toml(self.model_config, c),
-                                  checkpoint_bytes=12 * self.model.num_parameters(),
-                                  replaced=replaced, numbered=self._numbered_to_come())
+            files.prepare_run_dir(self.run_dir, None if idle else cfg.to_toml(
+                self.model_config, c), checkpoint_bytes=12 * self.model.num_parameters(),
+                replaced=replaced, numbered=self._numbered_to_come())
 
     def _numbered_to_come(self) -> int:
         """How many step-N.pt files the run will hold at most, for the space check:
@@ -500,7 +503,7 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
           train_config: cfg.TrainConfig, *, resume: str | Path | Origin | None = None,
           init_from: str | Path | Origin | None = None, overwrite: bool = False,
           allow_changed_text: bool = False, progress: bool = True,
-          start_time: float | None = None,
+          start_time: float | None = None, runs_dir: str | Path = "runs",
           on_start: Callable[[TrainStart], None] | None = None,
           free: frozenset[str] = frozenset()) -> RunResult:
     """Train a CharRNN on the text at ``text_path``, or on the files of a list of paths
@@ -513,7 +516,8 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
     replace the checkpoints and metrics already in its folder; ``allow_changed_text``
     lets a resume go on with a text other than the one it was trained on. ``start_time``
     (``time.time()``) makes the wall-clock budget count the process's start-up too;
-    ``on_start`` is called with ``Run.describe()`` just before the first step.
+    ``on_start`` is called with ``Run.describe()`` just before the first step. A new run
+    with no ``train_config.out`` gets a folder of its own under ``runs_dir``.
     ``free``: with ``train_config.size`` "auto", the model settings the run chooses
     (``config.resolve`` finds them; ``charrnn.sizing``). Under
     torchrun every process calls this, and they train as one data-parallel group (see
@@ -529,7 +533,8 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
                         overwrite=overwrite, allow_changed_text=allow_changed_text,
                         progress=progress and group.main,
                         started=time.time() if start_time is None else start_time,
-                        on_start=on_start if group.main else None, free=free)
+                        runs_dir=Path(runs_dir), on_start=on_start if group.main else None,
+                        free=free)
         group.barrier()  # leave together: a rank tearing down while rank 0 still saves can abort
         return result
     finally:
@@ -539,7 +544,7 @@ def train(text_path: str | Path | list[str | Path], model_config: cfg.ModelConfi
 def _train(group: distributed.Group, device: torch.device, text_paths: list[Path],
            model_config: cfg.ModelConfig, c: cfg.TrainConfig, origin: Origin | None, *,
            overwrite: bool, allow_changed_text: bool, progress: bool, started: float,
-           on_start: Callable[[TrainStart], None] | None,
+           runs_dir: Path, on_start: Callable[[TrainStart], None] | None,
            free: frozenset[str] = frozenset()) -> RunResult:
     if model_config.bidirectional:
         raise ConfigError("--bidirectional cannot train a next-character model: the reverse "
@@ -547,10 +552,14 @@ def _train(group: distributed.Group, device: torch.device, text_paths: list[Path
     if origin is not None:
         check_same_model(origin.checkpoint["model_config"], model_config, str(origin.path))
     check_dtype(c.dtype, device)
-    run_dir = Path(c.out) if c.out else (origin.path.parent if origin and origin.resume else
-                                         files.default_run_dir(corpus.corpus_name(text_paths),
-                                                               model_config.cell))
-    with catch_stop_signals() as stop, files.locked(run_dir) if group.main else nullcontext():
+    named = Path(c.out) if c.out else origin.path.parent if origin and origin.resume else None
+    if named is None:       # a folder of its own, even beside runs started in the same second
+        make = files.new_run_dir if group.main else files.default_run_dir
+        run_dir = make(corpus.corpus_name(text_paths), model_config.cell, runs_dir)
+    else:
+        run_dir = named
+    with catch_stop_signals() as stop, (files.locked(run_dir, made=named is None)
+                                        if group.main else nullcontext()):
         run = Run(group, device, text_paths, model_config, c, origin, run_dir, stop,
                   overwrite=overwrite, allow_changed_text=allow_changed_text,
                   progress=progress, started=started, free=free)
@@ -609,9 +618,8 @@ class _Bar:
 
     def __init__(self, progress: bool, run: Run) -> None:
         self.progress, self.run = progress, run
-        self.bar = tqdm(total=run.budget.total_steps, initial=run.state.step, unit="step",
-                        dynamic_ncols=True, disable=not (progress and sys.stderr.isatty()),
-                        file=sys.stderr, leave=True)
+        self.bar = progress_bar(progress, total=run.budget.total_steps, initial=run.state.step,
+                                unit="step", dynamic_ncols=True, leave=True)
 
     def __enter__(self) -> _Bar:
         return self

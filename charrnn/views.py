@@ -85,7 +85,7 @@ def render_train_end(result: TrainEnd, console: Console, runs_dir: Path) -> None
         return
     console.print(Text.assemble(
         ("done", "bold"), f": {r['step']} steps{' (stopped early)' if early else ''} in "
-        f"{r['elapsed_s']:.0f}s (first step after {r['first_step_s']:.1f}s), "
+        f"{duration(r['elapsed_s'])} (first step after {duration(r['first_step_s'])}), "
         f"{r['chars_per_s']:,.0f} chars/s; val loss {r['val_loss']:.4f} nats/char "
         f"({r['val_bpc']:.3f} bits/char), best {r['best_val_loss']:.4f}"))
     console.print(Text(f"checkpoints: {r['best']}, {r['last']}"))
@@ -510,14 +510,19 @@ def _corpus_name(summary) -> str:
 
 
 def runs_table(summaries: list, width: int | None = None) -> Table:
-    """A table of ``runs.RunSummary``s, the one with the lowest best val loss marked; no
-    wider than ``width`` characters when given (less useful columns left out)."""
-    losses = [s.best_val_loss for s in summaries if s.best_val_loss is not None]
-    lowest = min(losses) if losses else None
+    """A table of ``runs.RunSummary``s, the one with the lowest best val loss on each
+    text marked (losses on different texts do not compare); no wider than ``width``
+    characters when given (less useful columns left out)."""
+    lowest: dict[tuple, float] = {}       # per text: the lowest best val loss
+    for s in summaries:
+        if s.best_val_loss is not None:
+            text = (s.corpus, s.corpus_chars)
+            lowest[text] = min(lowest.get(text, math.inf), s.best_val_loss)
     rows, styles = [], []
     for s in summaries:
         best = "?" if s.best_val_loss is None else f"{s.best_val_loss:.4f}"
-        marked = s.best_val_loss is not None and s.best_val_loss == lowest
+        marked = s.best_val_loss is not None and s.best_val_loss == lowest[(s.corpus,
+                                                                           s.corpus_chars)]
         rows.append((datetime.fromtimestamp(s.updated).strftime("%Y-%m-%d %H:%M"),
                      _corpus_name(s), s.model,
                      f"{s.parameters:,}" if s.parameters else "?",
@@ -539,8 +544,9 @@ def runs_table(summaries: list, width: int | None = None) -> Table:
         if column in keep:
             keep.remove(column)
     table = Table(box=None, pad_edge=False, header_style="bold",
-                  caption="* lowest best val loss (nats/char); each run's best.pt holds "
-                          "its best" if lowest is not None else None, caption_justify="left")
+                  caption=("* lowest best val loss (nats/char) of the runs on that text; each "
+                           "run's best.pt holds its best") if lowest else None,
+                  caption_justify="left")
     for name, justify in (RUN_COLUMNS[k] for k in keep):
         table.add_column(name, justify=justify, no_wrap=name != "run",
                          overflow="fold" if name == "run" else "ellipsis")

@@ -66,9 +66,13 @@ def test_read_text_errors(value, message):
         read_text(value)
 
 
-def test_read_text_refuses_a_folder(tmp_path):
-    with pytest.raises(DataError, match="is a directory"):
+def test_read_text_refuses_a_folder(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="is a folder; give one text file"):
         read_text(str(tmp_path))
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="^data is a folder"):    # not the text "data"
+        read_text("data")
 
 
 # ----------------------------------------------------------------------------- signals

@@ -32,10 +32,10 @@ from helpers import child_env, tiny_configs
 
 
 class ImaginedMachine:
-    """The clock ``charrnn.train``, ``charrnn.budget`` and ``charrnn.fitting`` read. Each forward-and-loss
-    of a training step (the probe's too) costs ``step(n)`` seconds for the n-th one
-    (from 0), each validated character ``per_char``, each checkpoint written ``save``;
-    nothing else takes time."""
+    """The clock ``charrnn.train``, ``charrnn.budget`` and ``charrnn.fitting`` read.
+    Each forward-and-loss of a training step (the probe's too) costs ``step(n)``
+    seconds for the n-th one (from 0), each validated character ``per_char``, each
+    checkpoint written ``save``; nothing else takes time."""
 
     def __init__(self, monkeypatch, *, step, per_char: float, save: float) -> None:
         self.now, self.losses = 1_000_000.0, 0

@@ -99,11 +99,13 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tiny_run, tmp_path, monkeyp
 def test_resume_says_which_training_settings_changed(tiny_run, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_run, copy)
-    code, _, err = run(["train", "--resume", str(copy), "--max-steps", "25", "--lr", "0.001",
-                        "-q"], capsys)
+    code, _, err = run(["train", "--resume", str(copy), "--max-steps", "25", "--lr", "0.001"],
+                       capsys)
     assert code == 0, err
     assert "resuming with changed training settings: lr 0.003 -> 0.001; max_steps 20 -> 25" in err
     assert load_checkpoint(copy / "last.pt")["step"] == 25
+    code, _, err = run(["train", "--resume", str(copy), "--max-steps", "26", "-q"], capsys)
+    assert code == 0 and err == ""                  # -q: the result alone, no notes
 
 
 def test_any_flipped_byte_is_caught_or_harmless(tiny_run, tmp_path):

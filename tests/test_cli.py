@@ -138,7 +138,8 @@ CUDA_FLAG, CUDA_MESSAGE = (("cuda", "no CUDA GPU is available here") if not torc
 BAD_INPUTS = [
     # (argv with {d} = bad files folder, {run} = tiny run, {text} = good text, expected text)
     (["train", "{d}/missing.txt"], "does not exist"),
-    (["train", "{d}"], "empty.txt is empty"),              # its first text file, by name
+    # its first text file that has text, by name (empty ones are left out, with a note)
+    (["train", "{d}"], "latin1.txt is not valid UTF-8"),
     (["train", "{d}/*.nothing"], "no text file matches"),
     (["prepare", "{run}"], "holds no text files"),
     (["train", "{d}/empty.txt"], "is empty"),
@@ -181,7 +182,7 @@ BAD_INPUTS = [
     (["sample", "{d}/evil-zip.pt"], "which could run code when loaded; refused"),
     (["sample", "{d}/random.pt"], "not a readable checkpoint"),
     (["sample", "{d}/corrupted.pt"], "is corrupted (checksum mismatch in"),
-    (["sample", "{d}"], "has no best.pt or last.pt"),
+    (["sample", "{d}"], "is not a run folder (it holds no config.toml"),
     (["sample", "{run}", "--prime", "hello ü€"], "2 character(s) not in the model's vocabulary"),
     (["sample", "{run}", "--prime", ""], "prime text is empty"),
     (["sample", "{run}", "--temperature", "0"], "--temperature must be greater than 0"),
@@ -207,7 +208,8 @@ def test_bad_input_gets_one_line_and_exit_code_1(argv, expected, bad_files, tiny
     assert out == ""
     lines = err.strip().splitlines()
     assert lines and lines[-1].startswith("error: ") and "Traceback" not in err
-    assert len(lines) == 1 or (lines[0].startswith("sampling from") and len(lines) == 2)
+    assert len(lines) == 1 or (lines[0].startswith(("sampling from", "note: ")) and
+                               len(lines) == 2)
     import re
     assert re.search(expected if "|" in expected else re.escape(expected), lines[-1]), lines[-1]
     assert not (bad_files / "pwned").exists()        # nothing from a file was executed
@@ -274,7 +276,7 @@ def test_a_run_elsewhere_is_named_in_the_hint_and_never_written_over(small_text,
                                                                      monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "my runs" / "a"
-    code, _, err = run(["train", str(small_text), *TINY, "--out", str(out)], capsys)
+    code, _, err = run(["train", str(small_text), *TINY[:-1], "--out", str(out)], capsys)
     assert code == 0, err
     hint = err.strip().splitlines()[-1]
     assert hint == f"next: charrnn sample {shlex.quote(str(out))} --len 200"
@@ -314,3 +316,110 @@ def test_on_a_terminal_the_bar_shows_the_latest_validation_loss(small_text, tmp_
     assert val_2 != val_4
     last_bar = shown.split("4/4")[-1]
     assert f"val {val_4}" in last_bar
+
+
+# ------------------------------------------------------------ what a newcomer ran into
+def test_train_makes_its_run_where_sample_looks_and_says_how_to_sample_it(
+        small_text, tmp_path, capsys, monkeypatch):
+    """--runs-dir (or CHARRNN_RUNS_DIR) for train as for sample; the closing hint is a
+    command that samples the run just trained."""
+    flags = ["--hidden-size", "16", "--embedding-dim", "8", "--max-steps", "2",
+             "--batch-size", "4", "--seq-length", "16", "--sample-every", "0"]
+    monkeypatch.setenv("CHARRNN_RUNS_DIR", str(tmp_path / "elsewhere"))
+    code, _, err = run(["train", str(small_text), *flags], capsys)
+    assert code == 0, err
+    (made,) = [p for p in (tmp_path / "elsewhere").iterdir() if p.name != ".cache"]
+    assert err.strip().splitlines()[-1] == "next: charrnn sample --len 200"
+    code, out, err = run(["sample", "--len", "5"], capsys)
+    assert code == 0 and f"sampling from {made / 'best.pt'}" in err
+    monkeypatch.delenv("CHARRNN_RUNS_DIR")
+    code, _, err = run(["train", str(small_text), *flags, "--runs-dir", "mine"], capsys)
+    assert code == 0, err
+    (mine,) = [p for p in (tmp_path / "mine").iterdir() if p.name != ".cache"]
+    hint = err.strip().splitlines()[-1]
+    assert hint == f"next: charrnn sample {shlex.quote(str(Path('mine') / mine.name))} --len 200"
+    code, _, err = run(shlex.split(hint.removeprefix("next: charrnn "))[:-2] + ["--len", "5"],
+                       capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("folder, message", [
+    ("runs", "runs is a folder of runs, not a run: name one of them (the newest is runs/"),
+    ("texts", "texts is not a run folder (it holds no config.toml, metrics.csv or checkpoint)"),
+])
+def test_a_folder_that_is_not_a_run_is_named_for_what_it_is(tiny_run, tmp_path, capsys,
+                                                             folder, message):
+    import shutil
+
+    shutil.copytree(tiny_run, tmp_path / "runs" / "tiny")
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("hello", encoding="utf-8")
+    for argv in (["sample", folder], ["eval", folder, "texts/a.txt"],
+                 ["export", folder, "-o", "x.onnx"], ["train", "--resume", folder]):
+        code, out, err = run(argv, capsys)
+        assert code == 1 and out == "", argv
+        assert err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1
+
+
+def test_quiet_training_says_nothing_and_warnings_are_one_line(small_text, tmp_path):
+    flags = ["--hidden-size", "16", "--embedding-dim", "8", "--max-steps", "2",
+             "--batch-size", "4", "--seq-length", "16", "--sample-every", "0",
+             "--proj-size", "4"]
+    quiet = charrnn("train", str(small_text), *flags, "-q", "--out", "q", cwd=tmp_path)
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+    warned = charrnn("train", str(small_text), *flags, "--out", "w", cwd=tmp_path,
+                     PYTHONWARNINGS="always::UserWarning")
+    assert warned.returncode == 0, warned.stderr
+    assert "oneDNN" not in warned.stderr and "Traceback" not in warned.stderr
+    assert all(not line.startswith(" ") for line in warned.stderr.splitlines())
+
+
+def test_a_resume_whose_text_moved_says_how_to_go_on(small_text, tmp_path, capsys):
+    text = tmp_path / "moved.txt"
+    text.write_text(small_text.read_text(encoding="utf-8"), encoding="utf-8")
+    code, _, err = run(["train", str(text), "--hidden-size", "16", "--embedding-dim", "8",
+                        "--max-steps", "2", "--batch-size", "4", "--seq-length", "16",
+                        "--out", "r", "-q"], capsys)
+    assert code == 0, err
+    text.rename(tmp_path / "there.txt")
+    code, _, err = run(["train", "--resume", "r", "--max-steps", "4"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and err.strip().endswith(errors[0])
+    assert f"the training text {text} of r is gone (moved or removed)" in err
+    assert "charrnn train NEW_PLACE --resume r" in err and "--allow-changed-text" in err
+    code, _, err = run(["train", "there.txt", "--resume", "r", "--max-steps", "4"], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "{text}", "--nonlinearity", "relu", "--max-steps", "1"],
+     "model.nonlinearity relu is the plain rnn cell's; the lstm cell has its own gates"),
+    (["train", "{text}", "--cell", "gru", "--nonlinearity", "relu", "--max-steps", "1"],
+     "the gru cell has its own gates"),
+    (["inspect", "--cell", "lstm", "--nonlinearity", "relu"], "the lstm cell has its own"),
+    (["sample", "{run}", "--prime-file", "{empty}"], "--prime-file {empty} is empty"),
+    (["inspect", "{run}", "--activations", "{folder}"], "{folder} is a folder; give one text"),
+    (["sample", "{run}", "--beam", "4", "--temperature", "0.5"],
+     "--temperature sets how characters are drawn, and --beam searches"),
+    (["sample", "{run}", "--beam", "2", "--num-samples", "3"],
+     "--num-samples 3 asks for more continuations than --beam 2 keeps"),
+    (["sample", "{run}", "--beam", "0"], "--beam must be at least 1"),
+])
+def test_settings_that_would_be_ignored_are_refused(tiny_run, small_text, tmp_path, capsys,
+                                                    argv, message):
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    (tmp_path / "data").mkdir()
+    names = dict(text=str(small_text), run=str(tiny_run), empty="empty.txt", folder="data")
+    code, out, err = run([a.format(**names) for a in argv], capsys)
+    assert code == 1 and out == ""
+    assert message.format(**names) in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_prime_can_come_from_stdin(tiny_run, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(tiny_run),
+                           "--prime-file", "-", "--len", "10", "--greedy"], input="ROMEO:",
+                          capture_output=True, text=True, cwd=tmp_path, env=child_env())
+    same = charrnn("sample", str(tiny_run), "--prime", "ROMEO:", "--len", "10", "--greedy",
+                   cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == same.stdout and done.stdout.startswith(
+        "ROMEO:")

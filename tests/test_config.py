@@ -74,3 +74,14 @@ def test_every_preset_is_valid_and_documents_itself(path):
     model, train, _ = cfg.resolve(path, {})
     header = path.read_text(encoding="utf-8").split("[", 1)[0]
     assert "charrnn train" in header and "val" in header.lower()
+
+
+def test_config_show_says_what_step_budget_a_run_would_use():
+    """No budget given: a run stops after the default number of steps, and the printed
+    settings say so without fixing it (another budget given later still rules alone)."""
+    default = cfg.to_toml(cfg.ModelConfig(), cfg.TrainConfig())
+    assert (f"# max_steps = (not set: {cfg.DEFAULT_MAX_STEPS}, the budget when none is "
+            "given)") in default
+    timed = cfg.to_toml(cfg.ModelConfig(), cfg.TrainConfig(max_time=60.0))
+    assert "# max_steps = (not set)" in timed
+    assert cfg.TrainConfig(max_time=60.0).budget_steps() is None

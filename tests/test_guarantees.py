@@ -802,3 +802,62 @@ def test_a_resume_into_another_folder_never_writes_over_the_run_there(tiny_run, 
                         str(tmp_path / "fresh"), "-q"], capsys)
     assert code == 0, err
     assert load_checkpoint(tmp_path / "fresh" / "last.pt")["step"] == 22
+
+
+# ----------------------------------------------- default folders, --overwrite, idle resumes
+def test_runs_started_in_the_same_second_get_folders_of_their_own(small_text, tmp_path,
+                                                                   monkeypatch):
+    """A sweep that starts runs at once: each gets its own default folder."""
+    from datetime import datetime
+
+    from charrnn import files
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 3, 15, 0, 0)
+
+    monkeypatch.setattr(files, "datetime", Frozen)
+    model, config = tiny_configs(max_steps=2, eval_every=2)
+    results = [train(small_text, model, config, progress=False, runs_dir=tmp_path / "runs")
+               for _ in range(3)]
+    folders = [r.run_dir.name for r in results]
+    assert folders == ["20261203-150000-small-lstm", "20261203-150000-small-lstm-2",
+                       "20261203-150000-small-lstm-3"]
+    assert all((r.run_dir / "best.pt").is_file() for r in results)
+
+
+def test_a_failed_run_leaves_no_empty_default_folder(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    code, _, err = run(["train", str(tmp_path / "empty.txt"), *TINY_FLAGS,
+                        "--runs-dir", str(tmp_path / "runs")], capsys)
+    assert code == 1 and "is empty" in err
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_overwrite_removes_the_old_runs_tensorboard_events(small_text, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    old = out / "events.out.tfevents.1700000000.host.1.0"
+    old.write_bytes(b"old curves")
+    code, _, err = run(["train", str(small_text), *TINY_FLAGS, "--max-steps", "2",
+                        "--out", str(out)], capsys)
+    assert code == 1 and "already holds a run (TensorBoard events)" in err and old.exists()
+    code, _, err = run(["train", str(small_text), *TINY_FLAGS, "--max-steps", "2",
+                        "--out", str(out), "--overwrite"], capsys)
+    assert code == 0, err
+    assert not old.exists()
+
+
+def test_a_resume_with_nothing_to_train_leaves_config_toml_as_it_was(small_text, tmp_path,
+                                                                      capsys):
+    out = tmp_path / "run"
+    code, _, err = run(["train", str(small_text), *TINY_FLAGS, "--max-steps", "4",
+                        "--eval-every", "2", "--out", str(out)], capsys)
+    assert code == 0, err
+    before = (out / "config.toml").read_bytes()
+    code, _, err = run(["train", "--resume", str(out), "--lr", "0.5"], capsys)
+    assert code == 0 and "nothing to train" in err
+    assert (out / "config.toml").read_bytes() == before
+    code, _, err = run(["train", "--resume", str(out), "--max-steps", "6"], capsys)
+    assert code == 0 and "max_steps = 6" in (out / "config.toml").read_text(encoding="utf-8")

@@ -173,8 +173,8 @@ def test_flags_set_where_the_settings_start_and_stop_applies_to_each_turn(
     done = session(checkpoint, ["ab", "ab", ":show"], "--greedy", "--len", "80", "--stop",
                    stop)
     assert done.stdout == f"{expected}\n{expected}\n"
-    assert f"len 80, temperature 1, top-k off, top-p off, greedy on, seed random, keep off, " \
-           f"stop {stop!r}" in done.stderr
+    assert (f"len 80, temperature 1, top-k off, top-p off, greedy on, beam off, seed random, "
+            f"keep off, stop {stop!r}") in done.stderr
 
 
 BAD = [(":t 0", "temperature must be greater than 0"), (":t -1", "temperature must be"),
@@ -406,3 +406,24 @@ def test_on_a_terminal_ctrl_c_stops_a_continuation_and_the_prompt_comes_back(che
         proc.kill()
         proc.wait()
         os.close(leader)
+
+
+def test_a_beam_in_the_session_writes_what_sample_beam_writes(checkpoint, session, capsys):
+    """``:beam B`` in ``sample -i``: each continuation is the one ``sample --beam B``
+    writes for the same prime; ``:beam off`` draws again."""
+    done = session(checkpoint, [":beam 4", "abc", "ba", ":beam off", ":greedy on", "abc"],
+                   "--len", "30")
+    assert turns(done.stdout, 30, 30, 30) == [
+        sampled(checkpoint, capsys, "abc", "--len", "30", "--beam", "4"),
+        sampled(checkpoint, capsys, "ba", "--len", "30", "--beam", "4"),
+        sampled(checkpoint, capsys, "abc", "--len", "30", "--greedy")]
+    assert "beam 4" in done.stderr and "beam off" in done.stderr
+
+
+def test_a_beam_session_that_keeps_its_state_reads_on_from_what_it_wrote():
+    model, vocab = prime_sensitive_model("abcdefghij", num_layers=2, cell="lstm")
+    session = Session(model, vocab, length=25, keep=True, beam=1)
+    first = "".join(session.turn("jab"))
+    rest = "".join(session.turn("ed"))
+    assert first == generate(model, vocab, 25, prime="jab", greedy=True)[0]
+    assert rest == generate(model, vocab, 25, prime="jab" + first + "ed", greedy=True)[0]

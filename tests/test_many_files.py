@@ -69,6 +69,57 @@ def test_a_file_named_twice_is_read_once_where_first_named(tree):
     assert repeats == [tree / "b.txt", tree / "a" / ".." / "a.txt"]
 
 
+def test_empty_files_in_a_folder_or_pattern_are_left_out_with_a_note(tmp_path, capsys):
+    root = tmp_path / "pkg"
+    write(root / "__init__.py", "")
+    write(root / "mime" / "__init__.py", "")
+    write(root / "mime" / "bom.py", "\ufeff")            # a byte-order mark and nothing else
+    write(root / "mime" / "text.py", "x = 1\n")
+    write(root / "util.py", "y = 2\n")
+    empty = []
+    assert names(expand_inputs([root], on_empty=empty.append), root) == [
+        "mime/text.py", "util.py"]
+    assert names(empty, root) == ["__init__.py", "mime/__init__.py", "mime/bom.py"]
+    assert names(expand_inputs([f"{root}/**/*.py"]), root) == ["mime/text.py", "util.py"]
+    code, out, err = run(["prepare", str(root), "--cache-dir", str(tmp_path / "c"), "--json"],
+                         capsys)
+    assert code == 0 and json.loads(out)["files"] == [str(root / "mime" / "text.py"),
+                                                      str(root / "util.py")]
+    code, out, err = run(["prepare", str(root), "--cache-dir", str(tmp_path / "c")], capsys)
+    assert code == 0 and "note: 3 empty file(s) left out: " in err
+    # A file named by itself is read as named: an empty one is still an error.
+    code, out, err = run(["prepare", str(root / "__init__.py")], capsys)
+    assert code == 1 and "is empty" in err
+
+
+def test_a_folder_or_pattern_of_empty_files_only_is_one_line(tmp_path, capsys):
+    write(tmp_path / "pkg" / "__init__.py", "")
+    for arg in (tmp_path / "pkg", f"{tmp_path}/pkg/*.py"):
+        code, out, err = run(["prepare", str(arg), "--cache-dir", str(tmp_path / "c")], capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1
+        assert "every text file of" in err and "is empty (1)" in err
+
+
+def test_a_pattern_orders_its_files_as_a_folder_does_and_never_follows_folder_links(tree):
+    (tree / "a" / "loop").symlink_to(tree, target_is_directory=True)    # a loop
+    (tree / "linked").symlink_to(tree / "z", target_is_directory=True)
+    (tree / "also.txt").symlink_to(tree / "b.txt")                      # a link to a file
+    (tree / "gone.txt").symlink_to(tree / "nowhere.txt")                # a broken link
+    os.mkfifo(tree / "pipe.txt")                                         # not a regular file
+    from_folder = names(expand_inputs([tree]), tree)
+    assert from_folder == ["A.md", "UP.TXT", "a/b/c.rst", "a/z.py", "a.txt", "also.txt",
+                           "z/y.html"]
+    # Through **, every file with a dot in its name: sorted as the folder's are, and the
+    # same files but for the two the folder leaves out by their suffix.
+    assert names(expand_inputs([f"{tree}/**/*.*"]), tree) == [
+        "A.md", "UP.TXT", "a/b/c.rst", "a/z.py", "a.txt", "also.txt", "cover.jpg",
+        "notes.csv", "z/y.html"]
+    # A pattern's folders give their text files; a link to a folder is not one of them.
+    assert names(expand_inputs([f"{tree}/*"]), tree) == [
+        "A.md", "LICENSE", "UP.TXT", "a/b/c.rst", "a/z.py", "a.txt", "also.txt", "cover.jpg",
+        "notes.csv", "z/y.html"]
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda root: write(root / "picture.jpg", "x"), "folder {root} holds no text files ("),
     (lambda root: root.mkdir(), "folder {root} holds no text files ("),

@@ -3,6 +3,7 @@ one-line answer for everything that can go wrong (matplotlib missing included)."
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import sys
@@ -110,4 +111,26 @@ def test_bad_plots_are_one_line_errors(two_runs, tmp_path, capsys):
 def test_no_runs_at_all(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(["plot"], capsys)
-    assert code == 1 and "no runs under runs/ to plot" in err
+    assert code == 1 and "no run under runs/ has evaluations to plot yet" in err
+
+
+def test_with_no_run_named_the_newest_run_with_evaluations_is_drawn(two_runs, tmp_path,
+                                                                     capsys):
+    """A newer folder whose run never evaluated (it diverged, or was stopped at once) is
+    passed over, as sample, inspect and export pass over it."""
+    os.utime(two_runs[1] / "metrics.csv", (1e9, 1e9))          # b older than a
+    for name in ("best.pt", "last.pt"):
+        os.utime(two_runs[1] / name, (1e9, 1e9))
+    diverged = tmp_path / "runs" / "c"
+    diverged.mkdir()
+    (diverged / "config.toml").write_text("[model]\n[train]\n", encoding="utf-8")
+    code, _, err = run(["plot", "--runs-dir", str(tmp_path / "runs"), "-o", "x.png"], capsys)
+    assert code == 0, err
+    assert "wrote x.png" in err and "1 run(s)" in err
+
+
+def test_a_checkpoint_file_names_its_run(two_runs, tmp_path, capsys):
+    code, _, err = run(["plot", str(two_runs[0] / "best.pt"), str(two_runs[1] / "last.pt"),
+                        "-o", str(tmp_path / "x.png")], capsys)
+    assert code == 0, err
+    assert png_size(tmp_path / "x.png") == (1200, 500) and "2 run(s)" in err

@@ -3,8 +3,11 @@ invariants over arbitrary sizes. (Checkpoint files themselves: test_checkpoint.p
 
 from __future__ import annotations
 
+import csv
 import shutil
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,7 +23,8 @@ from charrnn.data import RandomBatches, StreamBatches
 from charrnn.errors import CharRNNError
 from charrnn.train import train
 
-from helpers import TINY_FLAGS, start_training, tiny_configs, wait_for
+from helpers import TINY_FLAGS, child_env, run, start_training, tiny_configs, wait_for
+
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stop_signal_saves_last_pt_and_exits_with_its_code(small_text, tmp_path, signum,
@@ -36,6 +40,62 @@ def test_a_stop_signal_saves_last_pt_and_exits_with_its_code(small_text, tmp_pat
                                             f"with charrnn train --resume {out}")
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["step"] >= 5
+
+
+# -------------------------------------------------------- a reader of stderr that goes away
+NARRATED = [flag for flag in TINY_FLAGS if flag != "-q"][:-2] + ["--sample-every", "6"]
+
+
+@pytest.mark.parametrize("lines", [0, 1, 4])
+def test_a_closed_stderr_never_stops_or_loses_a_run(small_text, tmp_path, lines):
+    """``charrnn train ... 2>&1 | head -N``: the reader goes away after N lines (at
+    start-up, after the first notes, during the steps and evaluations); the run goes on
+    to its end, saves everything, and exits 0."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(small_text),
+                             *NARRATED, "--max-steps", "18", "--eval-every", "6",
+                             "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=child_env())
+    for _ in range(lines):
+        proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
+    assert [int(row["step"]) for row in rows] == [6, 12, 18]
+    assert load_checkpoint(out / "last.pt")["step"] == 18 and (out / "best.pt").is_file()
+
+
+def test_a_closed_stderr_leaves_eval_its_answer(tiny_run, small_text, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "eval", str(tiny_run),
+                             str(small_text)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=child_env())
+    proc.stderr.close()                        # before its first note
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and "nats/char" in out.decode()
+
+
+def test_no_progress_bar_is_drawn_into_a_file_or_a_pipe(tiny_run, small_text, capsys,
+                                                        monkeypatch):
+    """Every bar a command makes while stderr is not a terminal is disabled: a log
+    gets whole lines, not bar frames."""
+    from charrnn import progress
+
+    made = []
+
+    class Recorded(progress.tqdm):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("disable"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(progress, "tqdm", Recorded)
+    for argv in (["eval", str(tiny_run), str(small_text)],
+                 ["eval", str(tiny_run), str(small_text), "--per-char", "-"],
+                 ["train", str(small_text), *NARRATED, "--max-steps", "2", "--out", "r"],
+                 ["sample", str(tiny_run), "--len", "5", "-o", "s.txt"]):
+        code, _, err = run(argv, capsys)
+        assert code == 0, err
+        assert "\r" not in err
+    assert made and all(made)
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(

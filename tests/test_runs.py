@@ -16,7 +16,7 @@ from charrnn.checkpoint import peek_checkpoint
 from charrnn.files import read_metrics
 from charrnn.runs import find_runs, list_runs, summarize
 
-from helpers import run
+from helpers import charrnn, run
 
 
 @pytest.fixture
@@ -179,3 +179,39 @@ def test_a_narrow_terminal_drops_columns_but_never_the_run(runs_dir, width):
     for name in ("later", "older", "stub"):
         assert str(runs_dir / name) in folded
     assert "…" not in folded
+
+
+def test_the_best_run_is_marked_among_the_runs_on_the_same_text():
+    """Losses on different texts do not compare: each text's lowest is marked."""
+    import io
+
+    from rich.console import Console
+
+    from charrnn.runs import RunSummary
+    from charrnn.views import runs_table
+
+    runs = [RunSummary(path=name, updated=0, corpus=corpus, corpus_chars=chars,
+                       best_val_loss=loss)
+            for name, corpus, chars, loss in (("r1", "/t/a.txt", 10, 1.2),
+                                              ("r2", "/t/a.txt", 10, 1.5),
+                                              ("r3", "/t/code.py", 99, 1.9),
+                                              ("r4", "/t/a.txt", 11, 1.7))]
+    out = io.StringIO()
+    Console(file=out, width=200).print(runs_table(runs))
+    marked = {line.split()[-1]: "*" in line for line in out.getvalue().splitlines()
+              if line.split() and line.split()[-1] in ("r1", "r2", "r3", "r4")}
+    assert marked == {"r1": True, "r2": False, "r3": True, "r4": True}
+
+
+def test_piped_tables_are_whole_and_have_no_trailing_spaces(tiny_run, tmp_path):
+    """Into a pipe or a file, ``runs`` and ``inspect`` write every column whole (no cut
+    at 80 or COLUMNS characters) and no line padded with spaces."""
+    long = tmp_path / "runs" / ("a-run-folder-whose-name-goes-on-" * 4 + "end")
+    shutil.copytree(tiny_run, long)
+    for argv in (["runs"], ["inspect"], ["inspect", "--equations"]):
+        done = charrnn(*argv, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert lines and all(line == line.rstrip() for line in lines), argv
+        assert "…" not in done.stdout, argv
+    assert str(long.relative_to(tmp_path)) in charrnn("runs", cwd=tmp_path).stdout

@@ -11,7 +11,7 @@ from charrnn.config import ModelConfig, TrainConfig, to_dict
 from charrnn.data import Vocab
 from charrnn.errors import DataError, SettingError
 from charrnn.model import CharRNN
-from charrnn.sample import Sampling, generate, stream, until_stop
+from charrnn.sample import Sampling, beam_search, generate, nats_of, stream, until_stop
 
 from helpers import CELLS, prime_sensitive_model, run
 
@@ -266,3 +266,77 @@ def test_prime_file_and_stop_mistakes_are_one_line_errors(flags, expected, tiny_
     code, out, err = run(["sample", str(tiny_run), "--len", "10", *flags], capsys)
     assert code == 1 and out == ""
     assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+
+
+# ------------------------------------------------------------------------- beam search
+@pytest.mark.parametrize("name", CELLS)
+def test_a_beam_of_one_is_greedy_character_for_character(name):
+    model, vocab = prime_sensitive_model("abcdefghij", num_layers=2, **CELLS[name])
+    for prime in ("jabbed", "a", "hhhh"):
+        (found,) = beam_search(model, vocab, 80, prime=prime, beam=1)
+        assert found.text == generate(model, vocab, 80, prime=prime, greedy=True)[0]
+        # The search steps the fused cells, nats_of runs the module: float32 apart.
+        assert found.nats == pytest.approx(nats_of(model, vocab, prime, found.text), abs=1e-4)
+
+
+def test_a_beam_as_wide_as_every_continuation_finds_the_likeliest():
+    """Against every continuation of 4 characters over 3 (81 of them), scored one by
+    one: a beam that keeps them all finds the likeliest and ranks the rest as they score."""
+    import itertools
+
+    model, vocab = prime_sensitive_model("abc", num_layers=2, cell="gru")
+    every = sorted(((nats_of(model, vocab, "ab", "".join(t)), "".join(t))
+                    for t in itertools.product("abc", repeat=4)), reverse=True)
+    found = beam_search(model, vocab, 4, prime="ab", beam=81, results=5)
+    assert [b.text for b in found] == [text for _, text in every[:5]]
+    assert [b.nats for b in found] == pytest.approx([n for n, _ in every[:5]], abs=1e-5)
+    narrow = beam_search(model, vocab, 4, prime="ab", beam=3)[0]
+    assert narrow.nats <= found[0].nats + 1e-9          # a narrower beam finds no better
+
+
+def test_a_wider_beam_finds_likelier_text_than_greedy_for_most_primes(trained):
+    model, vocab = trained
+    primes = ["ROMEO:", "The ", "First Citizen:\n", "KING", "What ", "And ", "O, ", "I am ",
+              "He ", "My lord"]
+    better = 0
+    for prime in primes:
+        greedy = beam_search(model, vocab, 60, prime=prime, beam=1)[0]
+        wide = beam_search(model, vocab, 60, prime=prime, beam=8)[0]
+        better += wide.nats > greedy.nats + 1e-9
+    assert better >= 6
+
+
+def test_a_beam_stops_at_the_stop_text_and_scores_what_it_wrote(trained):
+    model, vocab = trained
+    full = beam_search(model, vocab, 80, prime="ROMEO:", beam=4)[0]
+    stop = full.text[10:12]
+    cut = beam_search(model, vocab, 80, prime="ROMEO:", beam=4, stop=stop)[0]
+    assert cut.text == "".join(until_stop(full.text, stop)) and cut.text.endswith(stop)
+    assert cut.nats == pytest.approx(nats_of(model, vocab, "ROMEO:", cut.text), abs=1e-4)
+
+
+def test_the_log_probability_sample_reports_is_evals_sum(tiny_run, tmp_path, capsys):
+    """``sample --beam --json`` against ``eval --per-char`` on the prime and the text it
+    wrote: the same total over the new characters, to 1e-4."""
+    import json
+
+    for argv in (["--beam", "8", "--num-samples", "2"], ["--beam", "1"], ["--seed", "4"]):
+        code, out, err = run(["sample", str(tiny_run), "--prime", "ROMEO:", "--len", "60",
+                              "--json", *argv], capsys)
+        assert code == 0, err
+        for line in out.splitlines():
+            found = json.loads(line)
+            assert found["prime"] == "ROMEO:" and found["chars"] == len(found["text"]) == 60
+            text = tmp_path / "scored.txt"
+            text.write_text(found["prime"] + found["text"], encoding="utf-8")
+            code, _, err = run(["eval", str(tiny_run), str(text), "--per-char",
+                                str(tmp_path / "scores.jsonl"), "-q"], capsys)
+            assert code == 0, err
+            records = [json.loads(r) for r in
+                       (tmp_path / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
+            new = sum(r["logprob"] for r in records if r["pos"] >= len("ROMEO:"))
+            assert found["nats"] == pytest.approx(new, abs=1e-4)
+    code, out, err = run(["sample", str(tiny_run), "--prime", "ROMEO:", "--len", "60",
+                          "--beam", "8"], capsys)
+    assert code == 0 and out.startswith("ROMEO:") and len(out) == 66
+    assert "log-probability" in err and "nats" in err

@@ -296,6 +296,8 @@ def test_adamw_decays_weight_matrices_only_and_decoupled_from_the_gradient():
     for name, p in model.named_parameters():
         factor = 0.95 if p.dim() >= 2 and name != "embedding.weight" else 1.0
         assert torch.allclose(p.detach(), before[name] * factor), name
+
+
 def test_best_pt_keeps_the_lowest_validation_loss(small_text, tmp_path, monkeypatch):
     """Validation losses scripted to fall, rise, fall less: best.pt stays at the lowest
     one, last.pt follows the run, and the metrics hold each one with its bits."""

@@ -55,6 +55,7 @@ def export_page(checkpoint: Path, target: Path) -> Path:
     assert exit_info.value.code == 0
     return target
 
+
 # The models whose greedy page output is compared with `charrnn sample --greedy`.
 KINDS = {
     "rnn-tanh": dict(cell="rnn", nonlinearity="tanh"),
@@ -235,6 +236,9 @@ def _pages(folder: Path) -> dict:
     path = add("odd", *trained(ODD_TEXT, steps=80))
     jobs.append(dict(name="odd", wait=True,
                      src=url(path, prime="\U0001F600", len=200, greedy=1, run=1)))
+    jobs.append(dict(name="top-k-as-the-command-spells-it", wait=True,   # ?top-k=1: greedy
+                     src=url(made["lstm"][3], prime=PRIMES[0], len=200, seed=5, run=1,
+                             **{"top-k": 1})))
     jobs.append(dict(name="default-prime", wait=True,
                      src=url(made["lstm"][3], prime="", len=120, greedy="true", run=1)))
     for name, config in LOGIT_KINDS.items():
@@ -283,6 +287,15 @@ def test_greedy_page_text_equals_the_sample_command(pages, kind, capsys):
         assert shown["done"] == "1" and shown["chars"] == "200"
         assert shown["text"] == expected[len(prime):]
         assert len(set(shown["text"])) >= 8   # varied text, not one repeated character
+
+
+@needs_browser
+def test_the_address_takes_top_k_spelled_as_the_command_line_spells_it(pages, capsys):
+    _, _, checkpoint, _ = pages["models"]["lstm"]
+    shown = pages["browser"]["top-k-as-the-command-spells-it"]
+    expected = sample_command(checkpoint, capsys, "--greedy", "--prime", PRIMES[0],
+                              "--len", "200")
+    assert shown["done"] == "1" and shown["text"] == expected[len(PRIMES[0]):]
 
 
 @needs_browser

@@ -43,16 +43,33 @@ def say_which(checkpoint: Path | None, doing: str, path: Path | str | None) -> N
 
 def text_files(inputs: list[Path], quiet: bool) -> list[Path]:
     """The files that TEXT arguments name (``corpus.expand_inputs``); a note on stderr
-    for a file named more than once."""
+    for files named more than once and for empty files a folder or pattern held."""
     from charrnn.corpus import expand_inputs
 
     repeats: list[Path] = []
-    paths = expand_inputs(inputs, on_duplicate=repeats.append)
-    if repeats and not quiet:
-        err.print(Text(f"note: {len(repeats)} file(s) named more than once, read once where "
-                       f"first named: {', '.join(map(str, repeats[:3]))}"
-                       + (", ..." if len(repeats) > 3 else "")))
+    empty: list[Path] = []
+    paths = expand_inputs(inputs, on_duplicate=repeats.append, on_empty=empty.append)
+    if not quiet:
+        for files, what in ((repeats, "file(s) named more than once, read once where first "
+                             "named"), (empty, "empty file(s) left out")):
+            if files:
+                err.print(Text(f"note: {len(files)} {what}: {', '.join(map(str, files[:3]))}"
+                               + (", ..." if len(files) > 3 else "")))
     return paths
+
+
+@contextlib.contextmanager
+def product_console():
+    """The console a command draws its product on (a table, a report) on stdout: the
+    terminal's own, fitted to it; for a pipe or a file, lines as long as they need to be
+    (nothing cut to 80 columns), with no trailing spaces."""
+    out = Console(highlight=False)
+    if out.is_terminal:
+        yield out
+        return
+    drawn = io.StringIO()
+    yield Console(file=drawn, highlight=False, width=10_000, color_system=None)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in drawn.getvalue().splitlines()))
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from charrnn.cli.common import err, text_files
 from charrnn.cli.options import Json, Quiet, complete_corpus
 from charrnn.errors import ConfigError
 
+
 def download(
     name: Annotated[str, typer.Argument(
         help="Corpus to fetch: tinyshakespeare.", autocompletion=complete_corpus,

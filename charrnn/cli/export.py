@@ -12,6 +12,7 @@ from rich.text import Text
 from charrnn.cli.common import err, say_which
 from charrnn.cli.options import RUNS, Json, NewestRun, RunsDir
 
+
 def export(
     checkpoint: NewestRun = None,
     output: Annotated[Path, typer.Option(

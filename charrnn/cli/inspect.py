@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
 from charrnn import config as cfg
-from charrnn.cli.common import check_at_least, err, load_model, say_which
+from charrnn.cli.common import check_at_least, err, load_model, product_console, say_which
 from charrnn.cli.options import RUNS, Json, RunsDir, flag_name, with_settings
 from charrnn.errors import CharRNNError, ConfigError
 from charrnn.reports import InspectReport
@@ -130,8 +129,9 @@ def inspect(
         raise ConfigError("--corpus counts a checkpoint's vocabulary; give the checkpoint "
                           "too, e.g. charrnn inspect runs/<run> --corpus input.txt")
     else:
-        report = describe(cfg.build("model", {k: v for k, v in settings["model"].items()
-                                              if v is not None}),
+        given = {k: v for k, v in settings["model"].items() if v is not None}
+        cfg.check_given(given, given)
+        report = describe(cfg.build("model", given),
                           vocab_size=vocab_size or EXAMPLE_V, seq_length=seq_length or EXAMPLE_L,
                           batch_size=batch_size or EXAMPLE_N, batch_first=batch_first,
                           verify=verify)
@@ -202,10 +202,10 @@ def _print_report(report: InspectReport, as_json: bool, equations: bool) -> None
     if as_json:
         print(json.dumps(report, indent=2))
         return
-    out = Console(highlight=False)
-    if "checkpoint" in report and not equations:
-        views.render_checkpoint(report["checkpoint"], out)
-    views.render_inspect(report, out, equations=equations)
+    with product_console() as out:
+        if "checkpoint" in report and not equations:
+            views.render_checkpoint(report["checkpoint"], out)
+        views.render_inspect(report, out, equations=equations)
 
 
 def _show_neurons(checkpoint: Path | None, runs_dir: Path, text_or_file: str, *,
@@ -231,7 +231,8 @@ def _show_neurons(checkpoint: Path | None, runs_dir: Path, text_or_file: str, *,
     elif as_json:
         print(json.dumps(report))
     else:
-        views.render_activations(report, Console(highlight=False), predictions=predictions)
+        with product_console() as out:
+            views.render_activations(report, out, predictions=predictions)
 
 
 # --- everyday use: eval, runs, plot, download, config --------------------------------

@@ -95,6 +95,12 @@ RunsDir = Annotated[Path, typer.Option(
     "--runs-dir", envvar="CHARRNN_RUNS_DIR", help="Folder of run folders where the newest "
     "run is looked for when none is given (or set CHARRNN_RUNS_DIR).")]
 RUNS = Path("runs")
+
+
+def sample_runs_dir() -> Path:
+    """Where ``sample`` and the other commands look for runs when given none."""
+    return Path(os.environ.get("CHARRNN_RUNS_DIR") or RUNS)
+
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress bar or notes on stderr; only the result.")]

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
-from charrnn.cli.common import err
+from charrnn.cli.common import err, product_console
 from charrnn.cli.options import RUNS, Json, RunsDir
 from charrnn.errors import CharRNNError
+
 
 def runs_(
     folder: Annotated[Optional[Path], typer.Argument(
@@ -37,11 +37,9 @@ def runs_(
         err.print(Text(f"no runs under {folder} yet; start one with: charrnn train TEXT"))
     else:
         # A terminal gets a table that fits it; a pipe or a file gets every column whole.
-        out = Console(highlight=False)
-        if out.is_terminal:
-            out.print(views.runs_table(summaries, width=out.width))
-        else:
-            Console(highlight=False, width=10_000).print(views.runs_table(summaries))
+        with product_console() as out:
+            out.print(views.runs_table(summaries, width=out.width if out.is_terminal
+                                       else None))
 
 
 def plot(
@@ -63,10 +61,11 @@ def plot(
     from charrnn.runs import list_runs
 
     if not run_dirs:
-        newest = list_runs(runs_dir) if runs_dir.is_dir() else []
+        # The newest run with an evaluation to draw (a run that diverged has none).
+        newest = [s for s in list_runs(runs_dir) if s.evaluations] if runs_dir.is_dir() else []
         if not newest:
-            raise CharRNNError(f"no runs under {runs_dir}/ to plot; give run folders, e.g. "
-                               f"charrnn plot {runs_dir}/<run>")
+            raise CharRNNError(f"no run under {runs_dir}/ has evaluations to plot yet; give "
+                               f"run folders, e.g. charrnn plot {runs_dir}/<run>")
         run_dirs = [Path(newest[0].path)]
     names = [p.parent.name if p.is_file() else p.name for p in run_dirs]
     labels = [str(p) if names.count(n) > 1 else n for p, n in zip(run_dirs, names)]

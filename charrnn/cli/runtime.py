@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,38 @@ class _PipeClosed(BaseException):
     """The reader of stdout went away (``charrnn sample | head``)."""
 
 
+class _ForgivingStderr:
+    """stderr for narration, which is optional: once its reader has gone (``charrnn
+    train ... 2>&1 | head -1``), what is written to it goes nowhere, and the command
+    goes on as if it had been read. A run is never stopped or lost for a note."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self._gone = stream, False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ValueError):     # a pipe closed, or a closed file
+                self._forget()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._forget()
+
+    def _forget(self) -> None:
+        self._gone = True
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 class _PipeAwareStdout:
     """stdout, whose writes raise ``_PipeClosed`` when the reader has gone, past the
     command-line library (which would turn a broken pipe into exit status 1)."""
@@ -86,6 +119,11 @@ class _PipeAwareStdout:
         return getattr(self._stream, name)
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning as one line on stderr, without its source line."""
+    err.print(Text(f"warning: {' '.join(str(message).split())}"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point, and the one place where every outcome becomes an exit status and at
     most one line on stderr: 0 done; 1 an error (a ``CharRNNError`` says what to do; an
@@ -98,8 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         and threading.current_thread() is threading.main_thread()}
     rank = os.environ.get("RANK", "0")  # set by torchrun: name the process that failed
     where = "" if rank == "0" else f" (rank {rank})"
-    stdout = sys.stdout
-    sys.stdout = _PipeAwareStdout(stdout)
+    stdout, stderr, show = sys.stdout, sys.stderr, warnings.showwarning
+    sys.stdout, sys.stderr = _PipeAwareStdout(stdout), _ForgivingStderr(stderr)
+    warnings.showwarning = _warn_in_one_line
     try:
         code = app(args=argv, prog_name="charrnn", standalone_mode=False)
         sys.stdout.flush()
@@ -137,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"error{where}:", f"unexpected {type(e).__name__}: {str(e)[:300]}; this is a "
               "bug in charrnn: run the command again with --debug to see where, and report it")
     finally:
-        sys.stdout = stdout
+        sys.stdout, sys.stderr, warnings.showwarning = stdout, stderr, show
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     sys.exit(code if isinstance(code, int) else 0)

@@ -3,6 +3,7 @@ after prime at a prompt (``-i``, ``charrnn.interactive``)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,7 +12,7 @@ import typer
 from rich.text import Text
 
 from charrnn.cli.common import check_at_least, err, load_model, output_to, say_which
-from charrnn.cli.options import RUNS, Device, NewestRun, RunsDir, Threads
+from charrnn.cli.options import RUNS, Device, Json, NewestRun, RunsDir, Threads
 from charrnn.errors import ConfigError, SettingError
 
 MAX_SAMPLES, MAX_SAMPLE_LENGTH = 10_000, 100_000_000
@@ -51,47 +52,56 @@ KeepState = Annotated[bool, typer.Option(
     "continuation ended (as :keep on).")]
 
 
+Beam = Annotated[Optional[int], typer.Option(
+    "--beam", help="Search instead of drawing: keep the B likeliest continuations at each "
+    "step and write the likeliest (--beam 1 is --greedy); its log-probability goes to "
+    "stderr (or --json). With --num-samples N, the N likeliest.", show_default=False)]
+
+
 def sample(checkpoint: NewestRun = None, runs_dir: RunsDir = RUNS, length: Length = 200,
            prime: Prime = None, prime_file: PrimeFile = None, stop: Stop = None,
            temperature: Temperature = 1.0, top_k: TopK = None, top_p: TopP = None,
-           greedy: Greedy = False, seed: Seed = None, num_samples: NumSamples = 1,
-           output: Output = None, interactive: Interactive = False,
-           keep_state: KeepState = False, device: Device = "auto",
-           threads: Threads = 0) -> None:
+           greedy: Greedy = False, beam: Beam = None, seed: Seed = None,
+           num_samples: NumSamples = 1, output: Output = None, as_json: Json = False,
+           interactive: Interactive = False, keep_state: KeepState = False,
+           device: Device = "auto", threads: Threads = 0) -> None:
     """Generate text from a trained model (text on stdout, nothing else).
 
     With -i, a prompt takes one prime after another and writes each continuation as it
     is drawn; commands such as :temperature 0.7 or :keep on change the settings between
     turns (:help lists them)."""
     how = _sampling(temperature, top_k, top_p, greedy)
-    _check(length, num_samples, stop)
+    _check(length, num_samples, stop, beam, searching={
+        "--temperature": temperature != 1.0, "--top-k": top_k is not None,
+        "--top-p": top_p is not None, "--greedy": greedy})
     _check_interactive(interactive, keep_state, num_samples, {
-        "--prime": prime, "--prime-file": prime_file, "--output": output})
-    if prime_file is not None:
-        from charrnn.files import read_small_text
-
-        if prime is not None:
-            raise ConfigError("--prime and --prime-file exclude each other; give one")
-        prime = read_small_text(prime_file, what="prime file")
+        "--prime": prime, "--prime-file": prime_file, "--output": output,
+        "--json": as_json or None})
+    prime = _prime(prime, prime_file)
     if output is not None:
         from charrnn.files import check_output
 
         check_output(output, "--output")
-    from charrnn.sample import Session, pick_threads, stream
+    from charrnn.sample import Session, beam_search, pick_threads, stream
 
     model, vocab, path = load_model(checkpoint, runs_dir, device)
     say_which(checkpoint, "sampling from", path)
-    pick_threads(model, 1, threads)
+    pick_threads(model, beam or 1, threads)
     if interactive:
         from charrnn.interactive import interact
 
         interact(Session(model, vocab, length=length, sampling=how, keep=keep_state,
-                         seed=seed), stop)
+                         seed=seed, beam=beam), stop)
         return
-    # Each sample is drawn and written as it comes (the prime was checked by the first).
-    samples = [stream(model, vocab, length, prime=prime, seed=None if seed is None else
-                      seed + i, **vars(how)) for i in range(num_samples)]
-    _write(samples, prime, stop, output, total=length * num_samples)
+    if beam is not None:
+        found = beam_search(model, vocab, length, prime=prime, beam=beam,
+                            results=num_samples, stop=stop)
+        _write([iter(b.text) for b in found], prime, None, output, length * num_samples,
+               as_json, [b.nats for b in found], model, vocab)
+    else:   # each sample drawn and written as it comes (the first checks the prime)
+        _write([stream(model, vocab, length, prime=prime, seed=None if seed is None else
+                       seed + i, **vars(how)) for i in range(num_samples)],
+               prime, stop, output, length * num_samples, as_json, None, model, vocab)
     if output:
         err.print(Text(f"wrote {num_samples} sample(s) to {output}"))
 
@@ -106,14 +116,42 @@ def _sampling(temperature: float, top_k: int | None, top_p: float | None, greedy
         raise ConfigError(f"--{e.name} {e.rule}") from None
 
 
-def _check(length: int, num_samples: int, stop: str | None) -> None:
-    check_at_least(1, {"--len": length, "--num-samples": num_samples})
+def _check(length: int, num_samples: int, stop: str | None, beam: int | None,
+           searching: dict[str, bool]) -> None:
+    check_at_least(1, {"--len": length, "--num-samples": num_samples, "--beam": beam})
     if length > MAX_SAMPLE_LENGTH:
         raise ConfigError(f"--len must be at most {MAX_SAMPLE_LENGTH:,}, got {length}")
     if num_samples > MAX_SAMPLES:
         raise ConfigError(f"--num-samples must be at most {MAX_SAMPLES:,}, got {num_samples}")
     if stop == "":
         raise ConfigError("--stop needs some text to stop at, e.g. --stop $'\\n\\n'")
+    if beam is None:
+        return
+    drawing = [flag for flag, given in searching.items() if given]
+    if drawing:
+        raise ConfigError(f"{drawing[0]} sets how characters are drawn, and --beam searches "
+                          "instead of drawing; give one of them")
+    if num_samples > beam:
+        raise ConfigError(f"--num-samples {num_samples} asks for more continuations than "
+                          f"--beam {beam} keeps; give --beam {num_samples} or more")
+
+
+def _prime(prime: str | None, prime_file: Path | None) -> str | None:
+    """The prime: --prime, or the text of --prime-file (- for stdin, read once)."""
+    if prime_file is None:
+        return prime
+    if prime is not None:
+        raise ConfigError("--prime and --prime-file exclude each other; give one")
+    if str(prime_file) == "-":
+        text = sys.stdin.read()
+    else:
+        from charrnn.files import read_small_text
+
+        text = read_small_text(prime_file, what="prime file")
+    if not text:
+        raise ConfigError(f"--prime-file {prime_file} is empty; give a file with some text, "
+                          "or leave it out to start from the beginning of a line")
+    return text
 
 
 def _check_interactive(interactive: bool, keep_state: bool, num_samples: int,
@@ -131,24 +169,37 @@ def _check_interactive(interactive: bool, keep_state: bool, num_samples: int,
                           "continuation of each prime typed at its prompt to stdout")
 
 
-def _write(samples, prime: str | None, stop: str | None, output: Path | None,
-           total: int) -> None:
+def _write(samples, prime: str | None, stop: str | None, output: Path | None, total: int,
+           as_json: bool, nats: list[float] | None, model, vocab) -> None:
     """Each sample after its prime, a blank line between two, each ending at ``stop``;
-    a progress bar on a terminal's stderr while the text goes elsewhere."""
-    from tqdm import tqdm
+    a progress bar on a terminal's stderr while the text goes elsewhere. With
+    ``as_json``, one JSON object per sample instead: its prime, text and
+    log-probability. ``nats``: the samples' log-probabilities, when known (a search),
+    said on stderr."""
+    from charrnn.progress import bar as progress_bar
+    from charrnn.sample import default_prime, nats_of, until_stop
 
-    from charrnn.sample import until_stop
-
-    with output_to(output) as out, tqdm(total=total, unit="char", leave=False, delay=1.0,
-                                        file=sys.stderr, disable=out.isatty()
-                                        or not sys.stderr.isatty()) as bar:
+    with output_to(output) as out, progress_bar(not out.isatty(), total=total, unit="char",
+                                                leave=False, delay=1.0) as bar:
         for i, sample in enumerate(samples):
-            out.write(("\n\n" if i else "") + (prime or ""))
+            text = ""
+            if not as_json:
+                out.write(("\n\n" if i else "") + (prime or ""))
             for ch in until_stop(sample, stop):
-                out.write(ch)
+                text += ch
                 bar.update()
-                if ch == "\n":
-                    out.flush()
+                if not as_json:
+                    out.write(ch)
+                    if ch == "\n":
+                        out.flush()
+            score = nats[i] if nats is not None else None
+            if as_json:
+                score = nats_of(model, vocab, prime, text) if score is None else score
+                out.write(json.dumps({"prime": default_prime(vocab) if prime is None else prime,
+                                      "text": text, "nats": score, "chars": len(text)}) + "\n")
+            elif score is not None:
+                err.print(Text(f"log-probability {score:.4f} nats ({score / max(1, len(text)):.4f}"
+                               f" per character) of the {len(text):,} new characters"))
         # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
-        if out.isatty():
+        if out.isatty() and not as_json:
             out.write("\n")

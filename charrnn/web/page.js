@@ -360,7 +360,11 @@ window.charrnn = Object.freeze({
 });
 
 // ---- settings from the address: ?prime=...&len=...&greedy=1&seed=...&run=1
+// top-k and top-p are spelled as the command line spells them, or with an underscore.
 const query = new URLSearchParams(location.search);
+for (const [dashed, name] of [["top-k", "top_k"], ["top-p", "top_p"]]) {
+  if (query.has(dashed) && !query.has(name)) query.set(name, query.get(dashed));
+}
 const addressPrime = query.get("prime");
 for (const name of ["prime", "len", "temperature", "top_k", "top_p", "seed"]) {
   if (!query.has(name)) continue;
