@@ -138,7 +138,8 @@ class TrainConfig:
         "score at most this many validation characters per evaluation, in 64 streams "
         "spread evenly over the held-out text (0 = all of it)", min=0, max=BIG_COUNT))
     val_file: str | None = field(default=None, metadata=_opt(
-        "validate on this file instead of the end of the training text"))
+        "validate on this file (or folder, or pattern, read as one text as the training "
+        "text is) instead of the end of the training text"))
     out: str | None = field(default=None, metadata=_opt(
         "run folder for checkpoints and metrics (default runs/<time>-<text>-<cell>)"))
     cache_dir: str | None = field(default=None, metadata=_opt(

@@ -9,33 +9,8 @@ characters per parameter in the budget, or that reads its text ``MANY_PASSES`` t
 and ``FEWEST_CHARS_PER_PARAM`` per parameter; when none does, the smallest. Then
 dropout grows with the passes over the text the chosen model will make, and with its
 parameters per character of the text, since a model that reads its text many times,
-or has room to store it, memorises it.
-
-How the numbers were chosen (BENCHMARKS.md, "Sizing for the budget"): a sweep of 8
-fixed shapes at 60 and 120 s, on two corpora (tiny-shakespeare, Python source code)
-and two speeds of processor. Fitted through each setting's three best shapes, the loss
-is lowest at about 4 characters per parameter on tiny-shakespeare and about 8 on the
-code; shapes reading 2.3 or fewer came 0.007 to 0.03 behind the best, and so did the
-smallest shapes reading 13 or more. Consecutive candidates differ about twofold in
-what they read per parameter, so the threshold 4 picks one reading between 4 and 8.
-One wide layer beat two narrower ones of the same cost (1x384 against 2x256) in four
-settings of six, and in the other two the smallest one-layer shape was at least as good
-as both, so the candidates are one layer up to widths a few minutes of a 2-core machine
-cannot use, then two layers.
-
-At ten minutes on tiny-shakespeare the text, not the time, is what runs short
-(BENCHMARKS.md, the 600 s rows): with one thread the best shapes read 2 to 4
-characters per parameter and the 1 MB text 5 to 7 times; with two, 1x1024 with dropout
-0.25 read 0.95 per parameter and the text 4.3 times and came within 0.01 of the fixed
-10-minute preset (2x512: 1.5 per parameter, 4.9 passes), where the 4-per-parameter
-rule's 1x640 and 1x768 read the text 12 to 15 times and came 0.02 to 0.03 behind;
-every shape that read it 15 times or more came 0.05 or more behind. So a shape that
-reads the text ``MANY_PASSES`` times is trained enough at ``FEWEST_CHARS_PER_PARAM``
-per parameter (a floor that keeps a short text read hundreds of times from choosing the
-largest shape). Dropout: 0.25 beat 0.15 by 0.012 for 1x640 at 6.6 passes (1.8
-parameters per character of the text); no dropout beat 0.1 for 1x384 at two minutes
-(3.8 passes, 0.7 per character). So it is 0.06 for each pass beyond three, or 0.25 from
-1.5 parameters per character down to none at 0.75, whichever is more, at most 0.25.
+or has room to store it, memorises it. How the numbers were chosen is the comment
+above them.
 
 Everything the rule does not choose (batch and window, learning rate and schedule) is
 the ``RECIPE`` below, which the sweep used for every row. Settings a user gives always
@@ -63,6 +38,32 @@ RECIPE = {"seq_length": 32, "batch_size": 32, "batching": "stream", "lr": 8e-3,
           "decay": "linear", "min_lr_ratio": 0.0, "warmup_steps": 100,
           "eval_every": BIG_COUNT}
 SHAPE_KEYS = ("hidden_size", "num_layers", "dropout")
+
+# How the numbers were chosen (BENCHMARKS.md, "Sizing for the budget"): a sweep of 8
+# fixed shapes at 60 and 120 s, on two corpora (tiny-shakespeare, Python source code)
+# and two speeds of processor. Fitted through each setting's three best shapes, the loss
+# is lowest at about 4 characters per parameter on tiny-shakespeare and about 8 on the
+# code; shapes reading 2.3 or fewer came 0.007 to 0.03 behind the best, and so did the
+# smallest shapes reading 13 or more. Consecutive candidates differ about twofold in
+# what they read per parameter, so the threshold 4 picks one reading between 4 and 8.
+# One wide layer beat two narrower ones of the same cost (1x384 against 2x256) in four
+# settings of six, and in the other two the smallest one-layer shape was at least as
+# good as both, so the candidates are one layer up to widths a few minutes of a 2-core
+# machine cannot use, then two layers.
+#
+# At ten minutes on tiny-shakespeare the text, not the time, runs short (the 600 s
+# rows): with one thread the best shapes read 2 to 4 characters per parameter and the
+# 1 MB text 5 to 7 times; with two, 1x1024 with dropout 0.25 read 0.95 per parameter and
+# the text 4.3 times and came within 0.01 of the fixed 10-minute preset (2x512: 1.5 per
+# parameter, 4.9 passes), where the 4-per-parameter rule's 1x640 and 1x768 read the text
+# 9 to 15 times and came 0.02 to 0.03 behind; every shape that read it 15 times or more
+# came 0.05 or more behind. So a shape that reads the text MANY_PASSES times is trained
+# enough at FEWEST_CHARS_PER_PARAM per parameter (a floor that keeps a short text read
+# hundreds of times from choosing the largest shape). Dropout: 0.25 beat 0.15 by 0.012
+# for 1x640 at 6.6 passes (1.8 parameters per character of the text); no dropout beat
+# 0.1 for 1x384 at two minutes (3.8 passes, 0.7 per character). So it is 0.06 for each
+# pass beyond three, or 0.25 from 1.5 parameters per character down to none at 0.75,
+# whichever is more, at most 0.25 (``dropout_for``).
 MIN_CHARS_PER_PARAM = 4.0
 MANY_PASSES = 4.0
 FEWEST_CHARS_PER_PARAM = 0.8

@@ -38,28 +38,30 @@ def read_texts(paths: list[Path], c: cfg.TrainConfig, group: distributed.Group,
     build the vocabulary (or check the checkpoint's), cut the validation text and make
     the batches (this process's rows of them under torchrun)."""
     cache_dir = Path(c.cache_dir) if c.cache_dir else run_dir.parent / ".cache"
-    val_path, what = (Path(c.val_file) if c.val_file else None), "training text"
-    reading = corpus.ReadingBar(progress, paths + [val_path] * bool(val_path))
+    # --val-file: a file, folder or pattern, read as one text as the training text is.
+    val_paths = corpus.expand_inputs([c.val_file]) if c.val_file else []
+    what, val_what = "training text", "validation file"
+    reading = corpus.ReadingBar(progress, paths + val_paths)
     with group.first_on_each_machine(), reading:
         texts = corpus.cached_texts(paths, cache_dir, what=what, on_read=reading.update)
-        val_scans = [corpus.cached_scan(val_path, cache_dir, what="validation file",
-                                        on_read=reading.update)] if val_path else []
+        val_texts = corpus.cached_texts(val_paths, cache_dir, what=val_what,
+                                        on_read=reading.update) if val_paths else None
         if origin is not None:    # before encoding a text that a resume will refuse
             origin.check_text(texts, allow_changed_text)
-        vocab = corpus.vocab_for([texts, *val_scans],
+        vocab = corpus.vocab_for([texts] + ([val_texts] if val_texts else []),
                                  Vocab(origin.checkpoint["vocab"]) if origin else None,
                                  source=str(origin.path) if origin else None)
         ids = corpus.cached_texts_ids(texts, vocab, cache_dir, what=what,
                                       on_read=reading.update)
-        val = [corpus.cached_ids(val_path, scan, vocab, cache_dir, what="validation file",
-                                 on_read=reading.update) for scan in val_scans]
-    train_ids, val_ids = split(ids, c.val_fraction) if not val else (ids, val[0])
+        val = corpus.cached_texts_ids(val_texts, vocab, cache_dir, what=val_what,
+                                      on_read=reading.update) if val_texts else None
+    train_ids, val_ids = split(ids, c.val_fraction) if val is None else (ids, val)
     if len(val_ids) < 2:
         raise DataError(f"the validation text has {len(val_ids)} character(s); it needs at "
                         "least 2: raise --val-fraction or give a longer --val-file")
     plan = stream_plan(len(val_ids), c.val_max_chars)[group.rank::group.world_size]
     # Characters the training text lacks: the model cannot learn them.
-    val_only = "".join(sorted(set(val_scans[0].vocab) - set(texts.vocab))) if val_scans else ""
+    val_only = "".join(sorted(set(val_texts.vocab) - set(texts.vocab))) if val_texts else ""
     return RunTexts(texts, vocab, train_ids, val_ids,
                     val_chars=int((plan[:, 1] - plan[:, 0]).sum()), val_only=val_only,
                     batches=make_batches(train_ids, c.batching, c.batch_size, c.seq_length,

@@ -9,7 +9,8 @@ metrics.csv, ``Run.log`` logs), a numbered checkpoint (``Run.save_numbered``), a
 sample, and the stops. ``RunState`` is how far the run has come (what a checkpoint
 needs beyond the weights).
 
-Beside it: ``charrnn.resume`` (where a run starts from, and what a resume keeps),
+Beside it: ``charrnn.texts`` (the texts a run reads, its vocabulary, held-out part and
+batches), ``charrnn.resume`` (where a run starts from, and what a resume keeps),
 ``charrnn.budget`` (steps, epochs and seconds as one progress number, and what a time
 budget keeps free), ``charrnn.stopping`` (signals and --patience), ``charrnn.fitting``
 (the thread count and ``--size auto``, before the first step). The run folder's files

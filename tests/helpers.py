@@ -39,7 +39,7 @@ def child_env(**extra: str) -> dict[str, str]:
 def charrnn(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """``python -m charrnn ARGS`` in a fresh process, from the folder ``cwd``."""
     return subprocess.run([sys.executable, "-m", "charrnn", *args], cwd=cwd,
-                          env=child_env(COLUMNS="100", **env), capture_output=True,
+                          env=child_env(**{"COLUMNS": "100", **env}), capture_output=True,
                           text=True, timeout=300)
 
 

@@ -276,3 +276,24 @@ def test_runs_elsewhere_are_found_with_runs_dir_or_its_variable(tiny_run, tmp_pa
     assert code == 0 and [Path(r["path"]).name for r in json.loads(out)] == ["mine"]
     code, _, err = run(["plot", "-o", "loss.png"], capsys)
     assert code == 0 and (tmp_path / "loss.png").is_file(), err
+
+
+@pytest.mark.parametrize("command", ["train", "sample", "eval", "inspect", "prepare"])
+def test_help_paragraphs_fill_a_narrow_terminal(tmp_path, command):
+    """At 80 columns a command's description wraps where the terminal is full, not where
+    the source's lines ended: no line of a paragraph but its last is left short."""
+    done = charrnn(command, "--help", cwd=tmp_path, COLUMNS="80")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Usage:")) + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith(("╭", "┌", "+")))
+    paragraphs, current = [], []
+    for line in lines[start:end]:
+        if line.strip():
+            current.append(line.rstrip())
+        elif current:
+            paragraphs.append(current)
+            current = []
+    assert paragraphs
+    for paragraph in paragraphs:
+        assert all(len(line) >= 60 for line in paragraph[:-1]), paragraph

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -14,7 +16,7 @@ from charrnn.data import load_text
 from charrnn.files import read_metrics
 from charrnn.scoring import evaluate
 
-from helpers import run
+from helpers import child_env, run
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +157,20 @@ def test_a_negative_max_chars_is_a_one_line_error(tiny_run, held_out, capsys):
     code, out, err = run(["eval", str(tiny_run), str(held_out), "--max-chars", "-1"], capsys)
     assert code == 1 and out == ""
     assert err == "error: --max-chars must be at least 0, got -1\n"
+
+
+def test_eval_reads_its_text_from_stdin(tiny_run, small_text, tmp_path):
+    """``eval RUN -``: the text piped in scores as the same text in a file, and leaves
+    no cache behind (it is read once, into a temporary folder)."""
+    from_file = subprocess.run([sys.executable, "-m", "charrnn", "eval", str(tiny_run),
+                                str(small_text), "--json", "-q"], capture_output=True,
+                               text=True, cwd=tmp_path, env=child_env())
+    piped = subprocess.run([sys.executable, "-m", "charrnn", "eval", str(tiny_run), "-",
+                            "--json", "-q"], input=small_text.read_text(encoding="utf-8"),
+                           capture_output=True, text=True, cwd=tmp_path, env=child_env())
+    assert from_file.returncode == 0 and piped.returncode == 0, piped.stderr
+    scored, expected = json.loads(piped.stdout), json.loads(from_file.stdout)
+    assert scored.pop("text") == "-" and expected.pop("text") == str(small_text)
+    del scored["seconds"], expected["seconds"]
+    assert scored == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -122,6 +122,26 @@ def test_eval_scores_what_training_reported_with_and_without_a_cap(small_text, t
         assert f"({cap or 50_000:,} characters scored)" in out_text
 
 
+def test_a_validation_folder_is_its_files_read_as_one_text(small_text, tmp_path):
+    """``--val-file`` takes a folder (or a pattern) as training takes one: its files
+    joined by the separator, scored as that one text would be."""
+    text = load_text(small_text)
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "a.txt").write_text(text[:3000], encoding="utf-8")
+    (held / "b.txt").write_text(text[5000:7000], encoding="utf-8")
+    joined = tmp_path / "joined.txt"
+    joined.write_text(text[:3000] + "\n\n" + text[5000:7000], encoding="utf-8")
+    losses = []
+    for val in (held, joined, f"{held}/*.txt"):
+        out = tmp_path / f"run{len(losses)}"
+        model, config = tiny_configs(max_steps=4, eval_every=4, val_file=str(val),
+                                     out=str(out))
+        train(small_text, model, config, progress=False)
+        losses.append(read_metrics(out / "metrics.csv")[-1]["val_loss"])
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6) and losses[2] == losses[0]
+
+
 # ---------------------------------------------------------------- a stop during a pass
 def test_a_stop_during_validation_saves_the_step_and_a_resume_scores_it(small_text, tmp_path,
                                                                         monkeypatch):

@@ -10,6 +10,7 @@ A command's flags and work live in its own module: ``train`` (and ``config show`
 from __future__ import annotations
 
 import os
+from inspect import cleandoc
 from typing import Annotated
 
 import typer
@@ -45,28 +46,39 @@ def _root(version: Annotated[bool, typer.Option(
         os.environ["CHARRNN_DEBUG"] = "1"
 
 
-app.command(epilog="Example: charrnn train shakespeare.txt --cell lstm --max-time 300",
-            rich_help_panel=USE)(train.train)
-app.command(epilog="Example: charrnn sample --len 500 --prime 'ROMEO:' --temperature 0.8",
-            rich_help_panel=USE)(sample.sample)
-app.command(epilog="Example: charrnn inspect --cell rnn --input-size 10 --hidden-size 20 "
-            "--num-layers 2 --seq-length 5 --batch-size 3 --no-batch-first --verify",
-            rich_help_panel=LOOK)(inspect.inspect)
-app.command("eval", epilog="Example: charrnn eval runs/<run> held_out.txt --json",
-            rich_help_panel=USE)(eval.eval_)
-app.command(epilog="Example: charrnn export runs/<run> -o model.onnx",
-            rich_help_panel=USE)(export.export)
-app.command("runs", epilog="Example: charrnn runs --sort loss", rich_help_panel=LOOK)(runs.runs_)
-app.command(epilog="Example: charrnn plot runs/a runs/b -o loss.png",
-            rich_help_panel=LOOK)(runs.plot)
-app.command(epilog="Example: charrnn download tinyshakespeare --to data/",
-            rich_help_panel=SETUP)(corpus.download)
-app.command(epilog="Example: charrnn prepare big_corpus.txt", rich_help_panel=SETUP)(
-    corpus.prepare)
+def _help(command) -> str:
+    """A command's docstring as its help: each paragraph one line, which the terminal
+    then wraps at its own width (a line break kept from the source would break a
+    sentence early on a narrow terminal)."""
+    text = cleandoc(command.__doc__ or "")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in text.split("\n\n"))
+
+
+def _add(group: typer.Typer, command, example: str, name: str | None = None,
+         **options) -> None:
+    """Register ``command`` in ``group`` with its help and an example under it."""
+    group.command(name, help=_help(command), epilog=f"Example: {example}", **options)(command)
+
+
+_add(app, train.train, "charrnn train shakespeare.txt --cell lstm --max-time 300",
+     rich_help_panel=USE)
+_add(app, sample.sample, "charrnn sample --len 500 --prime 'ROMEO:' --temperature 0.8",
+     rich_help_panel=USE)
+_add(app, inspect.inspect, "charrnn inspect --cell rnn --input-size 10 --hidden-size 20 "
+     "--num-layers 2 --seq-length 5 --batch-size 3 --no-batch-first --verify",
+     rich_help_panel=LOOK)
+_add(app, eval.eval_, "charrnn eval runs/<run> held_out.txt --json", "eval",
+     rich_help_panel=USE)
+_add(app, export.export, "charrnn export runs/<run> -o model.onnx", rich_help_panel=USE)
+_add(app, runs.runs_, "charrnn runs --sort loss", "runs", rich_help_panel=LOOK)
+_add(app, runs.plot, "charrnn plot runs/a runs/b -o loss.png", rich_help_panel=LOOK)
+_add(app, corpus.download, "charrnn download tinyshakespeare --to data/",
+     rich_help_panel=SETUP)
+_add(app, corpus.prepare, "charrnn prepare big_corpus.txt", rich_help_panel=SETUP)
 
 config_app = typer.Typer(help="See the settings a run would use.", no_args_is_help=True,
                          context_settings=CONTEXT)
 app.add_typer(config_app, name="config", rich_help_panel=SETUP,
               epilog="Example: charrnn config show --config configs/tiny.toml")
-config_app.command("show", epilog="Example: charrnn config show --config configs/tiny.toml "
-                   "--lr 1e-3 > mine.toml")(train.config_show)
+_add(config_app, train.config_show,
+     "charrnn config show --config configs/tiny.toml --lr 1e-3 > mine.toml", "show")

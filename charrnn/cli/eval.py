@@ -3,7 +3,11 @@ each character's own score (``charrnn.scoring``, ``charrnn.per_char``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -59,14 +63,20 @@ def eval_(checkpoint: Checkpoint, text: Texts, skip_unknown: SkipUnknown = False
 
     check_at_least(0, {"--max-chars": max_chars, "--top": top})
     path = resolve_checkpoint(checkpoint)
-    paths = text_files(text, quiet)
-    outputs = _eval_outputs(per_char, html, top, as_json, inputs=[path, *paths])
-    if not quiet:
-        label = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
-        err.print(Text(f"scoring {label} with {path}"))
-    score = score_text(path, paths, skip_unknown=skip_unknown, max_chars=max_chars,
-                       cache_dir=cache_dir, device=resolve_device(device), progress=not quiet,
-                       outputs=outputs, threads=threads)
+    stdin = [str(t) for t in text] == ["-"]
+    with contextlib.ExitStack() as spool:
+        if stdin:   # read once into a temporary folder, which holds its cache too
+            cache_dir = Path(spool.enter_context(tempfile.TemporaryDirectory()))
+            text = [_stdin_to(cache_dir / "stdin.txt")]
+        paths = text_files(text, quiet)
+        outputs = _eval_outputs(per_char, html, top, as_json, inputs=[path, *paths])
+        if not quiet:
+            label = "stdin" if stdin else str(paths[0]) if len(paths) == 1 else \
+                f"{len(paths)} files"
+            err.print(Text(f"scoring {label} with {path}"))
+        score = score_text(path, paths, skip_unknown=skip_unknown, max_chars=max_chars,
+                           cache_dir=cache_dir, device=resolve_device(device),
+                           progress=not quiet, outputs=outputs, threads=threads)
     if score.unknown_count and not quiet:
         err.print(Text(f"left out {score.unknown_count:,} character(s) outside the vocabulary "
                        f"({len(score.unknown_chars)} distinct: "
@@ -76,12 +86,19 @@ def eval_(checkpoint: Checkpoint, text: Texts, skip_unknown: SkipUnknown = False
     line = (f"{score.nats_per_char:.4f} nats/char  {score.bits_per_char:.4f} bits/char  "
             f"perplexity {score.perplexity:.3f}  ({score.scored:,} characters scored)")
     if as_json:
-        print(json.dumps(score.to_dict()))
+        print(json.dumps({**score.to_dict(), **({"text": "-"} if stdin else {})}))
     elif outputs is not None and outputs.stdout:   # stdout holds the records
         if not quiet:
             err.print(Text(line))
     else:
         print(line)
+
+
+def _stdin_to(path: Path) -> Path:
+    """stdin's bytes written to ``path``: a text is read twice (checked, then encoded)."""
+    with open(path, "wb") as f:
+        shutil.copyfileobj(sys.stdin.buffer, f)
+    return path
 
 
 def _say_written(outputs, scored: int) -> None:
