@@ -25,6 +25,8 @@ from charrnn.data import Vocab
 from charrnn.errors import ConfigError, DataError, SettingError
 from charrnn.model import CharRNN, Hidden
 
+MAX_BEAM = 1_000     # continuations a search may keep: each is a row of every step
+
 
 class Stepper:
     """One time step of a trained ``CharRNN``'s recurrent stack, layer by layer."""
@@ -213,8 +215,8 @@ class Session:
         beam = settings.pop("beam", self.beam)
         if length < 1:
             raise SettingError("length", f"must be at least 1, got {length}")
-        if beam is not None and beam < 1:
-            raise SettingError("beam", f"must be at least 1, got {beam}")
+        if beam is not None and not 1 <= beam <= MAX_BEAM:
+            raise SettingError("beam", f"must be from 1 to {MAX_BEAM:,}, got {beam}")
         self.sampling = replace(self.sampling, **settings)
         self.length, self.keep, self.beam = length, keep, beam
 
@@ -358,9 +360,9 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None 
     are kept. ``beam=1`` is greedy decoding exactly: the argmax at each step. Costs
     about ``beam`` times the steps of drawing one sample (all kept continuations step
     as one batch)."""
-    if not 1 <= results <= beam:
-        raise SettingError("beam", f"must keep at least the {results} continuations asked "
-                           f"for, got {beam}")
+    if not 1 <= results <= beam <= MAX_BEAM:
+        raise SettingError("beam", f"must keep at least the {results} continuation(s) asked "
+                           f"for and at most {MAX_BEAM:,}, got {beam}")
     if prime is not None and not prime:
         raise DataError("the prime text is empty; leave --prime out or give some text")
     prime = prime if prime is not None else default_prime(vocab)

@@ -404,6 +404,7 @@ def test_a_resume_whose_text_moved_says_how_to_go_on(small_text, tmp_path, capsy
     (["sample", "{run}", "--beam", "2", "--num-samples", "3"],
      "--num-samples 3 asks for more continuations than --beam 2 keeps"),
     (["sample", "{run}", "--beam", "0"], "--beam must be at least 1"),
+    (["sample", "{run}", "--beam", "5000"], "--beam must be at most 1,000"),
 ])
 def test_settings_that_would_be_ignored_are_refused(tiny_run, small_text, tmp_path, capsys,
                                                     argv, message):
@@ -415,11 +416,13 @@ def test_settings_that_would_be_ignored_are_refused(tiny_run, small_text, tmp_pa
     assert message.format(**names) in err and len(err.strip().splitlines()) == 1
 
 
-def test_the_prime_can_come_from_stdin(tiny_run, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(tiny_run),
-                           "--prime-file", "-", "--len", "10", "--greedy"], input="ROMEO:",
-                          capture_output=True, text=True, cwd=tmp_path, env=child_env())
-    same = charrnn("sample", str(tiny_run), "--prime", "ROMEO:", "--len", "10", "--greedy",
-                   cwd=tmp_path)
-    assert done.returncode == 0 and done.stdout == same.stdout and done.stdout.startswith(
-        "ROMEO:")
+def test_the_prime_can_come_from_stdin(tiny_run, capsys, monkeypatch):
+    import io
+
+    code, same, err = run(["sample", str(tiny_run), "--prime", "ROMEO:", "--len", "10",
+                           "--greedy"], capsys)
+    assert code == 0, err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("ROMEO:"))
+    code, piped, err = run(["sample", str(tiny_run), "--prime-file", "-", "--len", "10",
+                            "--greedy"], capsys)
+    assert code == 0 and piped == same and piped.startswith("ROMEO:"), err

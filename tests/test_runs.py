@@ -208,10 +208,10 @@ def test_piped_tables_are_whole_and_have_no_trailing_spaces(tiny_run, tmp_path):
     at 80 or COLUMNS characters) and no line padded with spaces."""
     long = tmp_path / "runs" / ("a-run-folder-whose-name-goes-on-" * 4 + "end")
     shutil.copytree(tiny_run, long)
-    for argv in (["runs"], ["inspect"], ["inspect", "--equations"]):
+    for argv in (["runs"], ["inspect"]):
         done = charrnn(*argv, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         lines = done.stdout.splitlines()
         assert lines and all(line == line.rstrip() for line in lines), argv
         assert "…" not in done.stdout, argv
-    assert str(long.relative_to(tmp_path)) in charrnn("runs", cwd=tmp_path).stdout
+        assert argv == ["inspect"] or str(long.relative_to(tmp_path)) in done.stdout

@@ -188,7 +188,8 @@ def test_a_training_run_reports_the_count_it_chose(small_text, capsys, monkeypat
 def test_threads_flag_fixes_the_count(small_text, capsys):
     code, out, err = run(["train", str(small_text), "--hidden-size", "32", "--embedding-dim",
                           "16", "--max-steps", "3", "--eval-every", "3", "--sample-every",
-                          "0", "--out", "run", "--json", "--threads", "2"], capsys)
+                          "0", "--batch-size", "4", "--seq-length", "16", "--val-max-chars",
+                          "1000", "--out", "run", "--json", "--threads", "2"], capsys)
     assert code == 0, err
     assert "threads: 2 (--threads)" in err
     assert json.loads(out)["threads"] == 2

@@ -127,6 +127,11 @@ def _check(length: int, num_samples: int, stop: str | None, beam: int | None,
         raise ConfigError("--stop needs some text to stop at, e.g. --stop $'\\n\\n'")
     if beam is None:
         return
+    from charrnn.sample import MAX_BEAM
+
+    if beam > MAX_BEAM:
+        raise ConfigError(f"--beam must be at most {MAX_BEAM:,} (each kept continuation is "
+                          f"a row of every step), got {beam}")
     drawing = [flag for flag, given in searching.items() if given]
     if drawing:
         raise ConfigError(f"{drawing[0]} sets how characters are drawn, and --beam searches "
