@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -410,9 +411,9 @@ def to_toml(model: ModelConfig, train: TrainConfig, free: frozenset[str] = froze
                 lines.append(f"# {f.name} = (not set)")
             elif isinstance(value, bool):
                 lines.append(f"{f.name} = {_format_value(value)}")
-            elif isinstance(value, str):
-                escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-                lines.append(f'{f.name} = "{escaped}"')
+            elif isinstance(value, str):     # TOML's basic string is JSON's, and no DEL
+                lines.append(f"{f.name} = "
+                             + json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f"))
             else:
                 lines.append(f"{f.name} = {value!r}")
         lines.append("")

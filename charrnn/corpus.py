@@ -34,7 +34,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -110,7 +110,9 @@ def cached_scan(path: str | Path, cache_dir: str | Path, *, what: str = "text fi
     scan_path = cache_dir / f"{_safe(path.stem)}-{_digest(str(path.resolve()))}.json"
     old = _read_scan(scan_path)
     if old is not None and (old.size, old.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
-        return old
+        # The same file, however it was named when scanned (relative to another folder,
+        # or through a link): what is read and recorded now is the path given now.
+        return replace(old, path=str(path))
     scan = scan_text(path, what=what, on_read=_stage(on_read, "scan"))
     _write(scan_path, lambda f: f.write(
         json.dumps({"format": FORMAT, **asdict(scan)}, ensure_ascii=False).encode("utf-8")))

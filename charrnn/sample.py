@@ -353,7 +353,8 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None 
                 beam: int = 8, results: int = 1, stop: str | None = None) -> list[Beam]:
     """The ``results`` likeliest continuations of ``length`` characters that a search
     keeping the ``beam`` likeliest at each step finds, likeliest first; each cut where
-    it first spells ``stop`` (``until_stop``), its log-probability that of what is left.
+    it first spells ``stop`` (``until_stop``), its log-probability that of what is left,
+    and each text once (two cut the same way are one; then fewer may come back).
 
     At each step every kept continuation is extended by each of its ``beam`` likeliest
     next characters, and the ``beam`` likeliest of those (by their whole log-probability)
@@ -385,8 +386,9 @@ def _beam_search(model: CharRNN, stepper: Stepper, vocab: Vocab, ids: torch.Tens
     device = ids.device
     states, idx = _warm(model, stepper, ids.unsqueeze(0), start)   # one continuation, (1,)
     scores = torch.zeros(1, dtype=torch.float64, device=device)    # its log-probability
-    paths = torch.zeros(1, 0, dtype=torch.long, device=device)     # its characters so far
-    steps = torch.zeros(1, 0, dtype=torch.float64, device=device)  # and their log-probs
+    # Per step, each kept continuation's parent among the step before's, its character
+    # and that character's log-probability: the texts are read back once, at the end.
+    parents, chars, logps = [], [], []
     for _ in range(length):
         logits, states = stepper.step(idx, states)                 # (K, V)
         logp = torch.log_softmax(logits.double(), dim=-1)          # (K, V)
@@ -400,16 +402,30 @@ def _beam_search(model: CharRNN, stepper: Stepper, vocab: Vocab, ids: torch.Tens
             parent, best = keep // top.indices.size(1), top.indices.flatten()[keep]
         step_logp = logp[parent, best]
         scores = scores[parent] + step_logp
-        paths = torch.cat([paths[parent], best.unsqueeze(1)], dim=1)
-        steps = torch.cat([steps[parent], step_logp.unsqueeze(1)], dim=1)
+        parents.append(parent)
+        chars.append(best)
+        logps.append(step_logp)
         states = [tuple(t[parent] for t in s) if isinstance(s, tuple) else s[parent]
                   for s in states]
         idx = best
-    found = []
-    for k in scores.argsort(descending=True)[:results].tolist():
-        text = "".join(until_stop((vocab.chars[i] for i in paths[k].tolist()), stop))
-        found.append(Beam(text, float(steps[k, :len(text)].sum())))
-    return found
+    if not parents:
+        return [Beam("", 0.0)]
+    # As lists, step by step (the first steps keep fewer than ``beam``).
+    back, drawn = [p.tolist() for p in parents], [c.tolist() for c in chars]
+    drawn_logp = [lp.tolist() for lp in logps]
+    found: dict[str, float] = {}       # each text once (cut at ``stop``, two may meet)
+    for k in scores.argsort(descending=True).tolist():
+        ids_k, logps_k = [], []
+        for t in range(length - 1, -1, -1):                         # read back from the end
+            ids_k.append(drawn[t][k])
+            logps_k.append(drawn_logp[t][k])
+            k = back[t][k]
+        text = "".join(until_stop((vocab.chars[i] for i in reversed(ids_k)), stop))
+        found.setdefault(text, sum(logps_k[::-1][:len(text)]))
+        if len(found) == results:
+            break
+    ranked = sorted(found.items(), key=lambda item: item[1], reverse=True)
+    return [Beam(text, nats) for text, nats in ranked[:results]]
 
 
 @torch.no_grad()

@@ -40,6 +40,11 @@ def read_texts(paths: list[Path], c: cfg.TrainConfig, group: distributed.Group,
     cache_dir = Path(c.cache_dir) if c.cache_dir else run_dir.parent / ".cache"
     # --val-file: a file, folder or pattern, read as one text as the training text is.
     val_paths = corpus.expand_inputs([c.val_file]) if c.val_file else []
+    gone = [path for path in val_paths if not path.exists()]
+    if gone:
+        raise DataError(f"validation file {gone[0]} does not exist; give an existing file, "
+                        "folder or pattern with --val-file (with --resume too, to name its "
+                        "new place)")
     what, val_what = "training text", "validation file"
     reading = corpus.ReadingBar(progress, paths + val_paths)
     with group.first_on_each_machine(), reading:

@@ -20,12 +20,13 @@ are described in ``charrnn.files``.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -553,6 +554,8 @@ def _train(group: distributed.Group, device: torch.device, text_paths: list[Path
     if origin is not None:
         check_same_model(origin.checkpoint["model_config"], model_config, str(origin.path))
     check_dtype(c.dtype, device)
+    if c.val_file:   # saved as where it is, so that a resume from another folder finds it
+        c = replace(c, val_file=os.path.abspath(c.val_file))
     named = Path(c.out) if c.out else origin.path.parent if origin and origin.resume else None
     if named is None:       # a folder of its own, even beside runs started in the same second
         make = files.new_run_dir if group.main else files.default_run_dir

@@ -65,9 +65,9 @@ def render_train_start(info: TrainStart, console: Console) -> None:
                            "their predictions stay poor"))
 
 
-def render_train_end(result: TrainEnd, console: Console, runs_dir: Path) -> None:
+def render_train_end(result: TrainEnd, console: Console, found: bool) -> None:
     """The summary of ``train.RunResult.to_dict``, and the command that samples from it
-    (naming the run when ``sample`` would not find it under ``runs_dir`` by itself)."""
+    (naming the run unless ``sample`` would take it by itself: ``found``)."""
     r = {k: math.nan if v is None else v for k, v in result.items()}
     early = result.get("stopped_early")
     if result["first_step_s"] is None and early:    # a resume of a run that stopped early
@@ -94,9 +94,7 @@ def render_train_end(result: TrainEnd, console: Console, runs_dir: Path) -> None
         shown = ", ".join(numbered) if len(numbered) <= 3 else \
             f"{numbered[0]} ... {numbered[-1]}"
         console.print(Text(f"numbered checkpoints: {len(numbered)} ({shown})"))
-    run_dir = Path(r["run_dir"])
-    found = run_dir.resolve().parent == runs_dir.resolve()   # sample looks there by itself
-    where = "" if found else f" {shlex.quote(str(run_dir))}"
+    where = "" if found else f" {shlex.quote(str(r['run_dir']))}"
     console.print(Text(f"next: charrnn sample{where} --len 200"))
 
 

@@ -404,7 +404,11 @@ def test_a_resume_whose_text_moved_says_how_to_go_on(small_text, tmp_path, capsy
     (["sample", "{run}", "--beam", "2", "--num-samples", "3"],
      "--num-samples 3 asks for more continuations than --beam 2 keeps"),
     (["sample", "{run}", "--beam", "0"], "--beam must be at least 1"),
+    (["sample", "{run}", "--beam", "2", "--seed", "3"], "--seed sets how characters are drawn"),
     (["sample", "{run}", "--beam", "5000"], "--beam must be at most 1,000"),
+    (["sample", "{run}", "--seed", "99999999999999999999999"], "--seed must be between"),
+    (["sample", "{run}", "--seed", "18446744073709551615", "--num-samples", "2"],
+     "--seed must be between -2**63 and 2**64 - 2"),
 ])
 def test_settings_that_would_be_ignored_are_refused(tiny_run, small_text, tmp_path, capsys,
                                                     argv, message):
@@ -426,3 +430,34 @@ def test_the_prime_can_come_from_stdin(tiny_run, capsys, monkeypatch):
     code, piped, err = run(["sample", str(tiny_run), "--prime-file", "-", "--len", "10",
                             "--greedy"], capsys)
     assert code == 0 and piped == same and piped.startswith("ROMEO:"), err
+
+
+def test_the_hint_names_the_run_when_sample_would_take_another(small_text, tiny_run,
+                                                               tmp_path, capsys):
+    """A run beside one that saved later (a sweep's runs end at once): the `next:` line
+    names the run, so that it samples what was just trained."""
+    import shutil
+    import time
+
+    later = tmp_path / "runs" / "later"
+    shutil.copytree(tiny_run, later)
+    for name in ("best.pt", "last.pt"):
+        os.utime(later / name, (time.time() + 3600, time.time() + 3600))
+    code, _, err = run(["train", str(small_text), *TINY[:-1], "--runs-dir", "runs"], capsys)
+    assert code == 0, err
+    hint = err.strip().splitlines()[-1]
+    assert hint.startswith("next: charrnn sample runs/") and "later" not in hint
+
+
+def test_a_prime_piped_in_is_read_as_a_prime_file_is(tiny_run, tmp_path):
+    def piped(data: bytes) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "charrnn", "sample", str(tiny_run),
+                               "--prime-file", "-", "--len", "5", "--greedy"], input=data,
+                              capture_output=True, cwd=tmp_path, env=child_env())
+
+    with_bom = piped(b"\xef\xbb\xbfROMEO:")
+    assert with_bom.returncode == 0 and with_bom.stdout.decode().startswith("ROMEO:")
+    latin1 = piped(b"caf\xe9")
+    assert latin1.returncode == 1 and latin1.stderr.decode().strip() == (
+        "error: --prime-file - (stdin) is not UTF-8 text (byte 0xe9 at offset 3); convert "
+        "it, e.g. iconv -f latin1 -t utf-8")

@@ -85,3 +85,14 @@ def test_config_show_says_what_step_budget_a_run_would_use():
     timed = cfg.to_toml(cfg.ModelConfig(), cfg.TrainConfig(max_time=60.0))
     assert "# max_steps = (not set)" in timed
     assert cfg.TrainConfig(max_time=60.0).budget_steps() is None
+
+
+@pytest.mark.parametrize("text", ['a\nb', 'tab\there', 'quote " and \\ back', 'del\x7f',
+                                  'nul\x00', 'émoji 🙂'])
+def test_any_string_setting_round_trips_through_the_toml(text):
+    """What ``config show`` and a run's config.toml write reads back as the same value,
+    whatever characters the setting holds."""
+    import tomllib
+
+    train = cfg.TrainConfig(out=text)
+    assert tomllib.loads(cfg.to_toml(cfg.ModelConfig(), train))["train"]["out"] == text

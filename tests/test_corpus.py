@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +237,35 @@ def test_ids_at_the_width_boundaries_round_trip_through_the_cache(tmp_path, size
     stored = np.load(next((tmp_path / "cache").glob("*.npy")))
     assert again.dtype == stored.dtype == dtype
     assert np.array_equal(stored, expected) and vocab.decode(again) == text
+
+
+def test_a_cached_scan_reads_the_file_named_now_not_the_name_it_was_scanned_under(
+        tmp_path, monkeypatch):
+    """A cache shared by runs started in different folders: the same file named
+    ``small.txt`` from one and ``../a/small.txt`` from another is encoded from the file
+    named now, even when the old name means another file from here."""
+    from charrnn.corpus import prepare
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "small.txt").write_text("the text in a\n", encoding="utf-8")
+    (tmp_path / "b" / "small.txt").write_text("another text, in b\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    monkeypatch.chdir(tmp_path / "a")
+    scan, _, _ = prepare("small.txt", cache)
+    monkeypatch.chdir(tmp_path / "b")
+    again, vocab, ids = prepare("../a/small.txt", cache, vocab=Vocab("\n ,abehinortx"))
+    assert again.sha256 == scan.sha256 and again.path == "../a/small.txt"
+    assert "".join(vocab.chars[i] for i in ids) == "the text in a\n"
+
+
+def test_prepare_fills_the_cache_the_runs_under_charrnn_runs_dir_read(small_text, tmp_path,
+                                                                     capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHARRNN_RUNS_DIR", str(tmp_path / "elsewhere"))
+    with pytest.raises(SystemExit) as done:
+        main(["prepare", str(small_text), "--json"])
+    assert done.value.code == 0
+    ids = Path(json.loads(capsys.readouterr().out)["ids"])
+    assert ids.parent.resolve() == tmp_path / "elsewhere" / ".cache" and ids.is_file()
+    assert not (tmp_path / "runs").exists()

@@ -174,3 +174,20 @@ def test_eval_reads_its_text_from_stdin(tiny_run, small_text, tmp_path):
     del scored["seconds"], expected["seconds"]
     assert scored == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("piped, message", [
+    (b"", "text to score (stdin) is empty"),
+    (b"caf\xe9 au lait", "text to score (stdin) is not valid UTF-8"),
+])
+def test_a_bad_text_piped_in_is_named_as_stdin(tiny_run, tmp_path, piped, message):
+    done = subprocess.run([sys.executable, "-m", "charrnn", "eval", str(tiny_run), "-"],
+                          input=piped, capture_output=True, cwd=tmp_path, env=child_env())
+    *notes, error = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1 and message in error and "stdin.txt" not in error
+    assert notes == [f"scoring stdin with {tiny_run / 'best.pt'}"]
+
+
+def test_stdin_must_be_the_only_text(tiny_run, small_text, capsys):
+    code, _, err = run(["eval", str(tiny_run), "-", str(small_text)], capsys)
+    assert code == 1 and "- (stdin) must be the only TEXT" in err

@@ -30,6 +30,7 @@ dtype = "float32"
 """
 
 
+@pytest.mark.slow     # a benchmark script end to end: about 11 s
 def test_quality_runs_a_config_and_reports_the_median_and_the_processor(tmp_path):
     config = tmp_path / "quick.toml"
     config.write_text(QUICK, encoding="utf-8")

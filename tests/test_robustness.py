@@ -156,3 +156,31 @@ def test_every_batch_targets_its_inputs_shifted_by_one(n, batch, seq, seed, stre
         assert b.x.shape == b.y.shape == (batch, seq)
         assert torch.equal(b.y, b.x + 1)
         assert int(b.y.max()) < n
+
+
+@pytest.mark.parametrize("closed", [1, 2])
+def test_a_stream_the_process_starts_without_is_no_error(small_text, tmp_path, closed):
+    """``charrnn train ... 2>&-`` (or ``>&-``): a process started with stdout or stderr
+    closed trains to its end, saves everything and exits 0."""
+    import os
+
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "charrnn", "train", str(small_text),
+                           *NARRATED, "--max-steps", "4", "--eval-every", "2", "--json",
+                           "--out", str(out)], env=child_env(), cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, preexec_fn=lambda: os.close(closed),
+                          capture_output=False, timeout=300)
+    assert done.returncode == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 4 and (out / "best.pt").is_file()
+
+
+def test_a_closed_stdin_reads_as_empty(tiny_run, tmp_path):
+    import os
+
+    done = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(tiny_run),
+                           "--prime-file", "-"], env=child_env(), cwd=tmp_path,
+                          capture_output=True, text=True, preexec_fn=lambda: os.close(0),
+                          timeout=300)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == ("error: --prime-file - is empty; give a file with some "
+                                   "text, or leave it out to start from the beginning of a line")

@@ -340,3 +340,14 @@ def test_the_log_probability_sample_reports_is_evals_sum(tiny_run, tmp_path, cap
                           "--beam", "8"], capsys)
     assert code == 0 and out.startswith("ROMEO:") and len(out) == 66
     assert "log-probability" in err and "nats" in err
+
+
+def test_several_beams_cut_at_the_stop_text_are_distinct_and_ranked(trained):
+    model, vocab = trained
+    for stop in (" ", "e", "\n"):
+        found = beam_search(model, vocab, 60, prime="ROMEO:", beam=6, results=4, stop=stop)
+        texts = [b.text for b in found]
+        assert len(set(texts)) == len(texts) >= 1
+        assert [b.nats for b in found] == sorted((b.nats for b in found), reverse=True)
+        for b in found:
+            assert b.nats == pytest.approx(nats_of(model, vocab, "ROMEO:", b.text), abs=1e-4)

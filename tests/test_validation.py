@@ -218,3 +218,26 @@ def test_a_signal_during_a_long_validation_pass_stops_without_finishing_it(signu
     assert proc.returncode == 128 + signum
     stopped = load_checkpoint(out / "last.pt")
     assert stopped["step"] == 1 and stopped["metrics"] == []
+
+
+def test_a_validation_file_is_kept_where_it_is_for_a_resume_from_elsewhere(
+        small_text, tmp_path, capsys, monkeypatch):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "val.txt").write_text(load_text(small_text)[:5000],
+                                               encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "mine")
+    flags = ["--hidden-size", "16", "--embedding-dim", "8", "--batch-size", "4",
+             "--seq-length", "16", "--eval-every", "2", "--sample-every", "0", "-q"]
+    code, _, err = run(["train", str(small_text), *flags, "--max-steps", "2", "--val-file",
+                        "val.txt", "--out", str(tmp_path / "r")], capsys)
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["train", "--resume", "r", "--max-steps", "4", "-q"], capsys)
+    assert code == 0, err
+    (tmp_path / "mine" / "val.txt").rename(tmp_path / "val.txt")
+    code, _, err = run(["train", "--resume", "r", "--max-steps", "6", "-q"], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "does not exist; give an existing file, folder or pattern with --val-file" in err
+    code, _, err = run(["train", "--resume", "r", "--max-steps", "6", "--val-file", "val.txt",
+                        "-q"], capsys)
+    assert code == 0, err

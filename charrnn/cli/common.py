@@ -58,6 +58,19 @@ def text_files(inputs: list[Path], quiet: bool) -> list[Path]:
     return paths
 
 
+def stdin_text(what: str) -> str:
+    """All of stdin as text, read once and checked as a text file is: UTF-8, a leading
+    byte-order mark dropped."""
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else \
+        sys.stdin.read().encode("utf-8")
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} (stdin) is not UTF-8 text (byte {raw[e.start]:#04x} at "
+                          f"offset {e.start}); convert it, e.g. iconv -f latin1 -t utf-8") \
+            from None
+
+
 @contextlib.contextmanager
 def product_console():
     """The console a command draws its product on (a table, a report) on stdout: the

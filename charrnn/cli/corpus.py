@@ -13,7 +13,7 @@ import typer
 from rich.text import Text
 
 from charrnn.cli.common import err, text_files
-from charrnn.cli.options import Json, Quiet, complete_corpus
+from charrnn.cli.options import Json, Quiet, complete_corpus, sample_runs_dir
 from charrnn.errors import ConfigError
 
 
@@ -53,9 +53,10 @@ def prepare(
     text: Annotated[list[Path], typer.Argument(
         metavar="TEXT", help="UTF-8 text files, folders or quoted patterns to encode ahead "
         "of training, read as one text as train reads them.", show_default=False)],
-    cache_dir: Annotated[Path, typer.Option(
+    cache_dir: Annotated[Optional[Path], typer.Option(
         "--cache-dir", help="Folder for the cache; train uses .cache/ beside its run folder, "
-        "which is this default for runs under runs/.")] = Path("runs/.cache"),
+        "which is this default for runs under --runs-dir \\[default: .cache/ in "
+        "CHARRNN_RUNS_DIR, else runs/.cache].", show_default=False)] = None,
     quiet: Quiet = False,
     as_json: Json = False,
 ) -> None:
@@ -72,7 +73,8 @@ def prepare(
         bar.update(stage, nbytes)
 
     with ReadingBar(not quiet and not as_json, paths) as bar:
-        texts, vocab, ids = prepare_texts(paths, cache_dir, on_read=count)
+        texts, vocab, ids = prepare_texts(paths, cache_dir or sample_runs_dir() / ".cache",
+                                          on_read=count)
     seconds = time.perf_counter() - start
     ids_path = Path(ids.filename)
     if ids_path.is_relative_to(Path.cwd()):

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from charrnn.cli.common import check_at_least, err, text_files
 from charrnn.cli.options import Device, Json, Quiet, Threads
-from charrnn.errors import ConfigError
+from charrnn.errors import CharRNNError, ConfigError
 
 # The arguments and options of `eval`, declared once here so that the command reads as
 # a list.
@@ -63,7 +63,10 @@ def eval_(checkpoint: Checkpoint, text: Texts, skip_unknown: SkipUnknown = False
 
     check_at_least(0, {"--max-chars": max_chars, "--top": top})
     path = resolve_checkpoint(checkpoint)
-    stdin = [str(t) for t in text] == ["-"]
+    stdin = "-" in [str(t) for t in text]
+    if stdin and len(text) > 1:
+        raise ConfigError("- (stdin) must be the only TEXT; save it to a file to score it "
+                          "with others")
     with contextlib.ExitStack() as spool:
         if stdin:   # read once into a temporary folder, which holds its cache too
             cache_dir = Path(spool.enter_context(tempfile.TemporaryDirectory()))
@@ -74,9 +77,14 @@ def eval_(checkpoint: Checkpoint, text: Texts, skip_unknown: SkipUnknown = False
             label = "stdin" if stdin else str(paths[0]) if len(paths) == 1 else \
                 f"{len(paths)} files"
             err.print(Text(f"scoring {label} with {path}"))
-        score = score_text(path, paths, skip_unknown=skip_unknown, max_chars=max_chars,
-                           cache_dir=cache_dir, device=resolve_device(device),
-                           progress=not quiet, outputs=outputs, threads=threads)
+        try:
+            score = score_text(path, paths, skip_unknown=skip_unknown, max_chars=max_chars,
+                               cache_dir=cache_dir, device=resolve_device(device),
+                               progress=not quiet, outputs=outputs, threads=threads)
+        except CharRNNError as e:     # a problem of the text piped in: say so, not its copy
+            if not stdin:
+                raise
+            raise type(e)(str(e).replace(str(paths[0]), "(stdin)")) from None
     if score.unknown_count and not quiet:
         err.print(Text(f"left out {score.unknown_count:,} character(s) outside the vocabulary "
                        f"({len(score.unknown_chars)} distinct: "
@@ -95,9 +103,14 @@ def eval_(checkpoint: Checkpoint, text: Texts, skip_unknown: SkipUnknown = False
 
 
 def _stdin_to(path: Path) -> Path:
-    """stdin's bytes written to ``path``: a text is read twice (checked, then encoded)."""
+    """stdin's bytes copied to ``path`` as they come (a text is read twice: checked,
+    then encoded), in bounded memory however long."""
+    source = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
     with open(path, "wb") as f:
-        shutil.copyfileobj(sys.stdin.buffer, f)
+        if source is None:
+            f.write(sys.stdin.read().encode("utf-8"))
+        else:
+            shutil.copyfileobj(source, f)
     return path
 
 

@@ -70,13 +70,14 @@ class _ForgivingStderr:
     goes on as if it had been read. A run is never stopped or lost for a note."""
 
     def __init__(self, stream) -> None:
-        self._stream, self._gone = stream, False
+        # None: the process was started with stderr closed (``2>&-``).
+        self._stream, self._gone = stream or _nowhere(), stream is None
 
     def write(self, text: str) -> int:
         if not self._gone:
             try:
                 return self._stream.write(text)
-            except (BrokenPipeError, ValueError):     # a pipe closed, or a closed file
+            except (OSError, ValueError):     # a pipe closed, a full disk, a closed file
                 self._forget()
         return len(text)
 
@@ -84,7 +85,7 @@ class _ForgivingStderr:
         if not self._gone:
             try:
                 self._stream.flush()
-            except (BrokenPipeError, ValueError):
+            except (OSError, ValueError):
                 self._forget()
 
     def _forget(self) -> None:
@@ -94,6 +95,11 @@ class _ForgivingStderr:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _nowhere(mode: str = "w"):
+    """A stream to or from /dev/null, for one the process was started without."""
+    return open(os.devnull, mode, encoding="utf-8")
 
 
 class _PipeAwareStdout:
@@ -136,8 +142,11 @@ def main(argv: list[str] | None = None) -> None:
         and threading.current_thread() is threading.main_thread()}
     rank = os.environ.get("RANK", "0")  # set by torchrun: name the process that failed
     where = "" if rank == "0" else f" (rank {rank})"
-    stdout, stderr, show = sys.stdout, sys.stderr, warnings.showwarning
-    sys.stdout, sys.stderr = _PipeAwareStdout(stdout), _ForgivingStderr(stderr)
+    stdout, stderr, stdin, show = sys.stdout, sys.stderr, sys.stdin, warnings.showwarning
+    # A stream the process was started without (``>&-``, ``<&-``) reads as empty and
+    # writes nowhere.
+    sys.stdout = _PipeAwareStdout(stdout or _nowhere())
+    sys.stderr, sys.stdin = _ForgivingStderr(stderr), stdin or _nowhere("r")
     warnings.showwarning = _warn_in_one_line
     try:
         code = app(args=argv, prog_name="charrnn", standalone_mode=False)
@@ -176,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"error{where}:", f"unexpected {type(e).__name__}: {str(e)[:300]}; this is a "
               "bug in charrnn: run the command again with --debug to see where, and report it")
     finally:
-        sys.stdout, sys.stderr, warnings.showwarning = stdout, stderr, show
+        sys.stdout, sys.stderr, sys.stdin, warnings.showwarning = stdout, stderr, stdin, show
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
     sys.exit(code if isinstance(code, int) else 0)

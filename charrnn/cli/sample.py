@@ -4,14 +4,14 @@ after prime at a prompt (``-i``, ``charrnn.interactive``)."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.text import Text
 
-from charrnn.cli.common import check_at_least, err, load_model, output_to, say_which
+from charrnn.cli.common import (check_at_least, err, load_model, output_to, say_which,
+                                stdin_text)
 from charrnn.cli.options import RUNS, Device, Json, NewestRun, RunsDir, Threads
 from charrnn.errors import ConfigError, SettingError
 
@@ -71,13 +71,14 @@ def sample(checkpoint: NewestRun = None, runs_dir: RunsDir = RUNS, length: Lengt
     is drawn; commands such as :temperature 0.7 or :keep on change the settings between
     turns (:help lists them)."""
     how = _sampling(temperature, top_k, top_p, greedy)
-    _check(length, num_samples, stop, beam, searching={
+    _check(length, num_samples, stop, beam, seed, searching={
         "--temperature": temperature != 1.0, "--top-k": top_k is not None,
-        "--top-p": top_p is not None, "--greedy": greedy})
+        "--top-p": top_p is not None, "--greedy": greedy, "--seed": seed is not None})
     _check_interactive(interactive, keep_state, num_samples, {
         "--prime": prime, "--prime-file": prime_file, "--output": output,
         "--json": as_json or None})
     prime = _prime(prime, prime_file)
+    output = None if output is not None and str(output) == "-" else output   # - is stdout
     if output is not None:
         from charrnn.files import check_output
 
@@ -117,8 +118,11 @@ def _sampling(temperature: float, top_k: int | None, top_p: float | None, greedy
 
 
 def _check(length: int, num_samples: int, stop: str | None, beam: int | None,
-           searching: dict[str, bool]) -> None:
+           seed: int | None, searching: dict[str, bool]) -> None:
     check_at_least(1, {"--len": length, "--num-samples": num_samples, "--beam": beam})
+    if seed is not None and not -2**63 <= seed <= 2**64 - num_samples:
+        raise ConfigError(f"--seed must be between -2**63 and 2**64 - {num_samples} (sample i "
+                          f"uses seed + i), got {seed}")
     if length > MAX_SAMPLE_LENGTH:
         raise ConfigError(f"--len must be at most {MAX_SAMPLE_LENGTH:,}, got {length}")
     if num_samples > MAX_SAMPLES:
@@ -148,7 +152,7 @@ def _prime(prime: str | None, prime_file: Path | None) -> str | None:
     if prime is not None:
         raise ConfigError("--prime and --prime-file exclude each other; give one")
     if str(prime_file) == "-":
-        text = sys.stdin.read()
+        text = stdin_text("--prime-file -")
     else:
         from charrnn.files import read_small_text
 
@@ -184,6 +188,7 @@ def _write(samples, prime: str | None, stop: str | None, output: Path | None, to
     from charrnn.progress import bar as progress_bar
     from charrnn.sample import default_prime, nats_of, until_stop
 
+    notes = []      # said after the text, which may be on the same terminal
     with output_to(output) as out, progress_bar(not out.isatty(), total=total, unit="char",
                                                 leave=False, delay=1.0) as bar:
         for i, sample in enumerate(samples):
@@ -203,8 +208,10 @@ def _write(samples, prime: str | None, stop: str | None, output: Path | None, to
                 out.write(json.dumps({"prime": default_prime(vocab) if prime is None else prime,
                                       "text": text, "nats": score, "chars": len(text)}) + "\n")
             elif score is not None:
-                err.print(Text(f"log-probability {score:.4f} nats ({score / max(1, len(text)):.4f}"
-                               f" per character) of the {len(text):,} new characters"))
+                notes.append(f"log-probability {score:.4f} nats ({score / max(1, len(text)):.4f}"
+                             f" per character) of the {len(text):,} new characters")
         # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
         if out.isatty() and not as_json:
             out.write("\n")
+    for note in notes:
+        err.print(Text(note))

@@ -84,9 +84,21 @@ def train(text: Texts = None, config: ConfigFile = None, resume: Resume = None,
                               info, err), free=free)
     if result.rank == 0:  # under torchrun, rank 0 reports for the group
         if not quiet:     # the next command names the run unless sample finds it itself
-            views.render_train_end(result.to_dict(), err, sample_runs_dir())
+            views.render_train_end(result.to_dict(), err, _sample_takes(result.run_dir))
         if as_json:
             print(json.dumps(result.to_dict()))
+
+
+def _sample_takes(run_dir: Path) -> bool:
+    """Whether ``charrnn sample`` with no run named takes this run: the newest one
+    under where it looks (another run that saved since, beside it, would be taken)."""
+    from charrnn.checkpoint import latest_checkpoint
+    from charrnn.errors import CharRNNError
+
+    try:
+        return latest_checkpoint(sample_runs_dir()).parent.resolve() == run_dir.resolve()
+    except (CharRNNError, OSError):
+        return False
 
 
 def _texts(text: list[Path] | None, origin, quiet: bool) -> list[Path]:
