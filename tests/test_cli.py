@@ -361,12 +361,12 @@ def test_a_folder_that_is_not_a_run_is_named_for_what_it_is(tiny_run, tmp_path, 
         assert err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1
 
 
-def test_quiet_training_says_nothing_and_warnings_are_one_line(small_text, tmp_path):
+def test_quiet_training_says_nothing_and_warnings_are_one_line(small_text, tmp_path, capsys):
     flags = ["--hidden-size", "16", "--embedding-dim", "8", "--max-steps", "2",
              "--batch-size", "4", "--seq-length", "16", "--sample-every", "0",
              "--proj-size", "4"]
-    quiet = charrnn("train", str(small_text), *flags, "-q", "--out", "q", cwd=tmp_path)
-    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
+    code, out, err = run(["train", str(small_text), *flags, "-q", "--out", "q"], capsys)
+    assert code == 0 and err == "" and out == ""
     warned = charrnn("train", str(small_text), *flags, "--out", "w", cwd=tmp_path,
                      PYTHONWARNINGS="always::UserWarning")
     assert warned.returncode == 0, warned.stderr
@@ -449,15 +449,17 @@ def test_the_hint_names_the_run_when_sample_would_take_another(small_text, tiny_
     assert hint.startswith("next: charrnn sample runs/") and "later" not in hint
 
 
-def test_a_prime_piped_in_is_read_as_a_prime_file_is(tiny_run, tmp_path):
-    def piped(data: bytes) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "charrnn", "sample", str(tiny_run),
-                               "--prime-file", "-", "--len", "5", "--greedy"], input=data,
-                              capture_output=True, cwd=tmp_path, env=child_env())
+def test_a_prime_piped_in_is_read_as_a_prime_file_is(tiny_run, capsys, monkeypatch):
+    import io
 
-    with_bom = piped(b"\xef\xbb\xbfROMEO:")
-    assert with_bom.returncode == 0 and with_bom.stdout.decode().startswith("ROMEO:")
-    latin1 = piped(b"caf\xe9")
-    assert latin1.returncode == 1 and latin1.stderr.decode().strip() == (
+    def piped(data: bytes) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        return run(["sample", str(tiny_run), "--prime-file", "-", "--len", "5", "--greedy"],
+                   capsys)
+
+    code, out, err = piped(b"\xef\xbb\xbfROMEO:")
+    assert code == 0 and out.startswith("ROMEO:"), err
+    code, out, err = piped(b"caf\xe9")
+    assert code == 1 and err.strip() == (
         "error: --prime-file - (stdin) is not UTF-8 text (byte 0xe9 at offset 3); convert "
         "it, e.g. iconv -f latin1 -t utf-8")

@@ -159,17 +159,19 @@ def test_a_negative_max_chars_is_a_one_line_error(tiny_run, held_out, capsys):
     assert err == "error: --max-chars must be at least 0, got -1\n"
 
 
-def test_eval_reads_its_text_from_stdin(tiny_run, small_text, tmp_path):
+def test_eval_reads_its_text_from_stdin(tiny_run, small_text, tmp_path, capsys,
+                                        monkeypatch):
     """``eval RUN -``: the text piped in scores as the same text in a file, and leaves
     no cache behind (it is read once, into a temporary folder)."""
-    from_file = subprocess.run([sys.executable, "-m", "charrnn", "eval", str(tiny_run),
-                                str(small_text), "--json", "-q"], capture_output=True,
-                               text=True, cwd=tmp_path, env=child_env())
-    piped = subprocess.run([sys.executable, "-m", "charrnn", "eval", str(tiny_run), "-",
-                            "--json", "-q"], input=small_text.read_text(encoding="utf-8"),
-                           capture_output=True, text=True, cwd=tmp_path, env=child_env())
-    assert from_file.returncode == 0 and piped.returncode == 0, piped.stderr
-    scored, expected = json.loads(piped.stdout), json.loads(from_file.stdout)
+    import io
+
+    code, from_file, err = run(["eval", str(tiny_run), str(small_text), "--json", "-q"],
+                               capsys)
+    assert code == 0, err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(small_text.read_bytes())))
+    code, piped, err = run(["eval", str(tiny_run), "-", "--json", "-q"], capsys)
+    assert code == 0, err
+    scored, expected = json.loads(piped), json.loads(from_file)
     assert scored.pop("text") == "-" and expected.pop("text") == str(small_text)
     del scored["seconds"], expected["seconds"]
     assert scored == expected
@@ -177,7 +179,6 @@ def test_eval_reads_its_text_from_stdin(tiny_run, small_text, tmp_path):
 
 
 @pytest.mark.parametrize("piped, message", [
-    (b"", "text to score (stdin) is empty"),
     (b"caf\xe9 au lait", "text to score (stdin) is not valid UTF-8"),
 ])
 def test_a_bad_text_piped_in_is_named_as_stdin(tiny_run, tmp_path, piped, message):

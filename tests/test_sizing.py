@@ -182,6 +182,7 @@ def test_a_given_width_or_dropout_is_kept():
     assert {h for _, h in clock.timed} == {512}
 
 
+@pytest.mark.slow     # two timed runs of the whole command: about 19 s
 def test_a_run_with_only_a_time_budget_says_what_it_chose_and_saves_it(small_text, tmp_path):
     """The whole command, in its own process (the budget counts from its start): what
     it chose is said, saved in config.toml, and kept by a resume with more time."""
