@@ -7,6 +7,7 @@ out of it would pass every other test and break on a user's machine.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,8 +16,12 @@ from helpers import ROOT, child_env
 
 
 def test_the_wheel_holds_every_module_and_data_file(tmp_path):
+    # Built from a copy: a build writes build/ and *.egg-info beside the sources.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "runs", "__pycache__", ".*cache*"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
-                            "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+                            "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
                            capture_output=True, text=True, cwd=tmp_path)
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = tmp_path.glob("charrnn_cli-*.whl")
