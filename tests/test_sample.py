@@ -351,3 +351,13 @@ def test_several_beams_cut_at_the_stop_text_are_distinct_and_ranked(trained):
         assert [b.nats for b in found] == sorted((b.nats for b in found), reverse=True)
         for b in found:
             assert b.nats == pytest.approx(nats_of(model, vocab, "ROMEO:", b.text), abs=1e-4)
+
+
+def test_sample_with_a_beam_of_one_writes_what_greedy_writes(tiny_run, capsys):
+    outs = []
+    for flag in (["--beam", "1"], ["--greedy"]):
+        code, out, err = run(["sample", str(tiny_run), "--prime", "KING", "--len", "120",
+                              *flag], capsys)
+        assert code == 0, err
+        outs.append(out)
+    assert outs[0] == outs[1] and len(outs[0]) == 124
