@@ -29,7 +29,7 @@ def test_help_lists_the_commands_without_importing_torch(tmp_path):
         assert command in out
 
 
-def test_train_then_sample_then_inspect_end_to_end(small_text, tmp_path):
+def test_train_then_sample_then_inspect_end_to_end(small_text, tmp_path, capsys):
     trained = charrnn("train", str(small_text), "--hidden-size", "32", "--embedding-dim", "16",
                       "--max-steps", "12", "--eval-every", "6", "--sample-every", "6",
                       "--batch-size", "8", "--seq-length", "32", cwd=tmp_path)
@@ -55,23 +55,24 @@ def test_train_then_sample_then_inspect_end_to_end(small_text, tmp_path):
     assert len(texts) == 3 and all(t.startswith("ROMEO:") for t in texts)
     assert all(len(t) == 6 + 30 for t in texts)
 
-    built = charrnn("inspect", "--cell", "lstm", cwd=tmp_path)   # flags build a model
-    assert built.returncode == 0, built.stderr
-    assert "rnn.weight_ih_l0" in built.stdout and "1024" in built.stdout
-    assert built.stderr == "describing the model the flags build (not a trained run)\n"
-    newest = charrnn("inspect", "--json", cwd=tmp_path)  # like sample: the newest run
-    assert newest.returncode == 0, newest.stderr
-    assert newest.stderr == f"describing {runs[0].relative_to(tmp_path) / 'best.pt'}\n"
-    facts = json.loads(newest.stdout)
+    # inspect, in this process (the command is the same; its start-up was timed above)
+    code, out, err = run(["inspect", "--cell", "lstm"], capsys)   # flags build a model
+    assert code == 0, err
+    assert "rnn.weight_ih_l0" in out and "1024" in out
+    assert err == "describing the model the flags build (not a trained run)\n"
+    code, out, err = run(["inspect", "--json"], capsys)   # like sample: the newest run
+    assert code == 0, err
+    assert err == f"describing {runs[0].relative_to(tmp_path) / 'best.pt'}\n"
+    facts = json.loads(out)
     assert facts["checkpoint"]["path"] == str(runs[0].relative_to(tmp_path) / "best.pt")
     # Forward-pass shapes of a run: its own batch (8) and window (32), unless flags say.
     assert facts["tensors"]["input_ids"] == [8, 32]
     assert facts["tensors"]["h_n"] == [2, 8, 32]                 # 2 layers of 32 units
-    again = charrnn("inspect", str(runs[0]), "--batch-size", "2", "--json", cwd=tmp_path)
-    assert json.loads(again.stdout)["tensors"]["input_ids"] == [2, 32]
-    shown = charrnn("inspect", str(runs[0]), cwd=tmp_path)
-    assert shown.returncode == 0, shown.stderr
-    assert "rnn.weight_hh_l1" in shown.stdout and "vocab" in shown.stdout.lower()
+    code, out, _ = run(["inspect", str(runs[0]), "--batch-size", "2", "--json"], capsys)
+    assert json.loads(out)["tensors"]["input_ids"] == [2, 32]
+    code, out, err = run(["inspect", str(runs[0])], capsys)
+    assert code == 0, err
+    assert "rnn.weight_hh_l1" in out and "vocab" in out.lower()
 
 
 def test_inspect_shows_the_seeds_example(capsys):
