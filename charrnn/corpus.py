@@ -227,11 +227,12 @@ def _expand(arg: str, on_empty: Callable[[Path], None] | None) -> list[Path]:
         for file in _text_files_in(match) if match.is_dir() else [match]:
             if file.is_file():     # not a broken link, a pipe or a device
                 files.setdefault(_identity(file), file)
-    kept = [file for file in files.values() if not _is_empty(file)]
-    if on_empty is not None:
-        for file in files.values():
-            if file not in kept:
-                on_empty(file)
+    kept = []
+    for file in files.values():
+        if not _is_empty(file):
+            kept.append(file)
+        elif on_empty is not None:
+            on_empty(file)
     if kept:
         return kept
     what = f"folder {arg}" if path.is_dir() else f"pattern {arg}"
@@ -310,7 +311,7 @@ def _text_files_in(folder: Path) -> list[Path]:
         folders[:] = [name for name in folders if not name.startswith(".")]
         found.extend(Path(root) / name for name in names
                      if not name.startswith(".") and Path(name).suffix.lower() in TEXT_SUFFIXES)
-    return sorted((p for p in found if p.is_file()), key=lambda p: p.relative_to(folder).parts)
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)   # (files: _expand)
 
 
 def _identity(path: Path) -> tuple:

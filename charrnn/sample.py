@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -215,8 +216,8 @@ class Session:
         beam = settings.pop("beam", self.beam)
         if length < 1:
             raise SettingError("length", f"must be at least 1, got {length}")
-        if beam is not None and not 1 <= beam <= MAX_BEAM:
-            raise SettingError("beam", f"must be from 1 to {MAX_BEAM:,}, got {beam}")
+        if beam is not None:
+            check_beam(beam)
         self.sampling = replace(self.sampling, **settings)
         self.length, self.keep, self.beam = length, keep, beam
 
@@ -294,26 +295,40 @@ class Session:
 def _steps(model: CharRNN, vocab: Vocab, length: int, prime: str | None, num_samples: int,
            seed: int | None, sampling: Sampling) -> Iterator[torch.Tensor]:
     """Check the prime, seed a generator, and return the iterator of drawn ids (B,)."""
-    if prime is not None and not prime:
-        raise DataError("the prime text is empty; leave --prime out or give some text")
-    prime = prime if prime is not None else default_prime(vocab)
-    ids = vocab.encode(prime, what="the prime text")
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
+    prime_ids = _prime_ids(model, vocab, prime)
+    generator = torch.Generator(device=prime_ids.device)
     if seed is None:
         generator.seed()
     else:
         generator.manual_seed(seed)
-    prime_ids = torch.as_tensor(ids.astype("int64"), device=device)
     return _draw(model, length, prime_ids, num_samples, sampling, generator)
+
+
+def _prime_ids(model: CharRNN, vocab: Vocab, prime: str | None) -> torch.Tensor:
+    """The ids (T,) of ``prime`` (``default_prime`` when None) on the model's device; a
+    ``DataError`` for an empty prime or characters outside the vocabulary."""
+    if prime is not None and not prime:
+        raise DataError("the prime text is empty; leave --prime out or give some text")
+    ids = vocab.encode(default_prime(vocab) if prime is None else prime,
+                       what="the prime text")
+    return torch.as_tensor(ids.astype("int64"), device=next(model.parameters()).device)
+
+
+@contextmanager
+def _evaluating(model: CharRNN):
+    """The model in eval mode (no dropout) inside, and as it was after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
 def _draw(model: CharRNN, length: int, prime_ids: torch.Tensor, num_samples: int,
           sampling: Sampling, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    was_training = model.training
-    model.eval()
-    try:
+    with _evaluating(model):
         stepper = Stepper(model)
         batch = prime_ids.unsqueeze(0).expand(num_samples, -1)   # (T,) -> (B, T)
         states, idx = _warm(model, stepper, batch, None)
@@ -321,8 +336,6 @@ def _draw(model: CharRNN, length: int, prime_ids: torch.Tensor, num_samples: int
             logits, states = stepper.step(idx, states)
             idx = sampling.choose(logits, generator)
             yield idx
-    finally:
-        model.train(was_training)
 
 
 def _warm(model: CharRNN, stepper: Stepper, batch: torch.Tensor,
@@ -358,25 +371,26 @@ def beam_search(model: CharRNN, vocab: Vocab, length: int, *, prime: str | None 
 
     At each step every kept continuation is extended by each of its ``beam`` likeliest
     next characters, and the ``beam`` likeliest of those (by their whole log-probability)
-    are kept. ``beam=1`` is greedy decoding exactly: the argmax at each step. Costs
-    about ``beam`` times the steps of drawing one sample (all kept continuations step
-    as one batch)."""
-    if not 1 <= results <= beam <= MAX_BEAM:
+    are kept. ``beam=1`` is greedy decoding exactly: the argmax at each step. All kept
+    continuations step as one batch, so a beam of B costs less than B samples (beam 8:
+    about 3.5 times one, BENCHMARKS.md)."""
+    check_beam(beam)
+    if not 1 <= results <= beam:
         raise SettingError("beam", f"must keep at least the {results} continuation(s) asked "
-                           f"for and at most {MAX_BEAM:,}, got {beam}")
-    if prime is not None and not prime:
-        raise DataError("the prime text is empty; leave --prime out or give some text")
-    prime = prime if prime is not None else default_prime(vocab)
-    device = next(model.parameters()).device
-    ids = torch.as_tensor(vocab.encode(prime, what="the prime text").astype("int64"),
-                          device=device)
-    was_training = model.training
-    model.eval()
-    try:
+                           f"for, got {beam}")
+    ids = _prime_ids(model, vocab, prime)
+    with _evaluating(model):
         return _beam_search(model, Stepper(model), vocab, ids, None, length, beam, results,
                             stop)
-    finally:
-        model.train(was_training)
+
+
+def check_beam(beam: int) -> None:
+    """A one-line ``SettingError`` for a beam out of 1 to ``MAX_BEAM``."""
+    if beam < 1:
+        raise SettingError("beam", f"must be at least 1, got {beam}")
+    if beam > MAX_BEAM:
+        raise SettingError("beam", f"must be at most {MAX_BEAM:,} (each kept continuation is "
+                           f"a row of every step), got {beam}")
 
 
 def _beam_search(model: CharRNN, stepper: Stepper, vocab: Vocab, ids: torch.Tensor,
@@ -433,19 +447,14 @@ def nats_of(model: CharRNN, vocab: Vocab, prime: str | None, text: str) -> float
     """The log-probability (nats) the model gives ``text`` after ``prime``
     (``default_prime`` when None), read from a zero state: the sum over the characters of
     ``text`` of log p(character | everything before it)."""
-    prime = prime if prime is not None else default_prime(vocab)
-    device = next(model.parameters()).device
-    ids = torch.as_tensor(vocab.encode(prime + text, what="the text").astype("int64"),
-                          device=device)
-    was_training = model.training
-    model.eval()
-    try:
+    prime_ids = _prime_ids(model, vocab, prime)
+    text_ids = torch.as_tensor(vocab.encode(text, what="the text").astype("int64"),
+                               device=prime_ids.device)
+    ids = torch.cat([prime_ids, text_ids])
+    with _evaluating(model):
         logits, _ = model(ids[:-1].unsqueeze(0))                       # (1, T - 1, V)
-    finally:
-        model.train(was_training)
     logp = torch.log_softmax(logits[0].double(), dim=-1)              # (T - 1, V)
-    targets = ids[len(prime):]                                         # the text's ids
-    return float(logp[len(prime) - 1:].gather(1, targets.unsqueeze(1)).sum())
+    return float(logp[len(prime_ids) - 1:].gather(1, text_ids.unsqueeze(1)).sum())
 
 
 def pick_threads(model: CharRNN, batch: int, requested: int = 0) -> threads.Choice:

@@ -427,7 +427,7 @@ def test_the_prime_can_come_from_stdin(tiny_run, capsys, monkeypatch):
     code, same, err = run(["sample", str(tiny_run), "--prime", "ROMEO:", "--len", "10",
                            "--greedy"], capsys)
     assert code == 0, err
-    monkeypatch.setattr(sys, "stdin", io.StringIO("ROMEO:"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ROMEO:")))
     code, piped, err = run(["sample", str(tiny_run), "--prime-file", "-", "--len", "10",
                             "--greedy"], capsys)
     assert code == 0 and piped == same and piped.startswith("ROMEO:"), err

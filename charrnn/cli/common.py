@@ -61,8 +61,7 @@ def text_files(inputs: list[Path], quiet: bool) -> list[Path]:
 def stdin_text(what: str) -> str:
     """All of stdin as text, read once and checked as a text file is: UTF-8, a leading
     byte-order mark dropped."""
-    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else \
-        sys.stdin.read().encode("utf-8")
+    raw = sys.stdin.buffer.read()
     try:
         return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:

@@ -105,12 +105,8 @@ def eval_(checkpoint: Checkpoint, text: Texts, skip_unknown: SkipUnknown = False
 def _stdin_to(path: Path) -> Path:
     """stdin's bytes copied to ``path`` as they come (a text is read twice: checked,
     then encoded), in bounded memory however long."""
-    source = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else None
     with open(path, "wb") as f:
-        if source is None:
-            f.write(sys.stdin.read().encode("utf-8"))
-        else:
-            shutil.copyfileobj(source, f)
+        shutil.copyfileobj(sys.stdin.buffer, f)
     return path
 
 

@@ -90,11 +90,21 @@ class _ForgivingStderr:
 
     def _forget(self) -> None:
         self._gone = True
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        _to_devnull(self._stream)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def _to_devnull(stream) -> None:
+    """Point ``stream``'s file descriptor at /dev/null: later writes, the interpreter's
+    own flush at exit included, go nowhere instead of failing."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(fd, stream.fileno())
+        finally:
+            os.close(fd)
 
 
 def _nowhere(mode: str = "w"):
@@ -169,10 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         err.print(f"stopped by signal {e.signum}")
         sys.exit(128 + e.signum)
     except (BrokenPipeError, _PipeClosed):
-        # A reader such as `head` has all it wanted: not an error. Later writes (and
-        # the flush at exit) go nowhere instead of failing.
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        # A reader such as `head` has all it wanted: not an error.
+        _to_devnull(stdout)
         sys.exit(0)
     except MemoryError:
         _fail(f"error{where}:", "out of memory; use a smaller model (--hidden-size, "

@@ -131,11 +131,12 @@ def _check(length: int, num_samples: int, stop: str | None, beam: int | None,
         raise ConfigError("--stop needs some text to stop at, e.g. --stop $'\\n\\n'")
     if beam is None:
         return
-    from charrnn.sample import MAX_BEAM
+    from charrnn.sample import check_beam
 
-    if beam > MAX_BEAM:
-        raise ConfigError(f"--beam must be at most {MAX_BEAM:,} (each kept continuation is "
-                          f"a row of every step), got {beam}")
+    try:
+        check_beam(beam)
+    except SettingError as e:
+        raise ConfigError(f"--{e.name} {e.rule}") from None
     drawing = [flag for flag, given in searching.items() if given]
     if drawing:
         raise ConfigError(f"{drawing[0]} sets how characters are drawn, and --beam searches "
@@ -192,24 +193,28 @@ def _write(samples, prime: str | None, stop: str | None, output: Path | None, to
     with output_to(output) as out, progress_bar(not out.isatty(), total=total, unit="char",
                                                 leave=False, delay=1.0) as bar:
         for i, sample in enumerate(samples):
-            text = ""
+            kept: list[str] = []        # the new text, for JSON only: a sample streams
+            written = 0
             if not as_json:
                 out.write(("\n\n" if i else "") + (prime or ""))
             for ch in until_stop(sample, stop):
-                text += ch
+                written += 1
                 bar.update()
-                if not as_json:
+                if as_json:
+                    kept.append(ch)
+                else:
                     out.write(ch)
                     if ch == "\n":
                         out.flush()
             score = nats[i] if nats is not None else None
             if as_json:
+                text = "".join(kept)
                 score = nats_of(model, vocab, prime, text) if score is None else score
                 out.write(json.dumps({"prime": default_prime(vocab) if prime is None else prime,
-                                      "text": text, "nats": score, "chars": len(text)}) + "\n")
+                                      "text": text, "nats": score, "chars": written}) + "\n")
             elif score is not None:
-                notes.append(f"log-probability {score:.4f} nats ({score / max(1, len(text)):.4f}"
-                             f" per character) of the {len(text):,} new characters")
+                notes.append(f"log-probability {score:.4f} nats ({score / max(1, written):.4f}"
+                             f" per character) of the {written:,} new characters")
         # Exactly the text asked for; on a terminal, a newline so the prompt starts afresh.
         if out.isatty() and not as_json:
             out.write("\n")
