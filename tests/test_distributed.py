@@ -19,10 +19,11 @@ from charrnn.data import RandomBatches, StreamBatches
 from charrnn.distributed import Group
 from charrnn.errors import ConfigError
 
-# A constant learning rate, so that 10 steps and a resume to 20 equal 20 steps.
+# A constant learning rate, so that 10 steps and a resume to 20 equal 20 steps; float32,
+# where replicas agree to rounding (bf16, the default on some CPUs, rounds far coarser).
 FLAGS = ["--hidden-size", "32", "--embedding-dim", "16", "--batch-size", "8",
          "--seq-length", "32", "--eval-every", "10", "--sample-every", "0", "--seed", "3",
-         "--device", "cpu", "--quiet"]
+         "--device", "cpu", "--dtype", "float32", "--quiet"]
 CONSTANT_LR = "[train]\nmin_lr_ratio = 1.0\nwarmup_steps = 0\n"
 # Replicas hold the same weights up to float rounding (the gradients are averaged in
 # another order).
