@@ -328,8 +328,13 @@ def main() -> None:
                         "quiet and beside a busy process")
     parser.add_argument("--beam", action="store_true",
                         help="only the cost of beam search against drawing one sample")
+    parser.add_argument("--rounds", type=int, default=0, metavar="N",
+                        help="rounds of the thread figures (default: 2, 1 with --quick); "
+                        "their medians steady with more")
     args = parser.parse_args()
-    lim = LIMITS["quick" if args.quick else "full"]
+    lim = dict(LIMITS["quick" if args.quick else "full"])
+    if args.rounds > 0:
+        lim["threads_rounds"] = args.rounds
     if args.threads:
         return threads_only(lim, args.json)
     if args.beam:

@@ -29,12 +29,14 @@ from charrnn.train import train
 SETTINGS = ("one", "all", "auto")
 
 
-def run_once(text: Path, setting: str, seconds: float, out: Path) -> float:
-    """chars/s of one run of the default model with ``setting`` threads."""
+def run_once(text: Path, setting: str, seconds: float, out: Path) -> tuple[float, int]:
+    """chars/s of one run of the default model with ``setting`` threads, and the count
+    it ended with."""
     count = {"one": 1, "all": threads.available(), "auto": 0}[setting]
     config = TrainConfig(max_time=seconds, eval_every=10**9, sample_every=0,
                          val_fraction=1e-4, device="cpu", threads=count, out=str(out))
-    return train(text, ModelConfig(), config, progress=False, overwrite=True).chars_per_s
+    result = train(text, ModelConfig(), config, progress=False, overwrite=True)
+    return result.chars_per_s, result.threads
 
 
 def busy_process() -> subprocess.Popen:
@@ -52,9 +54,11 @@ def figures(text: Path, seconds: float, rounds: int, folder: Path, log) -> dict:
                 neighbour = busy_process() if load == "busy" else None
                 try:
                     for setting in SETTINGS:
-                        rate = run_once(text, setting, seconds, folder / f"{load}-{setting}")
+                        rate, count = run_once(text, setting, seconds,
+                                               folder / f"{load}-{setting}")
                         runs[load].setdefault(setting, []).append(rate)
-                        log(f"threads, round {r + 1}, {load}, {setting}: {rate:,.0f} chars/s")
+                        log(f"threads, round {r + 1}, {load}, {setting}: {rate:,.0f} chars/s"
+                            f" ({count} at the end)")
                 finally:
                     if neighbour is not None:
                         neighbour.kill()
@@ -65,10 +69,21 @@ def figures(text: Path, seconds: float, rounds: int, folder: Path, log) -> dict:
         threads.set_threads(before)
     medians = {load: {s: round(statistics.median(v)) for s, v in by.items()}
                for load, by in runs.items()}
-    q, b = medians["quiet"], medians["busy"]
+    # The same ratios within each round, whose runs met the same machine: its speed can
+    # drift between rounds more than the settings differ within one.
+    each_round = [ratios({load: {s: v[r] for s, v in by.items()} for load, by in runs.items()})
+                  for r in range(rounds)]
     return {**medians, "seconds": seconds, "rounds": rounds, "cpus": threads.available(),
-            "ratios": {"busy_auto_over_one": round(b["auto"] / b["one"], 3),
-                       "quiet_auto_over_best": round(q["auto"] / max(q["one"], q["all"]), 3)}}
+            "ratios": ratios(medians),
+            "paired_ratios": {k: round(statistics.median(r[k] for r in each_round), 3)
+                              for k in each_round[0]}}
+
+
+def ratios(speeds: dict) -> dict[str, float]:
+    """The figures the thread choice is judged by, from {load: {setting: chars/s}}."""
+    q, b = speeds["quiet"], speeds["busy"]
+    return {"busy_auto_over_one": round(b["auto"] / b["one"], 3),
+            "quiet_auto_over_best": round(q["auto"] / max(q["one"], q["all"]), 3)}
 
 
 def describe(f: dict) -> list[str]:
@@ -83,4 +98,7 @@ def describe(f: dict) -> list[str]:
                  f"(goal 0.8 or more); chosen / the better of one and all on the quiet "
                  f"machine: {r['quiet_auto_over_best']} (goal 0.95 or more); medians of "
                  f"{f['rounds']} rounds of {f['seconds']:g} s runs")
+    p = f["paired_ratios"]
+    lines.append(f"  the same ratios within each round, median over rounds: "
+                 f"{p['busy_auto_over_one']} and {p['quiet_auto_over_best']}")
     return lines
