@@ -75,6 +75,9 @@ def head(title: str, meta: list[str]) -> str:
 
 def check_path(path: str | Path) -> Path:
     """``path`` if a page can be written there; else a ``ConfigError`` saying why."""
+    if str(path) == "-":
+        raise ConfigError("--html writes a file, not stdout; give its name, e.g. "
+                          "--html page.html")
     return check_output(path, "--html")
 
 

@@ -338,6 +338,7 @@ def test_cli_activations_in_the_terminal_json_and_html(tiny_run, tmp_path, capsy
     (["{run}", "--activations", "{text}", "--html", "{d}/no/dir/page.html"],
      "does not exist; create it"),
     (["{run}", "--activations", "{text}", "--html", "{d}"], "is a directory"),
+    (["{run}", "--activations", "{text}", "--html", "-"], "--html writes a file, not stdout"),
     (["{run}", "--activations", "{text}", "--signal", "indent"], "never changes over this"),
     (["{run}", "--activations", "{text}", "--verify"], "--verify does not go with"),
     (["{run}", "--activations", "{text}", "--hidden-size", "8"], "the checkpoint fixes"),
@@ -357,6 +358,7 @@ def test_cli_errors_are_one_line(argv, expected, tiny_run, tmp_path, capsys, mon
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:")
     assert expected in " ".join(err.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]    # nothing written
 
 
 def test_cli_vocabulary_counts(tiny_run, small_text, capsys):
