@@ -42,6 +42,31 @@ def test_a_stop_signal_saves_last_pt_and_exits_with_its_code(small_text, tmp_pat
     assert ckpt["step"] >= 5
 
 
+@pytest.mark.parametrize("command", [["sample", "{run}", "--len", "100000000"],
+                                     ["eval", "{run}", "-"]])
+def test_ctrl_c_in_sample_or_eval_says_aborted_and_exits_130(tiny_run, command):
+    # sample writes an endless text, eval reads an endless stdin: each is at work in the
+    # command when the signal comes (a pipe holds 64 KiB, so 2 MB written were read).
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn",
+                             *[a.format(run=tiny_run) for a in command]],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=child_env())
+    try:
+        if command[0] == "sample":
+            proc.stdout.read(1000)
+        else:
+            for _ in range(128):
+                proc.stdin.write(b"a text to score " * 1024)
+            proc.stdin.flush()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.decode().strip().splitlines()[-1] == "aborted"
+    assert "Traceback" not in err.decode()
+
+
 # -------------------------------------------------------- a reader of stderr that goes away
 NARRATED = [flag for flag in TINY_FLAGS if flag != "-q"][:-2] + ["--sample-every", "6"]
 

@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     warnings.showwarning = _warn_in_one_line
     try:
         code = app(args=argv, prog_name="charrnn", standalone_mode=False)
+        if code == 130:   # the command library's answer to Ctrl-C; no command returns it
+            err.print("aborted")
         sys.stdout.flush()
     except CharRNNError as e:
         _fail(f"error{where}:", str(e))
