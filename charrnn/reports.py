@@ -36,6 +36,7 @@ class TrainStart(TypedDict):
     resumed_at: int           # the step a resume starts from (0 for a new run)
     processes: int            # torchrun's world size (1 alone)
     val_only_chars: str       # characters of the validation file the training text lacks
+    val_empty: list[str]      # empty files of a --val-file folder or pattern, left out
 
 
 class SizeChoice(TypedDict):

@@ -28,6 +28,7 @@ class RunTexts:
     val_ids: np.ndarray
     val_chars: int                      # of the validation text, this process scores per pass
     val_only: str                       # characters only the validation text has
+    val_empty: list[Path]               # empty files a --val-file folder or pattern held
     batches: StreamBatches | RandomBatches
 
 
@@ -39,7 +40,9 @@ def read_texts(paths: list[Path], c: cfg.TrainConfig, group: distributed.Group,
     the batches (this process's rows of them under torchrun)."""
     cache_dir = Path(c.cache_dir) if c.cache_dir else run_dir.parent / ".cache"
     # --val-file: a file, folder or pattern, read as one text as the training text is.
-    val_paths = corpus.expand_inputs([c.val_file]) if c.val_file else []
+    val_empty: list[Path] = []
+    val_paths = corpus.expand_inputs([c.val_file], on_empty=val_empty.append) \
+        if c.val_file else []
     gone = [path for path in val_paths if not path.exists()]
     if gone:
         raise DataError(f"validation file {gone[0]} does not exist; give an existing file, "
@@ -69,5 +72,6 @@ def read_texts(paths: list[Path], c: cfg.TrainConfig, group: distributed.Group,
     val_only = "".join(sorted(set(val_texts.vocab) - set(texts.vocab))) if val_texts else ""
     return RunTexts(texts, vocab, train_ids, val_ids,
                     val_chars=int((plan[:, 1] - plan[:, 0]).sum()), val_only=val_only,
+                    val_empty=val_empty,
                     batches=make_batches(train_ids, c.batching, c.batch_size, c.seq_length,
                                          c.seed, rows=group.rows(c.batch_size), pin=pin))

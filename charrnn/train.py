@@ -301,7 +301,8 @@ class Run:
                 "batch_size": self.c.batch_size, "seq_length": self.c.seq_length,
                 "budget": str(self.budget), "run_dir": str(self.run_dir),
                 "resumed_at": self.state.step, "processes": self.group.world_size,
-                "val_only_chars": self.data.val_only}
+                "val_only_chars": self.data.val_only,
+                "val_empty": [str(p) for p in self.data.val_empty]}
 
     def progress(self) -> float:
         """Of the budget, counting the time the final evaluation will need."""

@@ -63,6 +63,10 @@ def render_train_start(info: TrainStart, console: Console) -> None:
         console.print(Text(f"note: {len(chars)} character(s) occur only in the validation "
                            f"text ({list_chars(chars)}): the model never trains on them, so "
                            "their predictions stay poor"))
+    if info.get("val_empty"):
+        empty = info["val_empty"]
+        console.print(Text(f"note: {len(empty)} empty validation file(s) left out: "
+                           f"{', '.join(empty[:3])}" + (", ..." if len(empty) > 3 else "")))
 
 
 def render_train_end(result: TrainEnd, console: Console, found: bool) -> None:

@@ -100,6 +100,17 @@ def test_empty_files_in_a_folder_or_pattern_are_left_out_with_a_note(tmp_path, c
     assert code == 1 and "is empty" in err
 
 
+def test_empty_files_of_a_validation_folder_are_left_out_with_a_note(tmp_path, capsys):
+    write(tmp_path / "train.txt", "abc abc cab\n" * 300)
+    write(tmp_path / "val" / "a.txt", "")
+    write(tmp_path / "val" / "b.txt", "cab abc\n" * 40)
+    code, _, err = run(["train", str(tmp_path / "train.txt"), "--val-file", str(tmp_path / "val"),
+                        *TINY_FLAGS[:-1], "--max-steps", "2", "--out", str(tmp_path / "run")],
+                       capsys)
+    assert code == 0, err
+    assert f"note: 1 empty validation file(s) left out: {tmp_path / 'val' / 'a.txt'}" in err
+
+
 def test_a_folder_or_pattern_of_empty_files_only_is_one_line(tmp_path, capsys):
     write(tmp_path / "pkg" / "__init__.py", "")
     for arg in (tmp_path / "pkg", f"{tmp_path}/pkg/*.py"):
