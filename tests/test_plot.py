@@ -79,6 +79,24 @@ def test_the_curves_hold_the_metrics(two_runs, tmp_path, monkeypatch):
     assert list(by_time.get_lines()[0].get_xdata()) == [r["elapsed_s"] for r in rows]
 
 
+def test_a_folder_of_runs_draws_each_run_with_evaluations(two_runs, tmp_path, capsys):
+    folder = two_runs[0].parent
+    fresh = folder / "c"                    # a run stopped before its first evaluation
+    shutil.copytree(two_runs[0], fresh)
+    (fresh / "metrics.csv").write_text("step,elapsed_s,train_loss,val_loss\n",
+                                       encoding="utf-8")
+    out = tmp_path / "all.png"
+    code, _, err = run(["plot", str(folder), "-o", str(out)], capsys)
+    assert code == 0, err
+    assert png_size(out) == (1200, 500) and "2 run(s)" in err
+    for name in ("a", "b"):
+        shutil.rmtree(folder / name)
+    code, out, err = run(["plot", str(folder), "-o", str(tmp_path / "none.png")], capsys)
+    assert code == 1 and out == ""
+    assert err.strip() == (f"error: no run in {folder} has evaluations to plot yet; let one "
+                           "train to its first evaluation (--eval-every)")
+
+
 def test_missing_matplotlib_says_how_to_install_it(two_runs, tmp_path, monkeypatch, capsys):
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)

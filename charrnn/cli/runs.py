@@ -44,8 +44,9 @@ def runs_(
 
 def plot(
     run_dirs: Annotated[Optional[list[Path]], typer.Argument(
-        metavar="RUN", help="Run folders (or their metrics.csv) to draw together "
-        "\\[default: the newest run under --runs-dir].", show_default=False)] = None,
+        metavar="RUN", help="Run folders (or their metrics.csv) to draw together; a folder "
+        "of runs draws each of its runs with evaluations \\[default: the newest run under "
+        "--runs-dir].", show_default=False)] = None,
     runs_dir: RunsDir = RUNS,
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="Image to write: .png, .svg or .pdf.")] = Path("loss.png"),
@@ -67,9 +68,24 @@ def plot(
             raise CharRNNError(f"no run under {runs_dir}/ has evaluations to plot yet; give "
                                f"run folders, e.g. charrnn plot {runs_dir}/<run>")
         run_dirs = [Path(newest[0].path)]
+    run_dirs = [run for path in run_dirs for run in _runs_in(path)]
     names = [p.parent.name if p.is_file() else p.name for p in run_dirs]
     labels = [str(p) if names.count(n) > 1 else n for p, n in zip(run_dirs, names)]
     runs = [(label, read_metrics(p)) for label, p in zip(labels, run_dirs)]
     path = plot_runs(runs, output, width=width, height=height, title=title)
     err.print(Text(f"wrote {path} ({width}x{height} pixels; {len(runs)} run(s))"))
 
+
+def _runs_in(path: Path) -> list[Path]:
+    """A run folder or metrics.csv as given; a folder of runs as those of its runs that
+    have evaluations, in the order they ran."""
+    from charrnn.files import is_run
+    from charrnn.runs import list_runs
+
+    if not path.is_dir() or is_run(path) or not any(is_run(p) for p in path.iterdir()):
+        return [path]
+    runs = [Path(s.path) for s in reversed(list_runs(path)) if s.evaluations]
+    if not runs:
+        raise CharRNNError(f"no run in {path} has evaluations to plot yet; let one train "
+                           "to its first evaluation (--eval-every)")
+    return runs
