@@ -546,8 +546,7 @@ def runs_table(summaries: list, width: int | None = None) -> Table:
         if column in keep:
             keep.remove(column)
     table = Table(box=None, pad_edge=False, header_style="bold",
-                  caption=("* lowest best val loss (nats/char) of the runs on that text; each "
-                           "run's best.pt holds its best") if lowest else None,
+                  caption="* lowest best val loss (nats/char) on that text" if lowest else None,
                   caption_justify="left")
     for name, justify in (RUN_COLUMNS[k] for k in keep):
         table.add_column(name, justify=justify, no_wrap=name != "run",
