@@ -138,6 +138,10 @@ def _ctrl_c_sets():
         signal.signal(signal.SIGINT, previous)
 
 
+# Settings of drawing a sample, which a beam search has no use for.
+DRAWING_ONLY = ("temperature", "top_k", "top_p", "greedy", "seed")
+
+
 def _session_command(session: Session, settings: dict[str, Any], line: str) -> str | None:
     """Carry out one command (``line`` without its : or /): the reply to show, or None
     to end the session. A bad command or value raises ``ConfigError``."""
@@ -170,6 +174,9 @@ def _session_command(session: Session, settings: dict[str, Any], line: str) -> s
     else:
         kind = float if name in ("temperature", "top_p") else int    # len, top-k, beam
         session.configure(**{name: _parse(kind, name, value)})
+    if name in DRAWING_ONLY and session.settings()["beam"] is not None:
+        return (f"{_show(session, settings, name)} (not used while beam search is on; "
+                ":beam off draws again)")
     return _show(session, settings, name)
 
 

@@ -420,6 +420,15 @@ def test_a_beam_in_the_session_writes_what_sample_beam_writes(checkpoint, sessio
     assert "beam 4" in done.stderr and "beam off" in done.stderr
 
 
+def test_drawing_settings_given_during_a_beam_search_say_they_wait(checkpoint, session):
+    done = session(checkpoint, [":beam 3", ":t 0.5", ":top-k 5", ":beam off", ":t 0.7"])
+    replies = [line.removeprefix("> ") for line in done.stderr.splitlines()]
+    assert "temperature 0.5 (not used while beam search is on; :beam off draws again)" \
+        in replies
+    assert "top-k 5 (not used while beam search is on; :beam off draws again)" in replies
+    assert "temperature 0.7" in replies
+
+
 def test_a_beam_session_that_keeps_its_state_reads_on_from_what_it_wrote():
     model, vocab = prime_sensitive_model("abcdefghij", num_layers=2, cell="lstm")
     session = Session(model, vocab, length=25, keep=True, beam=1)
