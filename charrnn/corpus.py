@@ -186,8 +186,9 @@ def expand_inputs(args: Iterable[str | Path], *,
     (used whatever its name), a folder (its files with a suffix in ``TEXT_SUFFIXES``,
     recursively), a glob pattern expanded here (``*``, ``?``, ``[...]``, ``**``; what
     it matches taken as if named: a file whatever its name, a folder for its text
-    files; ending in ``/``, folders only), or the name of a known corpus (``download.resolve_text``). A path that is
-    none of these is kept, for the reader to report.
+    files; ending in ``/``, folders only), or the name of a known corpus
+    (``download.resolve_text``). A path that is none of these is kept, for the reader
+    to report.
 
     Inside a folder or a pattern: files are sorted by path, folder by folder; names
     starting with a dot are left out (unless the pattern's part starts with one); a

@@ -82,11 +82,12 @@ def interact(session: Session, stop: str | None) -> None:
                 continue
             text = _unescape(line[1:] if line[:2] in ("::", "//") else line)
             session.stop = settings["stop"]     # a searched turn is cut there
-            chars = session.turn(text)          # checks the prime: an error comes now
+            stopped = threading.Event()         # Ctrl-C during the turn (_write_turn)
+            chars = session.turn(text, halt=stopped.is_set)   # an error in the prime: now
         except CharRNNError as e:
             err.print(Text(f"error: {' '.join(str(e).splitlines())}"))
             continue
-        _write_turn(chars, settings["stop"])
+        _write_turn(chars, settings["stop"], stopped)
 
 
 def _read_line(prompt: str) -> str:
@@ -105,12 +106,13 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
-def _write_turn(chars, stop: str | None) -> None:
+def _write_turn(chars, stop: str | None, stopped: threading.Event) -> None:
     """Write the characters as they come, until the last, the --stop text, or Ctrl-C
-    (which stops this continuation only); then a newline."""
+    (which sets ``stopped`` and stops this continuation only: a beam search ends with
+    what it kept so far); then a newline."""
     out, written = sys.stdout, 0
     live = out.isatty()
-    with _ctrl_c_sets() as stopped:
+    with _ctrl_c_sets(stopped):
         for ch in until_stop(chars, stop):
             out.write(ch)
             written += 1
@@ -125,15 +127,14 @@ def _write_turn(chars, stop: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _ctrl_c_sets():
-    """An event that Ctrl-C (SIGINT) sets instead of interrupting, while inside."""
-    stopped = threading.Event()
+def _ctrl_c_sets(stopped: threading.Event):
+    """Ctrl-C (SIGINT) sets ``stopped`` instead of interrupting, while inside."""
     if threading.current_thread() is not threading.main_thread():
-        yield stopped
+        yield
         return
     previous = signal.signal(signal.SIGINT, lambda signum, frame: stopped.set())
     try:
-        yield stopped
+        yield
     finally:
         signal.signal(signal.SIGINT, previous)
 

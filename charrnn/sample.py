@@ -13,7 +13,7 @@ turn to the next when asked; none of them prints.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -244,24 +244,26 @@ class Session:
         return dict(length=self.length, **vars(self.sampling), beam=self.beam,
                     seed=self.seed, keep=self.keep)
 
-    def turn(self, prime: str) -> Iterator[str]:
+    def turn(self, prime: str, halt: Callable[[], bool] | None = None) -> Iterator[str]:
         """The new characters after ``prime``, yielded as they are drawn.
 
         An empty prime carries on from the last turn's end when ``continues``, and
         otherwise starts from ``default_prime``. The prime is checked here, before the
-        first character: characters outside the vocabulary raise ``DataError``."""
+        first character: characters outside the vocabulary raise ``DataError``.
+        ``halt``, asked before each step of a beam search: True ends it there, with the
+        likeliest continuation kept so far (a drawn turn ends where its reader stops)."""
         if not prime and not self.continues:
             prime = default_prime(self.vocab)
         ids = torch.as_tensor(self.vocab.encode(prime, what="the prime text").astype(
             "int64"), device=self.device)
         end = self._end if self.continues else None
         if self.beam is not None:
-            return self._searched(ids, end)
+            return self._searched(ids, end, halt)
         return self._turn(ids, end, self.length, self.sampling)
 
     @torch.no_grad()
-    def _searched(self, ids: torch.Tensor, end: tuple[list, torch.Tensor] | None
-                  ) -> Iterator[str]:
+    def _searched(self, ids: torch.Tensor, end: tuple[list, torch.Tensor] | None,
+                  halt: Callable[[], bool] | None) -> Iterator[str]:
         """A turn of ``beam_search``: the likeliest continuation, decided whole, then
         yielded; the state after it is where the next turn carries on."""
         states = None
@@ -269,7 +271,7 @@ class Session:
             states, last = end
             ids = torch.cat([last, ids])
         (found,) = _beam_search(self.model, self.stepper, self.vocab, ids, states,
-                                self.length, self.beam, 1, self.stop)
+                                self.length, self.beam, 1, self.stop, halt)
         new = torch.as_tensor(self.vocab.encode(found.text, what="text").astype("int64"),
                               device=self.device)
         self._end = _warm(self.model, self.stepper, torch.cat([ids, new]).unsqueeze(0),
@@ -395,8 +397,9 @@ def check_beam(beam: int) -> None:
 
 def _beam_search(model: CharRNN, stepper: Stepper, vocab: Vocab, ids: torch.Tensor,
                  start: list | None, length: int, beam: int, results: int,
-                 stop: str | None) -> list[Beam]:
-    """``beam_search`` after reading ``ids`` (T,) from the states ``start`` (None: zero)."""
+                 stop: str | None, halt: Callable[[], bool] | None = None) -> list[Beam]:
+    """``beam_search`` after reading ``ids`` (T,) from the states ``start`` (None: zero);
+    ``halt`` (see ``Session.turn``) may end it before ``length`` steps."""
     device = ids.device
     states, idx = _warm(model, stepper, ids.unsqueeze(0), start)   # one continuation, (1,)
     scores = torch.zeros(1, dtype=torch.float64, device=device)    # its log-probability
@@ -404,6 +407,8 @@ def _beam_search(model: CharRNN, stepper: Stepper, vocab: Vocab, ids: torch.Tens
     # and that character's log-probability: the texts are read back once, at the end.
     parents, chars, logps = [], [], []
     for _ in range(length):
+        if halt is not None and halt():
+            break
         logits, states = stepper.step(idx, states)                 # (K, V)
         logp = torch.log_softmax(logits.double(), dim=-1)          # (K, V)
         if beam == 1:   # greedy: the argmax of the logits themselves, ties as greedy breaks them
@@ -430,7 +435,7 @@ def _beam_search(model: CharRNN, stepper: Stepper, vocab: Vocab, ids: torch.Tens
     found: dict[str, float] = {}       # each text once (cut at ``stop``, two may meet)
     for k in scores.argsort(descending=True).tolist():
         ids_k, logps_k = [], []
-        for t in range(length - 1, -1, -1):                         # read back from the end
+        for t in range(len(parents) - 1, -1, -1):                   # read back from the end
             ids_k.append(drawn[t][k])
             logps_k.append(drawn_logp[t][k])
             k = back[t][k]

@@ -9,6 +9,7 @@ import fcntl
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from charrnn.checkpoint import load_checkpoint, model_from_checkpoint
 from charrnn.config import ModelConfig
 from charrnn.errors import ConfigError, DataError
 from charrnn.model import CharRNN
-from charrnn.sample import Sampling, Session, generate
+from charrnn.sample import Sampling, Session, Stepper, beam_search, generate
 
 from helpers import CELLS, child_env, prime_sensitive_model, run, save_model
 
@@ -418,6 +419,40 @@ def test_a_beam_in_the_session_writes_what_sample_beam_writes(checkpoint, sessio
         sampled(checkpoint, capsys, "ba", "--len", "30", "--beam", "4"),
         sampled(checkpoint, capsys, "abc", "--len", "30", "--greedy")]
     assert "beam 4" in done.stderr and "beam off" in done.stderr
+
+
+def test_a_halted_beam_turn_ends_with_the_search_of_the_steps_it_took():
+    model, vocab = prime_sensitive_model("abcdefghij", num_layers=2, cell="lstm")
+    asked = []
+
+    def halt() -> bool:       # True from its 8th question: 7 steps were taken
+        asked.append(1)
+        return len(asked) >= 8
+
+    session = Session(model, vocab, length=200, beam=3)
+    halted = "".join(session.turn("jab", halt=halt))
+    assert len(halted) == 7
+    assert halted == beam_search(model, vocab, 7, prime="jab", beam=3)[0].text
+
+
+def test_ctrl_c_during_a_beam_turn_ends_the_search_and_the_session_goes_on(
+        checkpoint, session, monkeypatch):
+    """The search stops at the next step, not when its 100,000 steps are done."""
+    original, steps = Stepper.step, []
+
+    def step(self, idx, states):
+        steps.append(1)
+        if len(steps) == 10:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, idx, states)
+
+    monkeypatch.setattr(Stepper, "step", step)
+    done = session(checkpoint, [":beam 2", "abc", ":beam off", ":len 5", "abc"],
+                   "--len", "100000")
+    first, second = done.stdout[:-7], done.stdout[-6:-1]       # each with its newline
+    assert done.stdout[-7] == "\n" and done.stdout[-1] == "\n"
+    assert len(steps) < 100 and 0 < len(first) < 20 and len(second) == 5
+    assert f"stopped after {len(first)} character(s)" in done.stderr
 
 
 def test_drawing_settings_given_during_a_beam_search_say_they_wait(checkpoint, session):
