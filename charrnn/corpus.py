@@ -562,10 +562,13 @@ def _write(target: Path, write: Callable[[IO[bytes]], None]) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise CharRNNError(f"cannot write the corpus cache {target}: {e.strerror}; {_FIX}"
-                           ) from None
+        # A file where a folder of the path should be reads as "File exists": name it.
+        file = next((p for p in reversed(target.parents) if p.exists() and not p.is_dir()),
+                    None)
+        why = f"{file} is a file, not a folder" if file is not None else e.strerror
+        raise CharRNNError(f"cannot write the corpus cache {target}: {why}; {_FIX}") from None
     with atomic_write(target, what="the corpus cache ", fix=_FIX) as f:
         write(f)
 
 
-_FIX = "give a writable folder with --cache-dir (or --out), or free some space"
+_FIX = "give a writable folder with --cache-dir, or free some space"

@@ -174,6 +174,8 @@ BAD_INPUTS = [
     (["prepare", "{d}/missing.txt"], "does not exist"),
     (["prepare", "{d}/latin1.txt"], "not valid UTF-8 (byte 0xe9 at offset 3)"),
     (["prepare", "{text}", "--cache-dir", "{d}/binary.bin"], "cannot write the corpus cache"),
+    (["eval", "{run}", "{text}", "--cache-dir", "{d}/binary.bin"],
+     "binary.bin is a file, not a folder; give a writable folder with --cache-dir"),
     (["sample", "{d}/notes.pt"], "not a readable checkpoint: not a torch checkpoint file"),
     (["sample", "{d}/zero.pt"], "is empty"),
     (["sample", "{d}/truncated.pt"], "truncated or damaged (its zip archive is incomplete)"),
@@ -209,7 +211,7 @@ def test_bad_input_gets_one_line_and_exit_code_1(argv, expected, bad_files, tiny
     assert out == ""
     lines = err.strip().splitlines()
     assert lines and lines[-1].startswith("error: ") and "Traceback" not in err
-    assert len(lines) == 1 or (lines[0].startswith(("sampling from", "note: ")) and
+    assert len(lines) == 1 or (lines[0].startswith(("sampling from", "scoring ", "note: ")) and
                                len(lines) == 2)
     import re
     assert re.search(expected if "|" in expected else re.escape(expected), lines[-1]), lines[-1]
