@@ -166,6 +166,8 @@ BAD_INPUTS = [
     (["train", "{text}", "--device", "cuda:99"], "cuda"),
     (["train", "{text}", "--device", CUDA_FLAG], CUDA_MESSAGE),
     (["train", "{text}", "--device", "tpu"], "unknown device|unsupported device"),
+    # A record separator in a value would split the line for str.splitlines: escaped.
+    (["eval", "{run}", "{text}", "--device", "\x1e"], "unknown device '\\x1e'; use auto"),
     (["train", "{text}", "--resume", "{d}/nothing"], "does not exist"),
     (["train", "{text}", "--resume", "{run}", "--hidden-size", "64"], "hidden_size 32 -> 64"),
     (["train", "{d}/foreign.txt", "--init-from", "{run}"], "vocabulary lacks"),

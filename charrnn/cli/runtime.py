@@ -202,5 +202,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(label: str, message: str, status: int = 1) -> None:
-    err.print(Text.assemble((label, "bold red"), " ", " ".join(message.split("\n"))))
+    err.print(Text.assemble((label, "bold red"), " ", one_line(message)))
     sys.exit(status)
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: its newlines as spaces, and any other character that is
+    not printable (a value typed with a control character, a line or record separator
+    that would start a new line for some readers) escaped as Python writes it."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1]
+                   for ch in " ".join(message.split("\n")))
