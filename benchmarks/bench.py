@@ -56,11 +56,13 @@ CORPUS = ROOT / "data" / "tinyshakespeare.txt"
 # Counts and time limits (seconds) of the full run and of --quick. Each figure stops at
 # whichever of its count and its time comes first.
 LIMITS = {
-    "full": {"threads_s": 15.0, "threads_rounds": 2, "peak_s": 5.0, "train_steps": 150, "train_s": 25.0, "sample_chars": (3000, 500),
-             "sample_s": 10.0, "page_chars": 1000, "encode_mb": 100, "help_runs": 7, "help_s": 15.0,
+    "full": {"threads_s": 15.0, "threads_rounds": 2, "peak_s": 5.0, "train_steps": 150,
+             "train_s": 25.0, "sample_chars": (3000, 500), "sample_s": 10.0,
+             "page_chars": 1000, "encode_mb": 100, "help_runs": 7, "help_s": 15.0,
              "beam": (400, 5)},
-    "quick": {"threads_s": 8.0, "threads_rounds": 1, "peak_s": 1.5, "train_steps": 30, "train_s": 5.0, "sample_chars": (500, 100),
-              "sample_s": 3.0, "page_chars": 200, "encode_mb": 20, "help_runs": 3, "help_s": 5.0,
+    "quick": {"threads_s": 8.0, "threads_rounds": 1, "peak_s": 1.5, "train_steps": 30,
+              "train_s": 5.0, "sample_chars": (500, 100), "sample_s": 3.0,
+              "page_chars": 200, "encode_mb": 20, "help_runs": 3, "help_s": 5.0,
               "beam": (100, 3)},
 }
 

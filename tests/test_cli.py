@@ -133,7 +133,8 @@ def bad_files(tmp_path_factory, tiny_run):
 
 
 # `--device cuda` is a user error only where there is no GPU; elsewhere ask for one too many.
-CUDA_FLAG, CUDA_MESSAGE = (("cuda", "no CUDA GPU is available here") if not torch.cuda.is_available()
+CUDA_FLAG, CUDA_MESSAGE = (("cuda", "no CUDA GPU is available here")
+                           if not torch.cuda.is_available()
                            else (f"cuda:{torch.cuda.device_count()}", "CUDA device(s)"))
 
 BAD_INPUTS = [

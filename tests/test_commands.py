@@ -16,7 +16,8 @@ import pytest
 from charrnn import config as cfg
 
 from helpers import ROOT, charrnn, run
-COMMANDS = ["train", "sample", "eval", "export", "inspect", "runs", "plot", "download", "prepare", "config"]
+COMMANDS = ["train", "sample", "eval", "export", "inspect", "runs", "plot", "download", "prepare",
+            "config"]
 PANELS = {"Train and use a model": ["train", "sample", "eval", "export"],
           "Look inside and compare": ["inspect", "runs", "plot"],
           "Data and settings": ["download", "prepare", "config"]}

@@ -107,7 +107,8 @@ def test_a_wrong_sha256_saves_nothing(server, tmp_path, capsys):
     (lambda server, port: f"http://127.0.0.1:{port}/input.txt",
      "cannot reach 127.0.0.1 (Connection refused); check the network connection"),
     (lambda server, port: "file:///no/such/corpus.txt", "cannot read file:///no/such/corpus.txt"),
-    (lambda server, port: "ftp://example.org/input.txt", "give an http://, https:// or file:// URL"),
+    (lambda server, port: "ftp://example.org/input.txt",
+     "give an http://, https:// or file:// URL"),
 ])
 def test_unreachable_sources_are_one_line_errors(server, closed_port, tmp_path, capsys,
                                                  make_url, expected):

@@ -113,7 +113,8 @@ def test_bad_plots_are_one_line_errors(two_runs, tmp_path, capsys):
     empty.mkdir()
     (empty / "metrics.csv").write_text("step,elapsed_s,train_loss,val_loss\n", encoding="utf-8")
     cases = [
-        (["plot", str(two_runs[0]), "-o", str(tmp_path / "x.jpeg")], "cannot tell the image format"),
+        (["plot", str(two_runs[0]), "-o", str(tmp_path / "x.jpeg")],
+         "cannot tell the image format"),
         (["plot", str(tmp_path / "nowhere")], "does not exist"),
         (["plot", str(empty), "-o", str(tmp_path / "y.png")], "has no evaluations yet"),
         (["plot", str(two_runs[0]), "-o", str(tmp_path / "no" / "dir.png")], "does not exist"),
