@@ -186,9 +186,8 @@ def expand_inputs(args: Iterable[str | Path], *,
     (used whatever its name), a folder (its files with a suffix in ``TEXT_SUFFIXES``,
     recursively), a glob pattern expanded here (``*``, ``?``, ``[...]``, ``**``; what
     it matches taken as if named: a file whatever its name, a folder for its text
-    files; ending in ``/``, folders only), or the name of a known corpus
-    (``download.resolve_text``). A path that is none of these is kept, for the reader
-    to report.
+    files), or the name of a known corpus (``download.resolve_text``). A path that is
+    none of these is kept, for the reader to report.
 
     Inside a folder or a pattern: files are sorted by path, folder by folder; names
     starting with a dot are left out (unless the pattern's part starts with one); a
@@ -223,8 +222,6 @@ def _expand(arg: str, on_empty: Callable[[Path], None] | None) -> list[Path]:
     if not path.is_dir() and (path.exists() or not _WILD.search(arg)):
         return [resolve_text(arg)]
     matches = [path] if path.is_dir() else _pattern_matches(arg)
-    if arg.endswith(("/", os.sep)):     # as in the shell: a pattern ending in / names folders
-        matches = [match for match in matches if match.is_dir()]
     files: dict[tuple, Path] = {}   # a file reached twice (through ** and a folder): once
     for match in matches:
         for file in _text_files_in(match) if match.is_dir() else [match]:

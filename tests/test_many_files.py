@@ -60,14 +60,6 @@ def test_a_pattern_that_matches_a_folder_takes_its_text_files(tree, monkeypatch)
         "books/a/b/c.rst", "books/a/z.py", "books/z/y.html"]
 
 
-def test_a_pattern_ending_in_a_slash_matches_folders_only(tree, monkeypatch):
-    monkeypatch.chdir(tree.parent)
-    assert [str(p) for p in expand_inputs(["books/*/"])] == [
-        "books/a/b/c.rst", "books/a/z.py", "books/z/y.html"]
-    with pytest.raises(DataError, match="no text file matches books/\\*.txt/"):
-        expand_inputs(["books/*.txt/"])
-
-
 def test_a_file_named_twice_is_read_once_where_first_named(tree):
     repeats = []
     found = expand_inputs([tree / "b.txt", tree, tree / "a" / ".." / "a.txt"],
