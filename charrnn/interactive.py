@@ -82,8 +82,8 @@ def interact(session: Session, stop: str | None) -> None:
                 continue
             text = _unescape(line[1:] if line[:2] in ("::", "//") else line)
             session.stop = settings["stop"]     # a searched turn is cut there
-            stopped = threading.Event()         # Ctrl-C during the turn (_write_turn)
-            chars = session.turn(text, halt=stopped.is_set)   # an error in the prime: now
+            stopped = _TurnStop()               # Ctrl-C during the turn (_write_turn)
+            chars = session.turn(text, halt=stopped.halt)     # an error in the prime: now
         except CharRNNError as e:
             err.print(Text(f"error: {' '.join(str(e).splitlines())}"))
             continue
@@ -106,10 +106,26 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
-def _write_turn(chars, stop: str | None, stopped: threading.Event) -> None:
+class _TurnStop(threading.Event):
+    """Ctrl-C during a turn. A beam search asks ``halt`` between steps and takes the
+    request: it ends with the continuation it kept so far, which is then written whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.searched = False         # a search ended on it
+
+    def halt(self) -> bool:
+        if self.is_set():
+            self.clear()
+            self.searched = True
+            return True
+        return False
+
+
+def _write_turn(chars, stop: str | None, stopped: _TurnStop) -> None:
     """Write the characters as they come, until the last, the --stop text, or Ctrl-C
-    (which sets ``stopped`` and stops this continuation only: a beam search ends with
-    what it kept so far); then a newline."""
+    (which sets ``stopped`` and stops this continuation only; a beam search ended by it
+    writes what it kept so far); then a newline."""
     out, written = sys.stdout, 0
     live = out.isatty()
     with _ctrl_c_sets(stopped):
@@ -122,7 +138,7 @@ def _write_turn(chars, stop: str | None, stopped: threading.Event) -> None:
                 break
         out.write("\n")
         out.flush()
-    if stopped.is_set():
+    if stopped.is_set() or stopped.searched:
         err.print(Text(f"stopped after {written:,} character(s)"))
 
 
