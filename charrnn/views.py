@@ -66,7 +66,12 @@ def render_train_start(info: TrainStart, console: Console) -> None:
     if info.get("val_empty"):
         empty = info["val_empty"]
         console.print(Text(f"note: {len(empty)} empty validation file(s) left out: "
-                           f"{', '.join(empty[:3])}" + (", ..." if len(empty) > 3 else "")))
+                           f"{first_few(empty)}"))
+
+
+def first_few(names: list) -> str:
+    """The first three of ``names``, then "..." if there are more."""
+    return ", ".join(map(str, names[:3])) + (", ..." if len(names) > 3 else "")
 
 
 def render_train_end(result: TrainEnd, console: Console, found: bool) -> None:

@@ -45,6 +45,7 @@ def text_files(inputs: list[Path], quiet: bool) -> list[Path]:
     """The files that TEXT arguments name (``corpus.expand_inputs``); a note on stderr
     for files named more than once and for empty files a folder or pattern held."""
     from charrnn.corpus import expand_inputs
+    from charrnn.views import first_few
 
     repeats: list[Path] = []
     empty: list[Path] = []
@@ -53,8 +54,7 @@ def text_files(inputs: list[Path], quiet: bool) -> list[Path]:
         for files, what in ((repeats, "file(s) named more than once, read once where first "
                              "named"), (empty, "empty file(s) left out")):
             if files:
-                err.print(Text(f"note: {len(files)} {what}: {', '.join(map(str, files[:3]))}"
-                               + (", ..." if len(files) > 3 else "")))
+                err.print(Text(f"note: {len(files)} {what}: {first_few(files)}"))
     return paths
 
 

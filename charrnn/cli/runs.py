@@ -59,15 +59,14 @@ def plot(
     Needs matplotlib: pip install 'charrnn-cli\\[plot]'."""
     from charrnn.plot import plot_runs
     from charrnn.files import read_metrics
-    from charrnn.runs import list_runs
 
     if not run_dirs:
         # The newest run with an evaluation to draw (a run that diverged has none).
-        newest = [s for s in list_runs(runs_dir) if s.evaluations] if runs_dir.is_dir() else []
+        newest = _evaluated(runs_dir) if runs_dir.is_dir() else []
         if not newest:
             raise CharRNNError(f"no run under {runs_dir}/ has evaluations to plot yet; give "
                                f"run folders, e.g. charrnn plot {runs_dir}/<run>")
-        run_dirs = [Path(newest[0].path)]
+        run_dirs = [newest[0]]
     run_dirs = [run for path in run_dirs for run in _runs_in(path)]
     names = [p.parent.name if p.is_file() else p.name for p in run_dirs]
     labels = [str(p) if names.count(n) > 1 else n for p, n in zip(run_dirs, names)]
@@ -80,12 +79,18 @@ def _runs_in(path: Path) -> list[Path]:
     """A run folder or metrics.csv as given; a folder of runs as those of its runs that
     have evaluations, in the order they ran."""
     from charrnn.files import is_run
-    from charrnn.runs import list_runs
 
     if not path.is_dir() or is_run(path) or not any(is_run(p) for p in path.iterdir()):
         return [path]
-    runs = [Path(s.path) for s in reversed(list_runs(path)) if s.evaluations]
+    runs = _evaluated(path)[::-1]
     if not runs:
         raise CharRNNError(f"no run in {path} has evaluations to plot yet; let one train "
                            "to its first evaluation (--eval-every)")
     return runs
+
+
+def _evaluated(folder: Path) -> list[Path]:
+    """The runs in ``folder`` that have an evaluation to draw, newest first."""
+    from charrnn.runs import list_runs
+
+    return [Path(s.path) for s in list_runs(folder) if s.evaluations]
